@@ -1,0 +1,128 @@
+"""Failure (ruf) reports: RFC 6591 ARF as updated by RFC 9991, and plain-text notices.
+
+Failure reports carry personal data (a sample of the failed message), so only the ARF fields and a
+handful of the sample's headers are kept; the sample's body is never read.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import re
+from datetime import UTC, datetime
+from email.message import Message
+from email.utils import parseaddr, parsedate_to_datetime
+
+from analysis.model import FailureReport
+
+_SAMPLE_HEADERS = ("from", "to", "subject", "date", "message-id")
+_TEXT_NOTICE = re.compile(r"^\s*Sender IP Address:", re.MULTILINE | re.IGNORECASE)
+_TEXT_FIELD = re.compile(r"^\s*([A-Za-z][A-Za-z ]+?):[ \t]*(.*?)\s*$", re.MULTILINE)
+_HEADER_COPY = re.compile(r"^-+ This is a copy of the headers.*$", re.MULTILINE | re.IGNORECASE)
+_DELIVERY = {"accept": "delivered", "reject": "reject", "quarantine": "spam"}
+
+
+def _date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _reporter(msg: Message) -> str | None:
+    address = parseaddr(str(msg.get("from", "")))[1]
+    return address.lower() or None
+
+
+def _headers_of(part: Message) -> Message | None:
+    """The header block carried by a `message/*` or `text/rfc822-headers` part."""
+    payload = part.get_payload()
+    if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+        return payload[0]
+    raw = part.get_payload(decode=True)
+    if isinstance(raw, bytes):
+        return email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
+    return None
+
+
+def _sample(headers: Message | None) -> dict[str, str]:
+    if headers is None:
+        return {}
+    out = {}
+    for name in _SAMPLE_HEADERS:
+        value = headers.get(name)
+        if value is not None:
+            out[name.replace("-", "_")] = " ".join(str(value).split())
+    return out
+
+
+def find_failure_report(msg: Message, source: str) -> FailureReport | None:
+    """Return the failure report this e-mail carries, or None when it carries none."""
+    feedback = sample = None
+    for part in msg.walk():
+        ctype = part.get_content_type()
+        if ctype == "message/feedback-report" and feedback is None:
+            feedback = _headers_of(part)
+        elif ctype in ("message/rfc822", "text/rfc822-headers") and feedback is not None:
+            sample = _headers_of(part)
+            break
+    if feedback is not None and feedback.get("feedback-type"):
+        return _from_arf(msg, feedback, sample, source)
+    for part in msg.walk():
+        if part.get_content_type() == "text/plain":
+            text = part.get_payload(decode=True)
+            if isinstance(text, bytes):
+                body = text.decode("utf-8", "replace")
+                if _TEXT_NOTICE.search(body) and "DMARC" in body:
+                    return _from_text(msg, body, source)
+    return None
+
+
+def _from_arf(msg: Message, fb: Message, sample: Message | None, source: str) -> FailureReport:
+    def field(name: str) -> str | None:
+        value = fb.get(name)
+        return " ".join(str(value).split()) or None if value is not None else None
+
+    return FailureReport(
+        source=source, format="arf", reporter=_reporter(msg),
+        feedback_type=(field("feedback-type") or "").lower() or None,
+        user_agent=field("user-agent"), version=field("version"),
+        auth_failure=(field("auth-failure") or "").lower() or None,
+        identity_alignment=(field("identity-alignment") or "").lower() or None,
+        delivery_result=(field("delivery-result") or "").lower() or None,
+        original_mail_from=field("original-mail-from"), original_rcpt_to=field("original-rcpt-to"),
+        original_envelope_id=field("original-envelope-id"),
+        arrival_date=_date(field("arrival-date") or field("received-date")),
+        source_ip=field("source-ip"), reported_domain=(field("reported-domain") or "").lower() or None,
+        authentication_results=field("authentication-results"),
+        dkim_domain=field("dkim-domain"), dkim_identity=field("dkim-identity"),
+        dkim_selector=field("dkim-selector"), spf_dns=field("spf-dns"),
+        reported_uri=field("reported-uri"), sample_headers=_sample(sample), errors=[],
+    )
+
+
+def _from_text(msg: Message, body: str, source: str) -> FailureReport:
+    notice, *rest = _HEADER_COPY.split(body, maxsplit=1)
+    copied = rest[0] if rest else ""
+    fields = {k.strip().lower(): v for k, v in _TEXT_FIELD.findall(notice)}
+    unaligned = [m for m in ("dkim", "spf") if fields.get(f"{m} alignment", "").lower() == "no"]
+    results = [w.strip().lower() for w in fields.get("dmarc results", "").split(",")]
+    action = results[-1] if results and results[-1] else ""
+    sample = email.parser.Parser(policy=email.policy.compat32).parsestr(
+        copied.lstrip("\r\n"), headersonly=True
+    ) if copied.strip() else None
+    return FailureReport(
+        source=source, format="text", reporter=_reporter(msg), feedback_type="auth-failure",
+        user_agent=None, version=None, auth_failure="dmarc",
+        identity_alignment=",".join(unaligned) or "none",
+        delivery_result=_DELIVERY.get(action, "other") if action else None,
+        original_mail_from=None, original_rcpt_to=None, original_envelope_id=None,
+        arrival_date=_date(fields.get("received date")),
+        source_ip=fields.get("sender ip address") or None,
+        reported_domain=(fields.get("sender domain") or "").lower() or None,
+        authentication_results=None, dkim_domain=None, dkim_identity=None, dkim_selector=None,
+        spf_dns=None, reported_uri=None, sample_headers=_sample(sample), errors=[],
+    )

@@ -1,0 +1,50 @@
+"""Limits on untrusted input, in one place.
+
+Reports arrive from anyone who can send mail to the report address, so every size, ratio and
+nesting level is capped. Defaults are far above what real receivers send (the largest reports seen
+are a few MB compressed) yet small enough that a bomb is refused long before it hurts. Each limit
+can be changed with an environment variable `DMARCBOT_<NAME>` (for example
+`DMARCBOT_MAX_DECOMPRESSED_BYTES=1073741824`); see docs/limits.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+MiB = 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Limits:
+    #: Largest single input held in memory or inflated from: an e-mail message, an attachment,
+    #: a compressed file or zip member as stored.
+    max_input_bytes: int = 64 * MiB
+    #: Largest report document after decompression (XML or JSON), counted while streaming.
+    max_decompressed_bytes: int = 512 * MiB
+    #: Largest decompressed/compressed size ratio. DMARC XML compresses 10-30x; bombs 1000x.
+    max_ratio: int = 150
+    #: Most members read from one zip archive, and most parts walked in one e-mail.
+    max_members: int = 64
+    #: Deepest nesting of containers (mbox > e-mail > forwarded e-mail > zip > gzip ...).
+    max_depth: int = 6
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:
+        """Defaults, overridden by `DMARCBOT_<FIELD>` variables; bad values name the variable."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, int] = {}
+        for field in dataclasses.fields(cls):
+            name = f"DMARCBOT_{field.name.upper()}"
+            raw = environ.get(name)
+            if raw is None or raw.strip() == "":
+                continue
+            try:
+                value = int(raw.strip())
+            except ValueError:
+                raise ValueError(f"{name}={raw!r} is not a whole number") from None
+            if value < 1:
+                raise ValueError(f"{name}={raw!r} must be at least 1")
+            values[field.name] = value
+        return cls(**values)

@@ -1,0 +1,191 @@
+"""From an input (file, folder, bytes) to reports, whatever the wrapping.
+
+An input is classified by its bytes, unwrapped (gzip, zip, e-mail, mbox) as often as the depth
+limit allows, and every report inside is yielded as it is found. Streams stay open while a yielded
+aggregate report's records are read, so consume `report.records` before moving on.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from analysis.aggregate import parse_aggregate
+from analysis.errors import CorruptInput, LimitExceeded, NotAReport
+from analysis.failure import find_failure_report
+from analysis.limits import Limits
+from analysis.mail import parse_message, report_parts, split_mbox
+from analysis.model import Report
+from analysis.sniff import HEAD_BYTES, sniff
+from analysis.streams import CountingReader, GzipReader, output_allowance
+from analysis.tls import parse_tls
+
+_BUFFER = 256 * 1024
+
+
+def iter_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
+    """Expand folders (recursively, sorted, hidden entries skipped) into the files to read."""
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    if not name.startswith("."):
+                        yield Path(root, name)
+        else:
+            yield path
+
+
+def read_reports(
+    source: str | os.PathLike[str] | bytes, limits: Limits | None = None, *, name: str | None = None
+) -> Iterator[Report]:
+    """Yield every report in one input: a path (file or folder) or the bytes of one.
+
+    Raise a `RejectedInput` subclass naming the input and the rule it broke; reports already
+    yielded stay valid. Reports come out in the order they are found.
+    """
+    limits = limits or Limits()
+    if isinstance(source, bytes):
+        label = name or "<bytes>"
+        yield from _read_stream(io.BytesIO(source), label, len(source), 0, limits, counted=False)
+        return
+    path = Path(source)
+    if path.is_dir():
+        for file in iter_files([path]):
+            yield from read_reports(file, limits)
+        return
+    label = name or str(path)
+    try:
+        handle = path.open("rb", buffering=_BUFFER)
+    except OSError as exc:
+        raise NotAReport(label, f"cannot be opened ({exc.strerror or exc})") from None
+    with handle:
+        yield from _read_stream(handle, label, os.fstat(handle.fileno()).st_size, 0, limits,
+                                counted=False)
+
+
+def _peekable(stream: BinaryIO) -> io.BufferedReader:
+    if isinstance(stream, io.BufferedReader):
+        return stream
+    return io.BufferedReader(stream, buffer_size=_BUFFER)  # type: ignore[arg-type]
+
+
+def _read_all(stream: BinaryIO, label: str, limit: int, what: str) -> bytes:
+    data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise LimitExceeded(label, f"max_input_bytes={limit}", f"{what} is larger than {limit} bytes")
+    return data
+
+
+def _read_stream(stream: BinaryIO, label: str, size: int | None, depth: int, limits: Limits,
+                 *, counted: bool) -> Iterator[Report]:
+    """Dispatch on the leading bytes. `counted`: the stream already enforces the output limits."""
+    if depth > limits.max_depth:
+        raise LimitExceeded(label, f"max_depth={limits.max_depth}", "containers nested too deeply")
+    buffered = _peekable(stream)
+    kind = sniff(buffered.peek(HEAD_BYTES)[:HEAD_BYTES])
+    if kind == "gzip":
+        _check_stored_size(label, size, limits)
+        inflated = GzipReader(buffered, label, limits, size)
+        yield from _read_stream(inflated, label, None, depth + 1, limits, counted=True)
+    elif kind == "zip":
+        yield from _read_zip(buffered, label, size, depth, limits)
+    elif kind == "xml":
+        reader: BinaryIO = buffered
+        if not counted:
+            reader = CountingReader(buffered, label, limits)  # type: ignore[assignment]
+        report = parse_aggregate(reader, label)
+        yield report
+        for _ in report.records:  # the caller skipped them: finish reading to surface errors
+            pass
+    elif kind == "json":
+        yield parse_tls(_read_all(buffered, label, limits.max_input_bytes, "JSON report"), label)
+    elif kind == "email":
+        data = _read_all(buffered, label, limits.max_input_bytes, "e-mail")
+        yield from _read_email(data, label, depth, limits)
+    elif kind == "mbox":
+        found = False
+        for number, message in enumerate(split_mbox(buffered, label, limits), start=1):
+            try:
+                for report in _read_email(message, f"{label} > message {number}", depth + 1, limits):
+                    found = True
+                    yield report
+            except NotAReport:
+                continue  # an mbox export holds ordinary mail too
+        if not found:
+            raise NotAReport(label, "mbox holds no DMARC or TLS report")
+    else:
+        raise NotAReport(label, "not a report: content is not XML, JSON, gzip, zip or e-mail")
+
+
+def _check_stored_size(label: str, size: int | None, limits: Limits) -> None:
+    if size is not None and size > limits.max_input_bytes:
+        raise LimitExceeded(
+            label, f"max_input_bytes={limits.max_input_bytes}",
+            f"compressed input is {size} bytes",
+        )
+
+
+def _read_zip(stream: io.BufferedReader, label: str, size: int | None, depth: int,
+              limits: Limits) -> Iterator[Report]:
+    _check_stored_size(label, size, limits)
+    if not stream.seekable():
+        data = _read_all(stream, label, limits.max_input_bytes, "zip archive")
+        stream = io.BufferedReader(io.BytesIO(data))  # type: ignore[arg-type]
+    try:
+        archive = zipfile.ZipFile(stream)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise CorruptInput(label, f"damaged zip archive ({exc})") from None
+    with archive:
+        members = [info for info in archive.infolist() if not info.is_dir()]
+        if len(members) > limits.max_members:
+            raise LimitExceeded(
+                label, f"max_members={limits.max_members}", f"zip has {len(members)} members"
+            )
+        found = False
+        for info in members:
+            member = f"{label} > {info.filename}"
+            if info.flag_bits & 0x1:
+                raise CorruptInput(member, "zip member is encrypted")
+            allowance, limit = output_allowance(limits, info.compress_size)
+            if info.file_size > allowance:  # refuse on the declared size, before inflating
+                detail = (f"max_ratio={limits.max_ratio}" if limit == "max_ratio"
+                          else f"max_decompressed_bytes={limits.max_decompressed_bytes}")
+                raise LimitExceeded(member, detail, f"declares {info.file_size} bytes inflated")
+            try:
+                with archive.open(info) as raw:
+                    counted = CountingReader(raw, member, limits, info.compress_size)
+                    for report in _read_stream(counted, member, None, depth + 1, limits,
+                                               counted=True):
+                        found = True
+                        yield report
+            except NotAReport:
+                continue  # a readme or other file beside the report
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
+                raise CorruptInput(member, f"damaged zip member ({exc})") from None
+        if not found:
+            raise NotAReport(label, "zip holds no DMARC or TLS report")
+
+
+def _read_email(data: bytes, label: str, depth: int, limits: Limits) -> Iterator[Report]:
+    msg = parse_message(data, label)
+    failure = find_failure_report(msg, label)
+    if failure is not None:
+        yield failure
+        return
+    found = False
+    for part_label, payload in report_parts(msg, label, limits):
+        try:
+            for report in _read_stream(io.BytesIO(payload), f"{label} > {part_label}",
+                                       len(payload), depth + 1, limits, counted=False):
+                found = True
+                yield report
+        except NotAReport:
+            continue  # an HTML body or another XML/JSON attachment that is not a report
+    if not found:
+        raise NotAReport(label, "e-mail holds no DMARC or TLS report")

@@ -1,0 +1,123 @@
+"""Byte streams that enforce the limits while they are read.
+
+Nothing here inflates or reads a whole input up front: readers count as they go and stop with
+`LimitExceeded` the moment a limit is crossed, so a bomb costs at most one limit's worth of work.
+"""
+
+from __future__ import annotations
+
+import io
+import zlib
+from typing import BinaryIO
+
+from analysis.errors import CorruptInput, LimitExceeded
+from analysis.limits import MiB, Limits
+
+GZIP_MAGIC = b"\x1f\x8b"
+_CHUNK = 64 * 1024
+#: Small inputs may inflate past the ratio limit without harm (a 200-byte gzip of a short report).
+_RATIO_FLOOR = 1 * MiB
+
+
+def output_allowance(limits: Limits, compressed_size: int | None) -> tuple[int, str]:
+    """How many bytes an input may inflate to, and the name of the limit that sets it."""
+    if compressed_size is None:
+        return limits.max_decompressed_bytes, "max_decompressed_bytes"
+    by_ratio = max(compressed_size * limits.max_ratio, _RATIO_FLOOR)
+    if by_ratio < limits.max_decompressed_bytes:
+        return by_ratio, "max_ratio"
+    return limits.max_decompressed_bytes, "max_decompressed_bytes"
+
+
+def _too_big(source: str, limits: Limits, allowance: int, limit: str) -> LimitExceeded:
+    if limit == "max_ratio":
+        return LimitExceeded(
+            source, f"max_ratio={limits.max_ratio}", "decompresses more than the allowed ratio"
+        )
+    return LimitExceeded(
+        source, f"max_decompressed_bytes={limits.max_decompressed_bytes}",
+        f"decompresses to more than {allowance} bytes",
+    )
+
+
+class CountingReader(io.RawIOBase):
+    """Passes bytes through and refuses to yield more than `allowance` of them."""
+
+    def __init__(self, raw: BinaryIO, source: str, limits: Limits,
+                 compressed_size: int | None = None) -> None:
+        self._raw = raw
+        self._source = source
+        self._limits = limits
+        self._allowance, self._limit = output_allowance(limits, compressed_size)
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self._raw.read(len(buffer))
+        n = len(data)
+        self.count += n
+        if self.count > self._allowance:
+            raise _too_big(self._source, self._limits, self._allowance, self._limit)
+        buffer[:n] = data
+        return n
+
+
+class GzipReader(io.RawIOBase):
+    """Inflates gzip members one after another and ignores stray bytes after the last one.
+
+    Python's `gzip` refuses a stream followed by junk, which is how some gateways (Mimecast via
+    Exchange Online) deliver reports; zlib with `wbits=MAX_WBITS|16` reads them fine.
+    """
+
+    def __init__(self, raw: BinaryIO, source: str, limits: Limits,
+                 compressed_size: int | None = None) -> None:
+        self._raw = raw
+        self._source = source
+        self._limits = limits
+        self._allowance, self._limit = output_allowance(limits, compressed_size)
+        self._inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+        self._pending = b""
+        self._done = False
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        want = len(buffer)
+        out = b""
+        while not out and not self._done:
+            out = self._inflate(want)
+        n = len(out)
+        self.count += n
+        if self.count > self._allowance:
+            raise _too_big(self._source, self._limits, self._allowance, self._limit)
+        buffer[:n] = out
+        return n
+
+    def _inflate(self, want: int) -> bytes:
+        inflater = self._inflater
+        if inflater.unconsumed_tail:
+            data = inflater.unconsumed_tail
+        else:
+            data = self._pending or self._raw.read(_CHUNK)
+            self._pending = b""
+        if not data:
+            if not inflater.eof:
+                raise CorruptInput(self._source, "gzip stream ends before its end marker")
+            self._done = True
+            return b""
+        try:
+            out = inflater.decompress(data, want)
+        except zlib.error as exc:
+            raise CorruptInput(self._source, f"damaged gzip data ({exc})") from None
+        if inflater.eof:
+            rest = inflater.unused_data or self._raw.read(_CHUNK)
+            if rest[:2] == GZIP_MAGIC:  # a further gzip member follows
+                self._inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+                self._pending = rest
+            else:  # stray bytes after the stream: nothing more to read
+                self._done = True
+        return out

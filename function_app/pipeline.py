@@ -1,0 +1,50 @@
+"""The steps the command line and the functions share: read inputs, store what they hold."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from typing import Literal
+
+from analysis import Limits, RejectedInput, iter_files, read_reports
+from store import Store
+
+log = logging.getLogger("dmarcbot.ingest")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one report (or of an input that was refused)."""
+
+    source: str
+    status: Literal["stored", "duplicate", "rejected"]
+    kind: str | None = None
+    reason: str | None = None  # the one-line rejection, for `rejected`
+    errors: int = 0  # problems recovered from while reading (skipped records, XML repairs)
+
+
+def ingest_input(source: str | os.PathLike[str] | bytes, store: Store, limits: Limits, *,
+                 name: str | None = None) -> Iterator[Outcome]:
+    """Store every report of one input; a refused input ends with one `rejected` outcome.
+
+    Reports stored before a later part of the same input is refused stay stored (each is whole);
+    running the same input again only adds what is missing.
+    """
+    label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
+    try:
+        for report in read_reports(source, limits, name=name):
+            status = store.add_report(report)
+            log.info("%s report %s from %s", status, report.kind, report.source)
+            yield Outcome(report.source, status, report.kind, errors=len(report.errors))
+    except RejectedInput as exc:
+        log.warning("rejected input (%s)", exc.rule)
+        yield Outcome(exc.source or label, "rejected", reason=str(exc))
+
+
+def ingest_paths(paths: Iterable[str | os.PathLike[str]], store: Store,
+                 limits: Limits) -> Iterator[Outcome]:
+    """Each file under `paths` is one input; one refused file does not stop the others."""
+    for path in iter_files(paths):
+        yield from ingest_input(path, store, limits)

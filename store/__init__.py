@@ -1,0 +1,6 @@
+"""Persistence behind one small interface: SQLite (embedded default); Azure Tables in Azure."""
+
+from store.base import AddResult, LedgerEntry, Store, StoreError
+from store.sqlite import SqliteStore
+
+__all__ = ["AddResult", "LedgerEntry", "SqliteStore", "Store", "StoreError"]

@@ -1,0 +1,50 @@
+"""The one small interface every store implements (SQLite here, Azure Table Storage in Azure)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Literal, Protocol
+
+from analysis.model import Report
+from analysis.rollup import LedgerKey, RollupKey
+
+AddResult = Literal["stored", "duplicate"]
+
+
+class StoreError(Exception):
+    """The store cannot be used (wrong schema version, unreadable file); one-line message."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    key: LedgerKey
+    org_name: str
+    schema: str | None
+    source: str
+    records: int
+    messages: int
+    errors: tuple[str, ...]
+    stored_at: str
+
+
+class Store(Protocol):
+    def add_report(self, report: Report) -> AddResult:
+        """Store a report whole, in one transaction, or not at all; a second copy changes nothing.
+
+        Consumes an aggregate report's records. If reading them fails, nothing is stored and the
+        error propagates.
+        """
+        ...
+
+    def reports(self, *, domain: str | None = None, since: str | None = None,
+                kind: str | None = None) -> Iterator[LedgerEntry]:
+        """Ledger entries, optionally for one policy domain and ending on or after `since`."""
+        ...
+
+    def rollups(self, *, domain: str | None = None,
+                since: str | None = None) -> Iterator[tuple[RollupKey, int]]:
+        """Daily rollup rows and their message counts, `since` a YYYY-MM-DD UTC day."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,217 @@
+"""SQLite store: the embedded default. One file, WAL, one transaction per report."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+
+from analysis.model import AggregateReport, FailureReport, Report, TlsReport
+from analysis.rollup import LedgerKey, RollupKey, ledger_key, report_days, rollup_rows
+from store.base import AddResult, LedgerEntry, StoreError
+
+_BATCH = 5000
+_UPSERT_ROLLUP = """
+INSERT INTO daily_rollups (policy_domain, day, source_ip, header_from, envelope_from, dkim, spf,
+                           dkim_aligned, spf_aligned, disposition, reasons, messages)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT DO UPDATE SET messages = messages + excluded.messages
+"""
+
+
+def _migrations() -> list[str]:
+    """Schema scripts in order; the file `NNN_*.sql` brings the database to version NNN."""
+    folder = resources.files("store") / "schema"
+    scripts = sorted(f.name for f in folder.iterdir() if f.name.endswith(".sql"))
+    return [(folder / name).read_text(encoding="utf-8") for name in scripts]
+
+
+class SqliteStore:
+    """The store in one SQLite file (or `:memory:`)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: cannot open the database ({exc})") from None
+
+    def _migrate(self) -> None:
+        scripts = _migrations()
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        if version > len(scripts):
+            raise StoreError(
+                f"{self.path}: database schema version {version} is newer than this dmarcbot "
+                f"knows ({len(scripts)}); upgrade dmarcbot"
+            )
+        for number in range(version + 1, len(scripts) + 1):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _statements(scripts[number - 1]):
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {number}")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    @property
+    def schema_version(self) -> int:
+        return self._db.execute("PRAGMA user_version").fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def add_report(self, report: Report) -> AddResult:
+        key = ledger_key(report)
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            report_row = self._insert_ledger(key, report)
+            if report_row is None:
+                db.execute("ROLLBACK")
+                return "duplicate"
+            if isinstance(report, AggregateReport):
+                records, messages = self._add_rollups(report)
+            elif isinstance(report, TlsReport):
+                records, messages = self._add_tls(report_row, report)
+            else:
+                records, messages = self._add_failure(report_row, report)
+            db.execute(
+                "UPDATE reports SET records = ?, messages = ?, errors = ? WHERE id = ?",
+                (records, messages, json.dumps(report.errors), report_row),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return "stored"
+
+    def _insert_ledger(self, key: LedgerKey, report: Report) -> int | None:
+        if isinstance(report, AggregateReport):
+            org, schema = report.reporter.org_name, report.schema
+        elif isinstance(report, TlsReport):
+            org, schema = report.organization_name, None
+        else:
+            org, schema = report.reporter or "", report.format
+        cursor = self._db.execute(
+            "INSERT INTO reports (kind, reporter, report_id, policy_domain, begin_ts, end_ts,"
+            " org_name, schema, source, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            (key.kind, key.reporter, key.report_id, key.policy_domain, key.begin, key.end, org,
+             schema, report.source, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")),
+        )
+        return cursor.lastrowid if cursor.rowcount == 1 else None
+
+    def _add_rollups(self, report: AggregateReport) -> tuple[int, int]:
+        days = report_days(report.begin, report.end)
+        batch: list[tuple[object, ...]] = []
+        records = messages = 0
+        for record in report.records:
+            records += 1
+            messages += record.count
+            for key, count in rollup_rows(report, record, days):
+                batch.append((
+                    key.policy_domain, key.day, key.source_ip, key.header_from,
+                    key.envelope_from, key.dkim, key.spf, key.dkim_aligned, key.spf_aligned,
+                    key.disposition, key.reasons, count,
+                ))
+            if len(batch) >= _BATCH:
+                self._db.executemany(_UPSERT_ROLLUP, batch)
+                batch.clear()
+        if batch:
+            self._db.executemany(_UPSERT_ROLLUP, batch)
+        return records, messages
+
+    def _add_tls(self, report_row: int, report: TlsReport) -> tuple[int, int]:
+        sessions = 0
+        for policy in report.policies:
+            sessions += policy.total_successful_session_count + policy.total_failure_session_count
+            failures = [
+                {"result_type": d.result_type, "failed_session_count": d.failed_session_count,
+                 "sending_mta_ip": d.sending_mta_ip, "receiving_mx_hostname":
+                 d.receiving_mx_hostname, "receiving_ip": d.receiving_ip}
+                for d in policy.failure_details
+            ]
+            self._db.execute(
+                "INSERT INTO tls_results (report, policy_domain, policy_type, successful, failed,"
+                " failures) VALUES (?, ?, ?, ?, ?, ?)",
+                (report_row, policy.policy_domain, policy.policy_type,
+                 policy.total_successful_session_count, policy.total_failure_session_count,
+                 json.dumps(failures)),
+            )
+        return len(report.policies), sessions
+
+    def _add_failure(self, report_row: int, report: FailureReport) -> tuple[int, int]:
+        arrival = int(report.arrival_date.timestamp()) if report.arrival_date else None
+        self._db.execute(
+            "INSERT INTO failure_reports (report, reported_domain, arrival_ts, source_ip,"
+            " auth_failure, identity_alignment, delivery_result, dkim_domain, dkim_selector,"
+            " spf_dns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (report_row, report.reported_domain, arrival, report.source_ip, report.auth_failure,
+             report.identity_alignment, report.delivery_result, report.dkim_domain,
+             report.dkim_selector, report.spf_dns),
+        )
+        return 1, 1
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def reports(self, *, domain: str | None = None, since: str | None = None,
+                kind: str | None = None) -> Iterator[LedgerEntry]:
+        sql = ("SELECT kind, reporter, report_id, policy_domain, begin_ts, end_ts, org_name,"
+               " schema, source, records, messages, errors, stored_at FROM reports WHERE 1=1")
+        params: list[object] = []
+        if domain is not None:
+            sql += " AND policy_domain = ?"
+            params.append(domain.lower())
+        if since is not None:
+            sql += " AND end_ts >= ?"
+            params.append(int(datetime.fromisoformat(since).replace(tzinfo=UTC).timestamp()))
+        if kind is not None:
+            sql += " AND kind = ?"
+            params.append(kind)
+        for row in self._db.execute(sql + " ORDER BY begin_ts, id", params):
+            yield LedgerEntry(
+                key=LedgerKey(*row[:6]), org_name=row[6], schema=row[7], source=row[8],
+                records=row[9], messages=row[10], errors=tuple(json.loads(row[11])),
+                stored_at=row[12],
+            )
+
+    def rollups(self, *, domain: str | None = None,
+                since: str | None = None) -> Iterator[tuple[RollupKey, int]]:
+        sql = ("SELECT policy_domain, day, source_ip, header_from, envelope_from, dkim, spf,"
+               " dkim_aligned, spf_aligned, disposition, reasons, messages FROM daily_rollups"
+               " WHERE 1=1")
+        params: list[object] = []
+        if domain is not None:
+            sql += " AND policy_domain = ?"
+            params.append(domain.lower())
+        if since is not None:
+            sql += " AND day >= ?"
+            params.append(since)
+        for row in self._db.execute(sql + " ORDER BY policy_domain, day", params):
+            yield RollupKey(*row[:7], bool(row[7]), bool(row[8]), *row[9:11]), row[11]
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a schema script into statements (our scripts hold no semicolons in literals)."""
+    lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
+    for statement in "\n".join(lines).split(";"):
+        if statement.strip():
+            yield statement
