@@ -23,6 +23,7 @@ from analysis.model import (
     PolicyPublished,
     Reason,
     Record,
+    RecordStream,
     Reporter,
     Schema,
     SpfResult,
@@ -113,9 +114,8 @@ def _parse_record(rec: etree._Element) -> Record:
                             spf = _word(_text(pe))
                         elif pname == "reason":
                             r = _fields(pe)
-                            reasons.append(
-                                Reason(_word(r.get("type", "")) or "other", r.get("comment") or None)
-                            )
+                            kind = _word(r.get("type", "")) or "other"
+                            reasons.append(Reason(kind, r.get("comment") or None))
         elif name == "identifiers":
             for field in part:
                 fname = _local(field.tag)
@@ -281,10 +281,20 @@ def parse_aggregate(stream: BinaryIO, source: str) -> AggregateReport:
     early: list[Record] = []  # records that came before the header (out-of-order documents)
     record_no = 0
     root_seen = False
+    root: etree._Element | None = None
 
     def refuse_dtd(el: etree._Element) -> None:
         if el.getroottree().docinfo.doctype:
             raise UnsafeXml(source, "XML declares a DTD (DOCTYPE), which reports never need")
+
+    def is_report_record(el: etree._Element) -> bool:
+        # A <record> inside an extension (its own namespace, any depth) is not a report row.
+        parent = el.getparent()
+        while parent is not None and parent is not root:
+            if _local(parent.tag) in ("record", "extension"):
+                return False
+            parent = parent.getparent()
+        return True
 
     def take_record(el: etree._Element) -> Record | None:
         nonlocal record_no
@@ -301,7 +311,7 @@ def parse_aggregate(stream: BinaryIO, source: str) -> AggregateReport:
         name = _local(el.tag)
         if not root_seen:
             refuse_dtd(el)
-            root_seen = True
+            root_seen, root = True, el
             if name != "feedback" or event != "start":
                 raise NotAReport(source, f"XML root is <{name}>, not an aggregate <feedback>")
             header.namespace = el.tag[1:].partition("}")[0] if el.tag.startswith("{") else ""
@@ -318,29 +328,35 @@ def parse_aggregate(stream: BinaryIO, source: str) -> AggregateReport:
         elif name == "policy_published":
             header.policy = _fields(el)
             _free(el)
-        elif name == "record":
+        elif name == "record" and is_report_record(el):
             record = take_record(el)
             if record is not None:
                 early.append(record)
     else:
         context_errors(context, errors)
         if not root_seen:
-            raise NotAReport(source, "XML holds no elements")
+            found = context.root
+            if found is None:
+                raise NotAReport(source, "XML holds no elements")
+            refuse_dtd(found)
+            raise NotAReport(
+                source, f"XML root is <{_local(found.tag)}>, not an aggregate <feedback>"
+            )
         if not header.complete:
             missing = "report_metadata" if header.metadata is None else "policy_published"
             raise NotAReport(source, f"aggregate report has no <{missing}>")
-        return _report(header, source, iter(early), errors)
+        return _report(header, source, RecordStream(iter(early), source), errors)
 
     def records() -> Iterator[Record]:
         yield from early
         for event, el in events:
-            if event == "end" and _local(el.tag) == "record":
+            if event == "end" and _local(el.tag) == "record" and is_report_record(el):
                 record = take_record(el)
                 if record is not None:
                     yield record
         context_errors(context, errors)
 
-    return _report(header, source, records(), errors)
+    return _report(header, source, RecordStream(records(), source), errors)
 
 
 def _guarded(context: etree.iterparse, source: str) -> Iterator[tuple[str, etree._Element]]:

@@ -78,6 +78,36 @@ class Record:
     auth_spf: tuple[SpfResult, ...]
 
 
+class RecordStream(Iterator[Record]):
+    """A report's records, read from the input as they are asked for.
+
+    Once the reader moves on to the next input or report, unread records are gone; asking for
+    them then raises instead of looking like an empty report.
+    """
+
+    def __init__(self, records: Iterator[Record], source: str) -> None:
+        self._records = records
+        self._source = source
+        self.exhausted = False
+        self._closed = False
+
+    def __next__(self) -> Record:
+        if self._closed:
+            raise RuntimeError(
+                f"{self._source}: records must be read before the reader moves to the next report"
+            )
+        try:
+            return next(self._records)
+        except StopIteration:
+            self.exhausted = True
+            raise
+
+    def close(self) -> None:
+        """Called by the reader when it moves on."""
+        if not self.exhausted:
+            self._closed = True
+
+
 @dataclasses.dataclass(slots=True)
 class AggregateReport:
     """An aggregate (rua) report. `records` streams: iterate it once; `errors` grows meanwhile."""
@@ -90,7 +120,7 @@ class AggregateReport:
     end: datetime
     generator: str | None
     policy: PolicyPublished
-    records: Iterator[Record]
+    records: RecordStream
     errors: list[str]
     kind: Literal["aggregate"] = "aggregate"
 

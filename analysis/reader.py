@@ -78,7 +78,9 @@ def _peekable(stream: BinaryIO) -> io.BufferedReader:
 def _read_all(stream: BinaryIO, label: str, limit: int, what: str) -> bytes:
     data = stream.read(limit + 1)
     if len(data) > limit:
-        raise LimitExceeded(label, f"max_input_bytes={limit}", f"{what} is larger than {limit} bytes")
+        raise LimitExceeded(
+            label, f"max_input_bytes={limit}", f"{what} is larger than {limit} bytes"
+        )
     return data
 
 
@@ -100,9 +102,10 @@ def _read_stream(stream: BinaryIO, label: str, size: int | None, depth: int, lim
         if not counted:
             reader = CountingReader(buffered, label, limits)  # type: ignore[assignment]
         report = parse_aggregate(reader, label)
-        yield report
-        for _ in report.records:  # the caller skipped them: finish reading to surface errors
-            pass
+        try:
+            yield report
+        finally:
+            report.records.close()
     elif kind == "json":
         yield parse_tls(_read_all(buffered, label, limits.max_input_bytes, "JSON report"), label)
     elif kind == "email":
@@ -112,7 +115,8 @@ def _read_stream(stream: BinaryIO, label: str, size: int | None, depth: int, lim
         found = False
         for number, message in enumerate(split_mbox(buffered, label, limits), start=1):
             try:
-                for report in _read_email(message, f"{label} > message {number}", depth + 1, limits):
+                inner = f"{label} > message {number}"
+                for report in _read_email(message, inner, depth + 1, limits):
                     found = True
                     yield report
             except NotAReport:

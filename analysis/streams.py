@@ -11,7 +11,7 @@ import zlib
 from typing import BinaryIO
 
 from analysis.errors import CorruptInput, LimitExceeded
-from analysis.limits import MiB, Limits
+from analysis.limits import Limits, MiB
 
 GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 64 * 1024

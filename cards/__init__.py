@@ -1,1 +1,1 @@
-"""Adaptive Card builders: approval, decision, digest. Pure: builds JSON, sends nothing. (Issue 5.)"""
+"""Adaptive Card builders: approval, decision, digest. Pure: builds JSON, sends nothing."""

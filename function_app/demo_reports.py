@@ -188,7 +188,7 @@ SENDERS: tuple[Sender, ...] = (
         ),
         spf=(("mail123.mcsv.net", "pass"),),
         dkim=((Dkim("mcsv.net", "k1", "pass"),),),
-        volume=(("google", 900), ("microsoft", 300), ("yahoo", 250), ("tailspin", 6)),
+        volume=(("google", 450), ("microsoft", 150), ("yahoo", 120), ("tailspin", 4)),
         weekdays=(0.02, 1.0, 0.05, 1.0, 0.03, 0.0, 0.0),  # goes out Tuesdays and Thursdays
         max_ips=5,
     ),

@@ -1,0 +1,27 @@
+"""Shared fixtures: where the real-world samples live, and small report builders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT.parent / "shared" / "samples" / "real-world"
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    assert SAMPLES.is_dir(), f"real-world samples missing at {SAMPLES}"
+    return SAMPLES
+
+
+def read_all(source: object, limits: object = None) -> list[tuple[object, list[object]]]:
+    """Every report of an input with its records read while the reader is on it."""
+    from analysis import AggregateReport, read_reports
+
+    out = []
+    for report in read_reports(source, limits):  # type: ignore[arg-type]
+        records = list(report.records) if isinstance(report, AggregateReport) else []
+        out.append((report, records))
+    return out

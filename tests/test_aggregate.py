@@ -1,0 +1,163 @@
+"""Aggregate reports: every field of the three schemas, normalised, with broken parts skipped."""
+
+from __future__ import annotations
+
+import pytest
+
+from analysis import AggregateReport, NotAReport
+from analysis.aggregate import normalise_report_id
+from tests.builders import aggregate_xml, record_xml
+from tests.conftest import read_all
+
+NS = "urn:ietf:params:xml:ns:dmarc-2.0"
+
+
+def one(data: bytes) -> tuple[AggregateReport, list]:  # type: ignore[type-arg]
+    ((report, records),) = read_all(data)
+    assert isinstance(report, AggregateReport)
+    return report, records
+
+
+@pytest.mark.parametrize(("kwargs", "schema"), [
+    ({"version": None}, "draft"),
+    ({"version": "1.0"}, "rfc7489"),
+    ({"version": "1.0", "namespace": NS}, "rfc9990"),
+    ({"version": None, "namespace": NS}, "rfc9990"),
+    ({"version": "1.0", "metadata_extra": "<generator>Receiver 2.1</generator>"}, "rfc9990"),
+    ({"version": None, "policy": "<p>none</p><np>none</np><pct>100</pct>"}, "draft"),
+])
+def test_schema_is_detected(kwargs: dict, schema: str) -> None:  # type: ignore[type-arg]
+    report, records = one(aggregate_xml(**kwargs))
+    assert report.schema == schema
+    assert len(records) == 1
+
+
+def test_rfc9990_fields_with_namespace_extensions_and_lang() -> None:
+    records = (
+        '<record><row><source_ip>2001:DB8:0:0::25</source_ip><count>4</count>'
+        '<policy_evaluated><disposition>pass</disposition><dkim>pass</dkim><spf>fail</spf>'
+        '<reason><type>policy_test_mode</type><comment lang="en">t=y</comment></reason>'
+        '<reason><type>local_policy</type><comment>arc=pass</comment></reason>'
+        '</policy_evaluated></row><identifiers><envelope_to>Recipient.example</envelope_to>'
+        '<envelope_from></envelope_from><header_from>Example.com</header_from></identifiers>'
+        '<auth_results><dkim><domain>example.com</domain><selector>sel</selector>'
+        '<result>pass</result><human_result lang="en">good sig</human_result></dkim>'
+        '<spf><domain>bounce.example.com</domain><scope>mfrom</scope><result>fail</result>'
+        '</spf></auth_results><x:ext xmlns:x="urn:example:ext"><x:record>no</x:record></x:ext>'
+        '</record>'
+    )
+    data = aggregate_xml(
+        records, namespace=NS, version="1.0",
+        metadata_extra="<generator>Mail 3.0</generator><error lang='en'>partial data</error>",
+        policy=("<discovery_method>treewalk</discovery_method><p>reject</p><sp>quarantine</sp>"
+                "<np>reject</np><fo>1</fo><adkim>s</adkim><aspf>r</aspf><testing>y</testing>"),
+    ).replace(b"</policy_published>",
+              b'</policy_published><extension><y:z xmlns:y="urn:e"/></extension>')
+    report, (record,) = one(data)
+    assert report.generator == "Mail 3.0"
+    p = report.policy
+    assert (p.p, p.sp, p.np, p.adkim, p.aspf, p.testing, p.discovery_method, p.fo, p.pct) == (
+        "reject", "quarantine", "reject", "s", "r", "y", "treewalk", "1", None)
+    assert p.defaulted == ()
+    assert record.source_ip == "2001:db8::25"  # canonical form
+    assert record.disposition == "pass"
+    assert [(r.type, r.comment) for r in record.reasons] == [
+        ("policy_test_mode", "t=y"), ("local_policy", "arc=pass")]
+    assert record.header_from == "example.com" and record.envelope_from is None
+    assert record.envelope_to == "recipient.example"
+    assert record.auth_dkim[0].human_result == "good sig"
+    assert record.auth_spf[0].domain == "bounce.example.com"
+    assert report.errors == ["reporter error: partial data"]
+
+
+def test_normalisation_and_defaults() -> None:
+    auth = ("<dkim><domain>Example.COM</domain><result>Pass</result></dkim>"
+            "<spf><domain>example.com</domain><result>HardFail</result></spf>")
+    reasons = "<reason><type></type></reason>"
+    data = aggregate_xml(
+        record_xml(auth=auth, dkim="PASS", spf="Fail", disposition="None", reasons=reasons),
+        org="", email="reports@Receiver.example", report_id=" <abc123@receiver.example> ",
+        policy="<p>Quarantine</p>", version=None,
+    )
+    report, (record,) = one(data)
+    assert report.reporter.org_name == "receiver.example"
+    assert report.report_id == "abc123"
+    assert (report.policy.adkim, report.policy.aspf, report.policy.sp) == ("r", "r", "quarantine")
+    assert report.policy.defaulted == ("adkim", "aspf", "sp")
+    assert (record.dkim, record.spf, record.disposition) == ("pass", "fail", "none")
+    assert record.auth_dkim[0].domain == "example.com" and record.auth_dkim[0].selector is None
+    assert record.auth_dkim[0].result == "pass"
+    spf = record.auth_spf[0]
+    assert (spf.result, spf.scope, spf.scope_defaulted) == ("fail", "mfrom", True)
+    assert record.reasons[0].type == "other"
+
+
+@pytest.mark.parametrize(("raw", "clean"), [
+    ("abc", "abc"), ("<abc>", "abc"), ("abc@host.example", "abc"), (" <a.b@c> ", "a.b"),
+])
+def test_report_id_normalisation(raw: str, clean: str) -> None:
+    assert normalise_report_id(raw) == clean
+
+
+def test_broken_records_are_skipped_and_recorded() -> None:
+    records = (
+        record_xml("192.0.2.1", 3)
+        + record_xml("not-an-ip", 2)
+        + record_xml("192.0.2.2", 1).replace("<count>1</count>", "<count>many</count>")
+        + record_xml("192.0.2.3", 1).replace("<source_ip>192.0.2.3</source_ip>", "")
+        + record_xml("192.0.2.4", 1).replace("<count>1</count>", "<count>-5</count>")
+        + record_xml("192.0.2.5", 1).replace("<header_from>example.com</header_from>", "")
+        + record_xml("192.0.2.6", 6)
+    )
+    report, kept = one(aggregate_xml(records))
+    assert [r.source_ip for r in kept] == ["192.0.2.1", "192.0.2.6"]
+    assert report.errors == [
+        "record 2 skipped: source_ip 'not-an-ip' is not an IP address",
+        "record 3 skipped: count 'many' is not a whole number",
+        "record 4 skipped: missing source_ip",
+        "record 5 skipped: count -5 is negative",
+        "record 6 skipped: missing identifiers/header_from",
+    ]
+
+
+def test_empty_auth_results_and_no_envelope_from() -> None:
+    _, (record,) = one(aggregate_xml(record_xml(auth="", envelope_from=None)))
+    assert record.auth_dkim == () and record.auth_spf == ()
+    assert record.envelope_from is None
+
+
+def test_end_before_begin_is_swapped_and_noted() -> None:
+    report, _ = one(aggregate_xml(begin=1764374399, end=1764288000))
+    assert report.begin < report.end
+    assert "date_range/end is before begin; swapped" in report.errors
+
+
+def test_header_after_records_is_still_read() -> None:
+    data = (b"<feedback><record>" + record_xml().encode()[8:] +
+            b"<report_metadata><org_name>R</org_name><report_id>x</report_id><date_range>"
+            b"<begin>1764288000</begin><end>1764374399</end></date_range></report_metadata>"
+            b"<policy_published><domain>example.com</domain><p>none</p></policy_published>"
+            b"</feedback>")
+    report, records = one(data)
+    assert report.report_id == "x" and len(records) == 1
+
+
+@pytest.mark.parametrize(("data", "words"), [
+    (aggregate_xml(domain=""), "policy_published/domain"),
+    (aggregate_xml(org="", email=""), "names no reporter"),
+    (aggregate_xml(begin="soon"), "date range unusable"),  # type: ignore[arg-type]
+    (b"<feedback><report_metadata/></feedback>", "no <policy_published>"),
+    (b"<feedback/>", "no <report_metadata>"),
+])
+def test_unusable_reports_are_refused(data: bytes, words: str) -> None:
+    with pytest.raises(NotAReport, match=words):
+        read_all(data)
+
+
+def test_stray_open_tag_is_recovered() -> None:
+    # IKEA once sent a stray <xs:schema> open tag; the records inside are still read.
+    data = aggregate_xml(record_xml(count=2)).replace(
+        b"<record>", b'<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema"><record>', 1)
+    report, records = one(data)
+    assert [r.count for r in records] == [2]
+    assert report.errors  # the repair is noted
