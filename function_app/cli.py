@@ -147,9 +147,10 @@ def _print_summary(summaries: list[DomainSummary], out: TextIO) -> None:
         out.write(f"  aligned DKIM   {pct(s.dkim_aligned_pass, s.messages):>11.1f}%\n")
         reporters = ", ".join(f"{org} ({n})" for org, n in s.reporters.items())
         out.write(f"  reporters      {reporters}\n")
-        out.write("  top sources    messages  DMARC pass\n")
+        out.write(f"  {'top sources':<39}   {'messages':>10}  {'DMARC pass':>10}\n")
         for t in s.top_sources:
-            out.write(f"    {t.ip:<39} {t.messages:>10,}  {pct(t.dmarc_pass, t.messages):>6.1f}%\n")
+            share = pct(t.dmarc_pass, t.messages)
+            out.write(f"    {t.ip:<39} {t.messages:>10,}  {share:>9.1f}%\n")
 
 
 def cmd_summary(args: argparse.Namespace, limits: Limits) -> int:

@@ -1,0 +1,163 @@
+"""The `dmarcbot` command line, as a user meets it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from function_app.cli import main
+from tests.builders import aggregate_xml, gzipped, record_xml
+
+REPORT_KEYS = {"kind", "schema", "source", "reporter", "report_id", "begin", "end", "generator",
+               "errors", "policy", "records"}
+POLICY_KEYS = {"domain", "p", "sp", "np", "adkim", "aspf", "pct", "fo", "testing",
+               "discovery_method"}
+RECORD_KEYS = {"source_ip", "count", "disposition", "dkim", "spf", "reasons", "header_from",
+               "envelope_from", "envelope_to", "auth_dkim", "auth_spf"}
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_parse_prints_the_json_contract(capsys: pytest.CaptureFixture[str],
+                                        samples: Path) -> None:
+    code, out, err = run(capsys, "parse", str(samples / "aggregate" / "nice-input.xml.gz"))
+    assert code == 0 and err == ""
+    (line,) = out.splitlines()
+    report = json.loads(line)
+    assert REPORT_KEYS <= set(report)
+    assert POLICY_KEYS <= set(report["policy"])
+    assert report["begin"] == "2024-06-13T00:00:00Z" and report["end"] == "2024-06-13T23:59:59Z"
+    assert set(report["reporter"]) == {"org_name", "email", "extra_contact_info"}
+    assert len(report["records"]) == 20
+    for record in report["records"]:
+        assert RECORD_KEYS <= set(record)
+        for dkim in record["auth_dkim"]:
+            assert {"domain", "selector", "result"} <= set(dkim)
+        for spf in record["auth_spf"]:
+            assert {"domain", "scope", "result"} <= set(spf)
+    assert sum(r["count"] for r in report["records"]) == 3047
+
+
+def test_parse_every_sample_one_line_each(capsys: pytest.CaptureFixture[str],
+                                          samples: Path) -> None:
+    code, out, _ = run(capsys, "parse", str(samples))
+    kinds = [json.loads(line)["kind"] for line in out.splitlines()]
+    assert code == 0
+    assert sorted(set(kinds)) == ["aggregate", "failure", "tls"] and len(kinds) == 17
+
+
+def test_parse_csv(capsys: pytest.CaptureFixture[str], samples: Path) -> None:
+    code, out, err = run(capsys, "parse", "--format", "csv", str(samples))
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0
+    assert len(rows) == 2286 + 1 + 1 + 1 + 1 + 1 + 1 + 20 * 3 + 1 + 1 + 1
+    assert {r["policy_domain"] for r in rows} >= {"example.com", "borschow.com"}
+    assert "skipped (CSV holds aggregate records only)" in err
+
+
+def test_parse_rejection_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str],
+                                                tmp_path: Path) -> None:
+    bad = tmp_path / "bad.xml.gz"
+    bad.write_bytes(b"\x1f\x8b" + b"\x00" * 50)
+    good = tmp_path / "good.xml"
+    good.write_bytes(aggregate_xml())
+    code, out, err = run(capsys, "parse", str(bad), str(good))
+    assert code == 1
+    assert len(out.splitlines()) == 1  # the good one still printed
+    (line,) = err.splitlines()
+    assert line.startswith(f"rejected: {bad}: ") and "gzip" in line
+
+
+def test_ingest_lines_and_exit_status(capsys: pytest.CaptureFixture[str],
+                                      tmp_path: Path) -> None:
+    db = str(tmp_path / "db.sqlite3")
+    good = tmp_path / "r.xml.gz"
+    good.write_bytes(gzipped(aggregate_xml(record_xml(count=3))))
+    junk = tmp_path / "notes.txt"
+    junk.write_text("shopping list")
+    code, out, _ = run(capsys, "--db", db, "ingest", str(good))
+    assert (code, out) == (0, f"{good}: stored\n")
+    code, out, _ = run(capsys, "--db", db, "ingest", str(good), str(junk))
+    assert code == 1
+    assert out.splitlines() == [
+        f"{good}: duplicate",
+        f"rejected: {junk}: not a report: content is not XML, JSON, gzip, zip or e-mail",
+    ]
+
+
+def test_summary_text_and_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    db = str(tmp_path / "db.sqlite3")
+    records = (record_xml("192.0.2.1", 6) + record_xml("192.0.2.2", 3, dkim="fail")
+               + record_xml("198.51.100.9", 1, dkim="fail", spf="fail"))
+    report = tmp_path / "r.xml"
+    report.write_bytes(aggregate_xml(records, org="Receiver One"))
+    assert run(capsys, "--db", db, "ingest", str(report))[0] == 0
+    code, out, _ = run(capsys, "--db", db, "summary", "--json")
+    (line,) = out.splitlines()
+    s = json.loads(line)
+    assert code == 0
+    assert (s["domain"], s["messages"], s["dmarc_pass"], s["dkim_aligned_pass"],
+            s["spf_aligned_pass"]) == ("example.com", 10, 9, 6, 9)
+    assert s["dmarc_pass_pct"] == 90.0 and s["reporters"] == {"Receiver One": 1}
+    assert s["top_sources"][0] == {"ip": "192.0.2.1", "messages": 6, "dmarc_pass": 6}
+    code, out, _ = run(capsys, "--db", db, "summary", "--domain", "EXAMPLE.com")
+    assert "DMARC pass" in out and "90.0%" in out and "Receiver One (1)" in out
+    code, out, _ = run(capsys, "--db", db, "summary", "--since", "2030-01-01")
+    assert "No aggregate reports stored" in out
+
+
+def test_user_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    db = str(tmp_path / "db.sqlite3")
+    code, _, err = run(capsys, "--db", db, "summary", "--since", "last tuesday")
+    assert code == 2 and err == "dmarcbot: error: --since 'last tuesday' is not a date " \
+                                "(YYYY-MM-DD)\n"
+    monkeypatch.setenv("DMARCBOT_MAX_RATIO", "lots")
+    code, _, err = run(capsys, "--db", db, "summary")
+    assert code == 2 and err == "dmarcbot: error: DMARCBOT_MAX_RATIO='lots' is not a whole number\n"
+    monkeypatch.delenv("DMARCBOT_MAX_RATIO")
+    notdb = tmp_path / "junk.sqlite3"
+    notdb.write_bytes(b"junk" * 1000)
+    code, _, err = run(capsys, "--db", str(notdb), "summary")
+    assert code == 1 and len(err.splitlines()) == 1 and "cannot open the database" in err
+
+
+def test_db_defaults_to_env_then_data_dir(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    report = tmp_path / "r.xml"
+    report.write_bytes(aggregate_xml())
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("DMARCBOT_DB", raising=False)
+    assert run(capsys, "ingest", str(report))[0] == 0
+    assert (tmp_path / "xdg" / "dmarcbot" / "dmarcbot.sqlite3").is_file()
+    monkeypatch.setenv("DMARCBOT_DB", str(tmp_path / "env.sqlite3"))
+    assert run(capsys, "ingest", str(report))[0] == 0
+    assert (tmp_path / "env.sqlite3").is_file()
+
+
+def test_demo_from_the_installed_command(tmp_path: Path) -> None:
+    """The README's first command ends in `dmarcbot demo`: run the console script for real."""
+    exe = Path(sys.executable).with_name("dmarcbot")
+    assert exe.is_file(), "the dmarcbot console script is not installed in this environment"
+    env = {**os.environ, "TMPDIR": str(tmp_path), "HOME": str(tmp_path)}
+    result = subprocess.run([str(exe), "demo"], capture_output=True, text=True, env=env,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    out = result.stdout
+    assert "contoso.com" in out and "fabrikam.com" in out
+    assert "0 rejected" in out and "reports stored" in out
+    assert "google.com" in out and "Enterprise Outlook" in out and "Yahoo" in out
+    # the store lives in the demo's temporary folder, not in the user's data folder
+    assert not (tmp_path / ".local" / "share" / "dmarcbot").exists()
