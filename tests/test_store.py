@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from analysis import Limits, LimitExceeded, read_reports
+from analysis import LimitExceeded, Limits, read_reports
 from analysis.rollup import report_days, split_count
 from function_app.demo_reports import write_demo_reports
 from function_app.pipeline import ingest_paths
@@ -46,7 +46,7 @@ def test_report_is_stored_once_whatever_its_wrapping(store: SqliteStore, tmp_pat
     assert add_all(store, report) == ["duplicate"]
     assert add_all(store, gzipped(report)) == ["duplicate"]
     assert add_all(store, report_email(gzipped(report))) == ["duplicate"]
-    resent = report.replace(b"<report_id>r-1</report_id>", b"<report_id>&lt;r-1@rcv&gt;</report_id>")
+    resent = report.replace(b">r-1</report_id>", b">&lt;r-1@rcv&gt;</report_id>")
     assert add_all(store, resent) == ["duplicate"]
     assert day_totals(store) == {"2025-11-28": 8}
     (entry,) = list(store.reports())
