@@ -9,7 +9,7 @@ network and recovers what it can from documents that are not well-formed, keepin
 
 from __future__ import annotations
 
-import ipaddress
+import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import BinaryIO
@@ -30,7 +30,7 @@ from analysis.model import (
 )
 
 RFC9990_NAMESPACE = "urn:ietf:params:xml:ns:dmarc-2.0"
-_TAGS = ("{*}feedback", "{*}version", "{*}report_metadata", "{*}policy_published", "{*}record")
+_TAGS = ("{*}version", "{*}report_metadata", "{*}policy_published", "{*}record")
 #: Fields only RFC 9990 defines; their presence marks a report without the namespace as 9990.
 #: (`np` is not among them: Google added it to its draft-schema reports.)
 _RFC9990_ONLY = frozenset({"generator", "testing", "discovery_method"})
@@ -79,70 +79,81 @@ def _epoch(value: str, what: str) -> datetime:
 
 
 def _ip(value: str) -> str:
+    """The canonical text of an IP address (compressed, lower-case IPv6)."""
+    family = socket.AF_INET6 if ":" in value else socket.AF_INET
     try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
+        return socket.inet_ntop(family, socket.inet_pton(family, value))
+    except (OSError, ValueError):
         raise _BrokenRecord(
             f"source_ip {value[:60]!r} is not an IP address" if value else "missing source_ip"
         ) from None
 
 
-def _parse_record(rec: etree._Element) -> Record:
-    source_ip = count_text = ""
-    disposition = dkim = spf = ""
-    reasons: list[Reason] = []
-    header_from = envelope_from = envelope_to = None
-    auth_dkim: list[DkimResult] = []
-    auth_spf: list[SpfResult] = []
-    for part in rec:
-        name = _local(part.tag)
-        if name == "row":
-            for field in part:
-                fname = _local(field.tag)
-                if fname == "source_ip":
-                    source_ip = _text(field)
-                elif fname == "count":
-                    count_text = _text(field)
-                elif fname == "policy_evaluated":
-                    for pe in field:
-                        pname = _local(pe.tag)
-                        if pname == "disposition":
-                            disposition = _word(_text(pe))
-                        elif pname == "dkim":
-                            dkim = _word(_text(pe))
-                        elif pname == "spf":
-                            spf = _word(_text(pe))
-                        elif pname == "reason":
-                            r = _fields(pe)
-                            kind = _word(r.get("type", "")) or "other"
-                            reasons.append(Reason(kind, r.get("comment") or None))
-        elif name == "identifiers":
-            for field in part:
-                fname = _local(field.tag)
-                if fname == "header_from":
-                    header_from = _text(field).lower() or None
-                elif fname == "envelope_from":
-                    envelope_from = _text(field).lower() or None
-                elif fname == "envelope_to":
-                    envelope_to = _text(field).lower() or None
+#: Local names of the elements a record is read from; anything else (extensions, the plain
+#: containers row, policy_evaluated and identifiers) is skipped.
+_RECORD_FIELDS = (
+    "source_ip", "count", "disposition", "dkim", "spf", "reason", "type", "comment",
+    "header_from", "envelope_from", "envelope_to", "auth_results", "domain", "selector",
+    "result", "scope", "human_result",
+)
+
+
+def record_tags(namespace: str) -> dict[str, str]:
+    """Map the report's own qualified tags to local names, so one dict lookup names an element.
+
+    Elements of any other namespace (RFC 9990 extensions) find no entry and are skipped.
+    """
+    prefix = f"{{{namespace}}}" if namespace else ""
+    return {prefix + name: name for name in _RECORD_FIELDS}
+
+
+def _parse_record(rec: etree._Element, tags: dict[str, str]) -> Record:
+    # One pass over the record's elements in document order; per-element work is kept to a
+    # dict lookup and a text read, because this loop is most of the time spent on a large report.
+    source_ip = count_text = disposition = dkim = spf = ""
+    header_from = envelope_from = envelope_to = ""
+    in_auth = False
+    entry: dict[str, str] | None = None  # the reason, DKIM or SPF result being filled
+    reasons: list[dict[str, str]] = []
+    dkims: list[dict[str, str]] = []
+    spfs: list[dict[str, str]] = []
+    for el in rec.iter():
+        name = tags.get(el.tag)  # type: ignore[call-overload]
+        if name is None:  # a plain container, or another namespace's extension
+            continue
+        text = (el.text or "").strip()
+        if name in ("domain", "selector", "result", "scope", "human_result", "type", "comment"):
+            if entry is not None and name not in entry:
+                entry[name] = text
+        elif name == "dkim":
+            if in_auth:
+                entry = {}
+                dkims.append(entry)
+            else:
+                dkim = text
+        elif name == "spf":
+            if in_auth:
+                entry = {}
+                spfs.append(entry)
+            else:
+                spf = text
+        elif name == "source_ip":
+            source_ip = text
+        elif name == "count":
+            count_text = text
+        elif name == "disposition":
+            disposition = text
+        elif name == "reason":
+            entry = {}
+            reasons.append(entry)
+        elif name == "header_from":
+            header_from = text
+        elif name == "envelope_from":
+            envelope_from = text
+        elif name == "envelope_to":
+            envelope_to = text
         elif name == "auth_results":
-            for result in part:
-                rname = _local(result.tag)
-                if rname == "dkim":
-                    d = _fields(result)
-                    if d.get("domain"):
-                        auth_dkim.append(DkimResult(
-                            d["domain"].lower(), d.get("selector") or None,
-                            _word(d.get("result", "")) or "none", d.get("human_result") or None,
-                        ))
-                elif rname == "spf":
-                    s = _fields(result)
-                    scope = s.get("scope", "").lower()
-                    auth_spf.append(SpfResult(
-                        s.get("domain", "").lower() or None, scope or "mfrom",
-                        _word(s.get("result", "")) or "none", s.get("human_result") or None,
-                        scope_defaulted=not scope,
-                    ))
+            in_auth, entry = True, None
     ip = _ip(source_ip)
     try:
         count = int(count_text)
@@ -155,10 +166,24 @@ def _parse_record(rec: etree._Element) -> Record:
     if not header_from:
         raise _BrokenRecord("missing identifiers/header_from")
     return Record(
-        source_ip=ip, count=count, disposition=disposition or "none", dkim=dkim or "fail",
-        spf=spf or "fail", reasons=tuple(reasons), header_from=header_from,
-        envelope_from=envelope_from, envelope_to=envelope_to,
-        auth_dkim=tuple(auth_dkim), auth_spf=tuple(auth_spf),
+        source_ip=ip, count=count, disposition=_word(disposition) or "none",
+        dkim=_word(dkim) or "fail", spf=_word(spf) or "fail",
+        reasons=tuple(
+            Reason(_word(r.get("type", "")) or "other", r.get("comment") or None) for r in reasons
+        ),
+        header_from=header_from.lower(), envelope_from=envelope_from.lower() or None,
+        envelope_to=envelope_to.lower() or None,
+        auth_dkim=tuple(
+            DkimResult(d["domain"].lower(), d.get("selector") or None,
+                       _word(d.get("result", "")) or "none", d.get("human_result") or None)
+            for d in dkims if d.get("domain")
+        ),
+        auth_spf=tuple(
+            SpfResult(d.get("domain", "").lower() or None, d.get("scope", "").lower() or "mfrom",
+                      _word(d.get("result", "")) or "none", d.get("human_result") or None,
+                      scope_defaulted=not d.get("scope"))
+            for d in spfs
+        ),
     )
 
 
@@ -266,105 +291,123 @@ def _report(header: _Header, source: str, records: Iterator[Record],
 
 
 def parse_aggregate(stream: BinaryIO, source: str) -> AggregateReport:
-    """Read the report's header now and return it with a lazy iterator over its records.
+    """Read the report's header now and return it with a lazy stream of its records.
 
-    Raise `UnsafeXml` for a DTD, `NotAReport` when the document is not an aggregate report. The
-    stream must stay open until the records are consumed.
+    Raise `UnsafeXml` for a DTD, `NotAReport` when the document is not an aggregate report,
+    `CorruptInput` when not even lxml's recovery can read it. The stream must stay open until
+    the records are consumed.
     """
-    context = etree.iterparse(
-        stream, events=("start", "end"), tag=_TAGS, recover=True, resolve_entities=False,
-        no_network=True, load_dtd=False, huge_tree=False, remove_comments=True, remove_pis=True,
-    )
-    events = _guarded(context, source)
-    header = _Header()
-    errors: list[str] = []
-    early: list[Record] = []  # records that came before the header (out-of-order documents)
-    record_no = 0
-    root_seen = False
-    root: etree._Element | None = None
+    return _AggregateParser(stream, source).report()
 
-    def refuse_dtd(el: etree._Element) -> None:
+
+class _AggregateParser:
+    def __init__(self, stream: BinaryIO, source: str) -> None:
+        self.source = source
+        self.context = etree.iterparse(
+            stream, events=("end",), tag=_TAGS, recover=True, resolve_entities=False,
+            no_network=True, load_dtd=False, huge_tree=False, remove_comments=True,
+            remove_pis=True,
+        )
+        self.events = iter(self.context)
+        self.root: etree._Element | None = None
+        self.tags = record_tags("")
+        self.errors: list[str] = []
+        self.record_no = 0
+
+    def report(self) -> AggregateReport:
+        header = _Header()
+        early: list[Record] = []  # records read while looking for the header
+        try:
+            for el in self._elements():
+                name = _local(el.tag)
+                if self.root is None:
+                    self._take_root(el, header)
+                if name == "record":
+                    if self._is_report_record(el):
+                        record = self._take_record(el)
+                        if record is not None:
+                            early.append(record)
+                        if header.complete:
+                            break
+                elif name == "version":
+                    header.version = _text(el)
+                elif name == "report_metadata":
+                    header.take_metadata(el)
+                    _free(el)
+                elif name == "policy_published":
+                    header.policy = _fields(el)
+                    _free(el)
+            else:
+                self._finish()
+                self._check_complete(header)
+                return _report(header, self.source, RecordStream(iter(early), self.source),
+                               self.errors)
+        except etree.XMLSyntaxError as exc:
+            raise CorruptInput(self.source, f"XML cannot be read ({exc.msg})") from None
+        return _report(header, self.source, RecordStream(self._records(early), self.source),
+                       self.errors)
+
+    def _elements(self) -> Iterator[etree._Element]:
+        for _, el in self.events:
+            yield el
+
+    def _take_root(self, el: etree._Element, header: _Header) -> None:
+        root = el.getroottree().getroot()
+        self._refuse_dtd(root)
+        if _local(root.tag) != "feedback":
+            raise NotAReport(self.source,
+                             f"XML root is <{_local(root.tag)}>, not an aggregate <feedback>")
+        self.root = root
+        header.namespace = root.tag[1:].partition("}")[0] if root.tag.startswith("{") else ""
+        self.tags = record_tags(header.namespace)
+
+    def _check_complete(self, header: _Header) -> None:
+        if self.root is None:
+            found = self.context.root
+            if found is None:
+                raise NotAReport(self.source, "XML holds no elements")
+            self._take_root(found, header)
+        if not header.complete:
+            missing = "report_metadata" if header.metadata is None else "policy_published"
+            raise NotAReport(self.source, f"aggregate report has no <{missing}>")
+
+    def _records(self, early: list[Record]) -> Iterator[Record]:
+        yield from early
+        try:
+            for _, el in self.events:
+                if _local(el.tag) == "record" and self._is_report_record(el):
+                    record = self._take_record(el)
+                    if record is not None:
+                        yield record
+        except etree.XMLSyntaxError as exc:
+            raise CorruptInput(self.source, f"XML cannot be read ({exc.msg})") from None
+        self._finish()
+
+    def _finish(self) -> None:
+        context_errors(self.context, self.errors)
+
+    def _refuse_dtd(self, el: etree._Element) -> None:
         if el.getroottree().docinfo.doctype:
-            raise UnsafeXml(source, "XML declares a DTD (DOCTYPE), which reports never need")
+            raise UnsafeXml(self.source, "XML declares a DTD (DOCTYPE), which reports never need")
 
-    def is_report_record(el: etree._Element) -> bool:
+    def _is_report_record(self, el: etree._Element) -> bool:
         # A <record> inside an extension (its own namespace, any depth) is not a report row.
         parent = el.getparent()
-        while parent is not None and parent is not root:
+        while parent is not None and parent is not self.root:
             if _local(parent.tag) in ("record", "extension"):
                 return False
             parent = parent.getparent()
         return True
 
-    def take_record(el: etree._Element) -> Record | None:
-        nonlocal record_no
-        record_no += 1
+    def _take_record(self, el: etree._Element) -> Record | None:
+        self.record_no += 1
         try:
-            return _parse_record(el)
+            return _parse_record(el, self.tags)
         except _BrokenRecord as exc:
-            errors.append(f"record {record_no} skipped: {exc}")
+            self.errors.append(f"record {self.record_no} skipped: {exc}")
             return None
         finally:
             _free(el)
-
-    for event, el in events:
-        name = _local(el.tag)
-        if not root_seen:
-            refuse_dtd(el)
-            root_seen, root = True, el
-            if name != "feedback" or event != "start":
-                raise NotAReport(source, f"XML root is <{name}>, not an aggregate <feedback>")
-            header.namespace = el.tag[1:].partition("}")[0] if el.tag.startswith("{") else ""
-            continue
-        if event == "start":
-            if name == "record" and header.complete:
-                break
-            continue
-        if name == "version":
-            header.version = _text(el)
-        elif name == "report_metadata":
-            header.take_metadata(el)
-            _free(el)
-        elif name == "policy_published":
-            header.policy = _fields(el)
-            _free(el)
-        elif name == "record" and is_report_record(el):
-            record = take_record(el)
-            if record is not None:
-                early.append(record)
-    else:
-        context_errors(context, errors)
-        if not root_seen:
-            found = context.root
-            if found is None:
-                raise NotAReport(source, "XML holds no elements")
-            refuse_dtd(found)
-            raise NotAReport(
-                source, f"XML root is <{_local(found.tag)}>, not an aggregate <feedback>"
-            )
-        if not header.complete:
-            missing = "report_metadata" if header.metadata is None else "policy_published"
-            raise NotAReport(source, f"aggregate report has no <{missing}>")
-        return _report(header, source, RecordStream(iter(early), source), errors)
-
-    def records() -> Iterator[Record]:
-        yield from early
-        for event, el in events:
-            if event == "end" and _local(el.tag) == "record" and is_report_record(el):
-                record = take_record(el)
-                if record is not None:
-                    yield record
-        context_errors(context, errors)
-
-    return _report(header, source, RecordStream(records(), source), errors)
-
-
-def _guarded(context: etree.iterparse, source: str) -> Iterator[tuple[str, etree._Element]]:
-    """lxml recovers from most damage; what it cannot survive becomes a `CorruptInput`."""
-    try:
-        yield from context
-    except etree.XMLSyntaxError as exc:
-        raise CorruptInput(source, f"XML cannot be read ({exc.msg})") from None
 
 
 def context_errors(context: etree.iterparse, errors: list[str]) -> None:

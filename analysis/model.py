@@ -1,5 +1,8 @@
 """The reports as values: what every reader produces and everything downstream consumes.
 
+Treat them as read-only. The per-record types are plain (not frozen) dataclasses only because
+frozen ones cost three times as much to build, and a large report builds millions of them.
+
 Field names follow the RFCs in snake_case; they are also the JSON contract of `dmarcbot parse`
 (docs/report-json.md), so renaming one is a breaking change.
 """
@@ -37,13 +40,13 @@ class PolicyPublished:
     defaulted: tuple[str, ...] = ()
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Reason:
     type: str
     comment: str | None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class DkimResult:
     domain: str
     selector: str | None
@@ -51,7 +54,7 @@ class DkimResult:
     human_result: str | None = None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class SpfResult:
     domain: str | None
     scope: str | None
@@ -61,7 +64,7 @@ class SpfResult:
     scope_defaulted: bool = False
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Record:
     """One row: a count of messages sharing source IP, identifiers and results."""
 
