@@ -30,7 +30,8 @@ from analysis.model import (
 )
 
 RFC9990_NAMESPACE = "urn:ietf:params:xml:ns:dmarc-2.0"
-_TAGS = ("{*}version", "{*}report_metadata", "{*}policy_published", "{*}record")
+_TAGS = ("{*}feedback", "{*}version", "{*}report_metadata", "{*}policy_published", "{*}record")
+_CHUNK = 64 * 1024
 #: Fields only RFC 9990 defines; their presence marks a report without the namespace as 9990.
 #: (`np` is not among them: Google added it to its draft-schema reports.)
 _RFC9990_ONLY = frozenset({"generator", "testing", "discovery_method"})
@@ -89,72 +90,96 @@ def _ip(value: str) -> str:
         ) from None
 
 
-#: Local names of the elements a record is read from; anything else (extensions, the plain
-#: containers row, policy_evaluated and identifiers) is skipped.
+# Elements a record is read from, numbered so the hot loop below compares small integers.
+# Anything else (extensions, the plain containers row/policy_evaluated/identifiers) is skipped.
+# The five result fields come last, in the order of a result slot: see _parse_record.
+(_SOURCE_IP, _COUNT, _DISPOSITION, _DKIM, _SPF, _REASON, _HEADER_FROM, _ENVELOPE_FROM,
+ _ENVELOPE_TO, _AUTH_RESULTS, _DOMAIN, _SELECTOR, _RESULT, _SCOPE, _HUMAN_RESULT) = range(15)
 _RECORD_FIELDS = (
-    "source_ip", "count", "disposition", "dkim", "spf", "reason", "type", "comment",
-    "header_from", "envelope_from", "envelope_to", "auth_results", "domain", "selector",
-    "result", "scope", "human_result",
+    "source_ip", "count", "disposition", "dkim", "spf", "reason", "header_from",
+    "envelope_from", "envelope_to", "auth_results", "domain", "selector", "result", "scope",
+    "human_result",
 )
+#: <reason> children share the result slots: type in the domain slot, comment in the selector's.
+_REASON_SLOTS = {"type": _DOMAIN, "comment": _SELECTOR}
 
 
-def record_tags(namespace: str) -> dict[str, str]:
-    """Map the report's own qualified tags to local names, so one dict lookup names an element.
+def record_tags(namespace: str) -> dict[str, int]:
+    """Map the report's own qualified tags to field numbers: one dict lookup names an element.
 
     Elements of any other namespace (RFC 9990 extensions) find no entry and are skipped.
     """
     prefix = f"{{{namespace}}}" if namespace else ""
-    return {prefix + name: name for name in _RECORD_FIELDS}
+    tags = {prefix + name: code for code, name in enumerate(_RECORD_FIELDS)}
+    tags.update({prefix + name: code for name, code in _REASON_SLOTS.items()})
+    return tags
 
 
-def _parse_record(rec: etree._Element, tags: dict[str, str]) -> Record:
-    # One pass over the record's elements in document order; per-element work is kept to a
-    # dict lookup and a text read, because this loop is most of the time spent on a large report.
-    source_ip = count_text = disposition = dkim = spf = ""
-    header_from = envelope_from = envelope_to = ""
+def _lower(text: str | None) -> str:
+    return text.strip().lower() if text else ""
+
+
+def _result(text: str | None) -> str:
+    word = text.strip().lower() if text else ""
+    return _RESULT_ALIASES.get(word, word)
+
+
+def _parse_record(rec: etree._Element, tags: dict[str, int]) -> Record:
+    # One pass over the record's elements in document order. This loop is most of the time spent
+    # on a large report, so per element it does one dict lookup and at most one text read.
+    source_ip = count = disposition = dkim = spf = None
+    header_from = envelope_from = envelope_to = None
     in_auth = False
-    entry: dict[str, str] | None = None  # the reason, DKIM or SPF result being filled
-    reasons: list[dict[str, str]] = []
-    dkims: list[dict[str, str]] = []
-    spfs: list[dict[str, str]] = []
+    slots: list[str | None] | None = None  # the reason or DKIM/SPF result being filled
+    reasons: list[list[str | None]] = []
+    dkims: list[list[str | None]] = []
+    spfs: list[list[str | None]] = []
     for el in rec.iter():
-        name = tags.get(el.tag)  # type: ignore[call-overload]
-        if name is None:  # a plain container, or another namespace's extension
+        code = tags.get(el.tag)  # type: ignore[call-overload]
+        if code is None:
             continue
-        text = (el.text or "").strip()
-        if name in ("domain", "selector", "result", "scope", "human_result", "type", "comment"):
-            if entry is not None and name not in entry:
-                entry[name] = text
-        elif name == "dkim":
+        if code >= _DOMAIN:
+            if slots is not None and slots[code - _DOMAIN] is None:
+                slots[code - _DOMAIN] = el.text
+        elif code == _DKIM:
             if in_auth:
-                entry = {}
-                dkims.append(entry)
+                slots = [None, None, None, None, None]
+                dkims.append(slots)
             else:
-                dkim = text
-        elif name == "spf":
+                dkim = el.text
+        elif code == _SPF:
             if in_auth:
-                entry = {}
-                spfs.append(entry)
+                slots = [None, None, None, None, None]
+                spfs.append(slots)
             else:
-                spf = text
-        elif name == "source_ip":
-            source_ip = text
-        elif name == "count":
-            count_text = text
-        elif name == "disposition":
-            disposition = text
-        elif name == "reason":
-            entry = {}
-            reasons.append(entry)
-        elif name == "header_from":
-            header_from = text
-        elif name == "envelope_from":
-            envelope_from = text
-        elif name == "envelope_to":
-            envelope_to = text
-        elif name == "auth_results":
-            in_auth, entry = True, None
-    ip = _ip(source_ip)
+                spf = el.text
+        elif code == _SOURCE_IP:
+            source_ip = el.text
+        elif code == _COUNT:
+            count = el.text
+        elif code == _DISPOSITION:
+            disposition = el.text
+        elif code == _HEADER_FROM:
+            header_from = el.text
+        elif code == _ENVELOPE_FROM:
+            envelope_from = el.text
+        elif code == _ENVELOPE_TO:
+            envelope_to = el.text
+        elif code == _REASON:
+            slots = [None, None, None, None, None]
+            reasons.append(slots)
+        else:  # _AUTH_RESULTS
+            in_auth, slots = True, None
+    return _record(source_ip, count, disposition, dkim, spf, reasons, header_from,
+                   envelope_from, envelope_to, dkims, spfs)
+
+
+def _record(source_ip: str | None, count_text: str | None, disposition: str | None,
+            dkim: str | None, spf: str | None, reasons: list[list[str | None]],
+            header_from: str | None, envelope_from: str | None, envelope_to: str | None,
+            dkims: list[list[str | None]], spfs: list[list[str | None]]) -> Record:
+    ip = _ip(source_ip.strip() if source_ip else "")
+    count_text = count_text.strip() if count_text else ""
     try:
         count = int(count_text)
     except ValueError:
@@ -163,27 +188,21 @@ def _parse_record(rec: etree._Element, tags: dict[str, str]) -> Record:
         ) from None
     if count < 0:
         raise _BrokenRecord(f"count {count} is negative")
-    if not header_from:
+    header = _lower(header_from)
+    if not header:
         raise _BrokenRecord("missing identifiers/header_from")
     return Record(
-        source_ip=ip, count=count, disposition=_word(disposition) or "none",
-        dkim=_word(dkim) or "fail", spf=_word(spf) or "fail",
-        reasons=tuple(
-            Reason(_word(r.get("type", "")) or "other", r.get("comment") or None) for r in reasons
-        ),
-        header_from=header_from.lower(), envelope_from=envelope_from.lower() or None,
-        envelope_to=envelope_to.lower() or None,
-        auth_dkim=tuple(
-            DkimResult(d["domain"].lower(), d.get("selector") or None,
-                       _word(d.get("result", "")) or "none", d.get("human_result") or None)
-            for d in dkims if d.get("domain")
-        ),
-        auth_spf=tuple(
-            SpfResult(d.get("domain", "").lower() or None, d.get("scope", "").lower() or "mfrom",
-                      _word(d.get("result", "")) or "none", d.get("human_result") or None,
-                      scope_defaulted=not d.get("scope"))
-            for d in spfs
-        ),
+        ip, count, _result(disposition) or "none", _result(dkim) or "fail",
+        _result(spf) or "fail",
+        tuple([Reason(_result(t) or "other", c.strip() if c and c.strip() else None)
+               for t, c, _, _, _ in reasons]),
+        header, _lower(envelope_from) or None, _lower(envelope_to) or None,
+        tuple([DkimResult(_lower(d), s.strip() if s and s.strip() else None,
+                          _result(r) or "none", h.strip() if h else None)
+               for d, s, r, _, h in dkims if d and d.strip()]),
+        tuple([SpfResult(_lower(d) or None, _lower(sc) or "mfrom", _result(r) or "none",
+                         h.strip() if h else None, not _lower(sc))
+               for d, _, r, sc, h in spfs]),
     )
 
 
@@ -301,97 +320,140 @@ def parse_aggregate(stream: BinaryIO, source: str) -> AggregateReport:
 
 
 class _AggregateParser:
+    """Feeds the document to lxml in chunks, so that between chunks it can drop what it has read.
+
+    Elements the report needs are freed as they are processed; anything else (unknown elements,
+    extensions) is pruned after every chunk, so no document, however built, grows the tree.
+    """
+
     def __init__(self, stream: BinaryIO, source: str) -> None:
+        self.stream = stream
         self.source = source
-        self.context = etree.iterparse(
-            stream, events=("end",), tag=_TAGS, recover=True, resolve_entities=False,
+        self.parser = etree.XMLPullParser(
+            events=("start", "end"), tag=_TAGS, recover=True, resolve_entities=False,
             no_network=True, load_dtd=False, huge_tree=False, remove_comments=True,
             remove_pis=True,
         )
-        self.events = iter(self.context)
-        self.root: etree._Element | None = None
+        self.root: etree._Element | None = None  # <feedback>, once seen
+        self.document_root: etree._Element | None = None  # whatever the root was, at the end
+        self.finished = False
         self.tags = record_tags("")
+        self.keep: frozenset[str] = frozenset()  # qualified tags whose content is still needed
+        self.record_tag = "record"
         self.errors: list[str] = []
         self.record_no = 0
 
     def report(self) -> AggregateReport:
         header = _Header()
         early: list[Record] = []  # records read while looking for the header
-        try:
-            for el in self._elements():
-                name = _local(el.tag)
+        for event, el in self._events():
+            if event == "start":
                 if self.root is None:
                     self._take_root(el, header)
-                if name == "record":
-                    if self._is_report_record(el):
-                        record = self._take_record(el)
-                        if record is not None:
-                            early.append(record)
-                        if header.complete:
-                            break
-                elif name == "version":
-                    header.version = _text(el)
-                elif name == "report_metadata":
-                    header.take_metadata(el)
-                    _free(el)
-                elif name == "policy_published":
-                    header.policy = _fields(el)
-                    _free(el)
-            else:
-                self._finish()
-                self._check_complete(header)
-                return _report(header, self.source, RecordStream(iter(early), self.source),
-                               self.errors)
-        except etree.XMLSyntaxError as exc:
-            raise CorruptInput(self.source, f"XML cannot be read ({exc.msg})") from None
+                continue
+            name = _local(el.tag)
+            if name == "record":
+                if self._is_report_record(el):
+                    record = self._take_record(el)
+                    if record is not None:
+                        early.append(record)
+                    if header.complete:
+                        break
+            elif name == "version":
+                header.version = _text(el)
+            elif name == "report_metadata":
+                header.take_metadata(el)
+                _free(el)
+            elif name == "policy_published":
+                header.policy = _fields(el)
+                _free(el)
+        else:
+            self._check_complete(header)
+            return _report(header, self.source, RecordStream(iter(early), self.source),
+                           self.errors)
         return _report(header, self.source, RecordStream(self._records(early), self.source),
                        self.errors)
 
-    def _elements(self) -> Iterator[etree._Element]:
-        for _, el in self.events:
-            yield el
+    def _events(self) -> Iterator[tuple[str, etree._Element]]:
+        """Every event to the end of the document (the header phase: short, so simple)."""
+        while True:
+            yield from self.parser.read_events()
+            if self.finished:
+                return
+            self._feed()
 
-    def _take_root(self, el: etree._Element, header: _Header) -> None:
-        root = el.getroottree().getroot()
-        self._refuse_dtd(root)
+    def _feed(self) -> None:
+        """Give lxml the next chunk, or tell it the document ended (then `finished` is set)."""
+        try:
+            chunk = self.stream.read(_CHUNK)
+            if chunk:
+                self.parser.feed(chunk)
+                self._prune()
+                return
+            self.finished = True
+            self.document_root = self.parser.close()
+        except etree.XMLSyntaxError as exc:
+            if self.root is None and "Document is empty" in str(exc):
+                raise NotAReport(self.source, "XML holds no elements") from None
+            raise CorruptInput(self.source, f"XML cannot be read ({exc.msg})") from None
+        context_errors(self.parser, self.errors)
+
+    def _prune(self) -> None:
+        # Along the path of open elements, keep only the last child of each element whose content
+        # is not needed; everything before it has been processed or is of no use.
+        el = self.root
+        while el is not None and el.tag not in self.keep and len(el) > 1:
+            last = el[-1]
+            for _ in range(len(el) - 1):
+                del el[0]
+            el = last
+
+    def _take_root(self, root: etree._Element, header: _Header) -> None:
+        if root.getroottree().docinfo.doctype:
+            raise UnsafeXml(self.source, "XML declares a DTD (DOCTYPE), which reports never need")
         if _local(root.tag) != "feedback":
             raise NotAReport(self.source,
                              f"XML root is <{_local(root.tag)}>, not an aggregate <feedback>")
         self.root = root
-        header.namespace = root.tag[1:].partition("}")[0] if root.tag.startswith("{") else ""
-        self.tags = record_tags(header.namespace)
+        namespace = root.tag[1:].partition("}")[0] if root.tag.startswith("{") else ""
+        header.namespace = namespace
+        prefix = f"{{{namespace}}}" if namespace else ""
+        self.tags = record_tags(namespace)
+        self.record_tag = prefix + "record"
+        self.keep = frozenset(prefix + n for n in ("record", "report_metadata", "policy_published"))
 
     def _check_complete(self, header: _Header) -> None:
         if self.root is None:
-            found = self.context.root
-            if found is None:
+            if self.document_root is None:
                 raise NotAReport(self.source, "XML holds no elements")
-            self._take_root(found, header)
+            self._take_root(self.document_root, header)  # refuses a DTD or names the root
         if not header.complete:
             missing = "report_metadata" if header.metadata is None else "policy_published"
             raise NotAReport(self.source, f"aggregate report has no <{missing}>")
 
     def _records(self, early: list[Record]) -> Iterator[Record]:
         yield from early
-        try:
-            for _, el in self.events:
-                if _local(el.tag) == "record" and self._is_report_record(el):
-                    record = self._take_record(el)
-                    if record is not None:
-                        yield record
-        except etree.XMLSyntaxError as exc:
-            raise CorruptInput(self.source, f"XML cannot be read ({exc.msg})") from None
-        self._finish()
-
-    def _finish(self) -> None:
-        context_errors(self.context, self.errors)
-
-    def _refuse_dtd(self, el: etree._Element) -> None:
-        if el.getroottree().docinfo.doctype:
-            raise UnsafeXml(self.source, "XML declares a DTD (DOCTYPE), which reports never need")
+        root, record_tag, tags = self.root, self.record_tag, self.tags
+        read_events = self.parser.read_events
+        while True:
+            for event, el in read_events():
+                if event == "end" and el.tag == record_tag and (
+                    el.getparent() is root or self._is_report_record(el)
+                ):
+                    self.record_no += 1
+                    try:
+                        yield _parse_record(el, tags)
+                    except _BrokenRecord as exc:
+                        self.errors.append(f"record {self.record_no} skipped: {exc}")
+                    _free(el)
+            if self.finished:
+                break
+            self._feed()
 
     def _is_report_record(self, el: etree._Element) -> bool:
         # A <record> inside an extension (its own namespace, any depth) is not a report row.
+        if el.tag != self.record_tag:
+            return False
         parent = el.getparent()
         while parent is not None and parent is not self.root:
             if _local(parent.tag) in ("record", "extension"):
@@ -410,10 +472,10 @@ class _AggregateParser:
             _free(el)
 
 
-def context_errors(context: etree.iterparse, errors: list[str]) -> None:
+def context_errors(parser: etree.XMLPullParser, errors: list[str]) -> None:
     """Keep what lxml had to recover from, one short line each, without document text."""
     seen = 0
-    for entry in context.error_log:
+    for entry in parser.feed_error_log:
         if entry.level >= etree.ErrorLevels.ERROR:
             seen += 1
             if seen <= 20:

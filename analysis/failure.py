@@ -27,13 +27,16 @@ def _date(value: str | None) -> datetime | None:
         return None
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
-    return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _reporter(msg: Message) -> str | None:
-    address = parseaddr(str(msg.get("from", "")))[1]
+    try:
+        address = parseaddr(str(msg.get("from", "")))[1]
+    except Exception:  # the header parser has raised on hostile From lines; not worth a report
+        return None
     return address.lower() or None
 
 

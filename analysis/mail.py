@@ -29,11 +29,26 @@ def parse_message(data: bytes, source: str) -> EmailMessage:
     return msg
 
 
-def report_parts(msg: Message, source: str, limits: Limits) -> Iterator[tuple[str, bytes]]:
-    """Yield (label, decoded bytes) for every leaf part that may be a report, forwards included."""
+def report_parts(msg: Message, source: str, limits: Limits,
+                 depth: int = 0) -> Iterator[tuple[str, bytes, int]]:
+    """Yield (label, decoded bytes, depth) for every leaf part that may be a report.
+
+    Forwards are included; each forwarded message (`message/rfc822`) is one more level of
+    nesting, and the depth yielded is the part's own.
+    """
     seen = 0
-    for part in msg.walk():
+    stack: list[tuple[Message, int]] = [(msg, depth)]
+    while stack:
+        part, level = stack.pop()
+        if part.get_content_maintype() == "message":
+            level += 1
+            if level > limits.max_depth:
+                raise LimitExceeded(source, f"max_depth={limits.max_depth}",
+                                    "forwarded e-mails nested too deeply")
         if part.is_multipart():
+            children = part.get_payload()
+            if isinstance(children, list):
+                stack.extend((child, level) for child in reversed(children))
             continue
         seen += 1
         if seen > limits.max_members:
@@ -44,20 +59,33 @@ def report_parts(msg: Message, source: str, limits: Limits) -> Iterator[tuple[st
             payload = part.get_payload(decode=True)
         except Exception:  # a damaged transfer encoding: this part cannot be a report
             continue
-        if not isinstance(payload, bytes) or not payload:
-            continue
-        if sniff(payload[:HEAD_BYTES]) in REPORT_KINDS:
-            label = part.get_filename() or part.get_content_type()
-            yield label, payload
+        if isinstance(payload, bytes) and payload and sniff(payload[:HEAD_BYTES]) in REPORT_KINDS:
+            yield _part_label(part), payload, level
+
+
+def _part_label(part: Message) -> str:
+    try:
+        name = part.get_filename()
+    except Exception:  # hostile Content-Disposition parameters can make the parser raise
+        name = None
+    return name or part.get_content_type()
 
 
 def split_mbox(stream: BinaryIO, source: str, limits: Limits) -> Iterator[bytes]:
     """Yield each message of an mbox file, un-escaping `>From ` lines, one message in memory."""
     lines: list[bytes] = []
     size = 0
-    previous_blank = True
+    previous_blank = at_line_start = True
     number = 0
-    for line in stream:
+    # Read in bounded pieces: one enormous line must not be held whole before it is counted.
+    while line := stream.readline(64 * 1024):
+        starts_line, at_line_start = at_line_start, line.endswith(b"\n")
+        if not starts_line:  # the rest of a long line
+            size += len(line)
+            if size > limits.max_input_bytes:
+                raise _too_big(source, limits, number)
+            lines.append(line)
+            continue
         if line.startswith(b"From ") and previous_blank:
             if lines:
                 yield b"".join(lines)
@@ -70,10 +98,14 @@ def split_mbox(stream: BinaryIO, source: str, limits: Limits) -> Iterator[bytes]
             line = line[1:]
         size += len(line)
         if size > limits.max_input_bytes:
-            raise LimitExceeded(
-                source, f"max_input_bytes={limits.max_input_bytes}",
-                f"message {number} of the mbox is larger than {limits.max_input_bytes} bytes",
-            )
+            raise _too_big(source, limits, number)
         lines.append(line)
     if lines:
         yield b"".join(lines)
+
+
+def _too_big(source: str, limits: Limits, number: int) -> LimitExceeded:
+    return LimitExceeded(
+        source, f"max_input_bytes={limits.max_input_bytes}",
+        f"message {number} of the mbox is larger than {limits.max_input_bytes} bytes",
+    )

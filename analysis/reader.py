@@ -69,6 +69,18 @@ def read_reports(
                                 counted=False)
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:160] or type(exc).__name__
+
+
+def _label(parent: str, name: str) -> str:
+    """`parent > name`, with the name (from a zip or an e-mail: untrusted) made one short line."""
+    clean = "".join(c if c.isprintable() else "?" for c in name)
+    if len(clean) > 120:
+        clean = clean[:117] + "..."
+    return f"{parent} > {clean}"
+
+
 def _peekable(stream: BinaryIO) -> io.BufferedReader:
     if isinstance(stream, io.BufferedReader):
         return stream
@@ -143,8 +155,8 @@ def _read_zip(stream: io.BufferedReader, label: str, size: int | None, depth: in
         stream = io.BufferedReader(io.BytesIO(data))  # type: ignore[arg-type]
     try:
         archive = zipfile.ZipFile(stream)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise CorruptInput(label, f"damaged zip archive ({exc})") from None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
+        raise CorruptInput(label, f"damaged zip archive ({_one_line(exc)})") from None
     with archive:
         members = [info for info in archive.infolist() if not info.is_dir()]
         if len(members) > limits.max_members:
@@ -153,7 +165,7 @@ def _read_zip(stream: io.BufferedReader, label: str, size: int | None, depth: in
             )
         found = False
         for info in members:
-            member = f"{label} > {info.filename}"
+            member = _label(label, info.filename)
             if info.flag_bits & 0x1:
                 raise CorruptInput(member, "zip member is encrypted")
             allowance, limit = output_allowance(limits, info.compress_size)
@@ -162,7 +174,12 @@ def _read_zip(stream: io.BufferedReader, label: str, size: int | None, depth: in
                           else f"max_decompressed_bytes={limits.max_decompressed_bytes}")
                 raise LimitExceeded(member, detail, f"declares {info.file_size} bytes inflated")
             try:
-                with archive.open(info) as raw:
+                raw = archive.open(info)
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError,
+                    NotImplementedError, RuntimeError) as exc:
+                raise CorruptInput(member, f"damaged zip member ({_one_line(exc)})") from None
+            try:
+                with raw:
                     counted = CountingReader(raw, member, limits, info.compress_size)
                     for report in _read_stream(counted, member, None, depth + 1, limits,
                                                counted=True):
@@ -170,8 +187,6 @@ def _read_zip(stream: io.BufferedReader, label: str, size: int | None, depth: in
                         yield report
             except NotAReport:
                 continue  # a readme or other file beside the report
-            except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
-                raise CorruptInput(member, f"damaged zip member ({exc})") from None
         if not found:
             raise NotAReport(label, "zip holds no DMARC or TLS report")
 
@@ -183,10 +198,10 @@ def _read_email(data: bytes, label: str, depth: int, limits: Limits) -> Iterator
         yield failure
         return
     found = False
-    for part_label, payload in report_parts(msg, label, limits):
+    for part_label, payload, level in report_parts(msg, label, limits, depth):
         try:
-            for report in _read_stream(io.BytesIO(payload), f"{label} > {part_label}",
-                                       len(payload), depth + 1, limits, counted=False):
+            for report in _read_stream(io.BytesIO(payload), _label(label, part_label),
+                                       len(payload), level + 1, limits, counted=False):
                 found = True
                 yield report
         except NotAReport:

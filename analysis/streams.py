@@ -10,13 +10,28 @@ import io
 import zlib
 from typing import BinaryIO
 
-from analysis.errors import CorruptInput, LimitExceeded
+from analysis.errors import CorruptInput, LimitExceeded, RejectedInput
 from analysis.limits import Limits, MiB
 
 GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 64 * 1024
 #: Small inputs may inflate past the ratio limit without harm (a 200-byte gzip of a short report).
 _RATIO_FLOOR = 1 * MiB
+
+
+def read_raw(raw: BinaryIO, size: int, source: str) -> bytes:
+    """Read from an underlying stream; a failure there means the input is damaged.
+
+    Zip members and files fail in many ways (zlib errors, CRC mismatches, unsupported methods,
+    truncated archives); all of them are the input's fault and become one `CorruptInput`.
+    """
+    try:
+        return raw.read(size)
+    except RejectedInput:
+        raise
+    except Exception as exc:
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:160]
+        raise CorruptInput(source, f"damaged data ({detail})") from None
 
 
 def output_allowance(limits: Limits, compressed_size: int | None) -> tuple[int, str]:
@@ -55,7 +70,7 @@ class CountingReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self._raw.read(len(buffer))
+        data = read_raw(self._raw, len(buffer), self._source)
         n = len(data)
         self.count += n
         if self.count > self._allowance:
@@ -81,6 +96,7 @@ class GzipReader(io.RawIOBase):
         self._pending = b""
         self._done = False
         self.count = 0
+        self._consumed = 0  # compressed bytes taken from `raw` so far
 
     def readable(self) -> bool:
         return True
@@ -94,15 +110,24 @@ class GzipReader(io.RawIOBase):
         self.count += n
         if self.count > self._allowance:
             raise _too_big(self._source, self._limits, self._allowance, self._limit)
+        # The ratio also holds against what has been read so far: this is what stops a stream
+        # whose own size is unknown (a gzip inside a gzip) from inflating without bound.
+        if self.count > max(self._consumed * self._limits.max_ratio, _RATIO_FLOOR):
+            raise _too_big(self._source, self._limits, self._allowance, "max_ratio")
         buffer[:n] = out
         return n
+
+    def _read_raw(self) -> bytes:
+        data = read_raw(self._raw, _CHUNK, self._source)
+        self._consumed += len(data)
+        return data
 
     def _inflate(self, want: int) -> bytes:
         inflater = self._inflater
         if inflater.unconsumed_tail:
             data = inflater.unconsumed_tail
         else:
-            data = self._pending or self._raw.read(_CHUNK)
+            data = self._pending or self._read_raw()
             self._pending = b""
         if not data:
             if not inflater.eof:
@@ -114,7 +139,7 @@ class GzipReader(io.RawIOBase):
         except zlib.error as exc:
             raise CorruptInput(self._source, f"damaged gzip data ({exc})") from None
         if inflater.eof:
-            rest = inflater.unused_data or self._raw.read(_CHUNK)
+            rest = inflater.unused_data or self._read_raw()
             if rest[:2] == GZIP_MAGIC:  # a further gzip member follows
                 self._inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
                 self._pending = rest

@@ -15,10 +15,10 @@ def _datetime(value: Any, what: str, source: str) -> datetime:
         raise NotAReport(source, f"TLS report has no {what}")
     try:
         when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise CorruptInput(source, f"TLS report {what} is not an ISO 8601 date-time") from None
-    # Microsoft sends date-times without a zone; RFC 8460 means UTC.
-    return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+        # Microsoft sends date-times without a zone; RFC 8460 means UTC.
+        return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise CorruptInput(source, f"TLS report {what} is not a usable date-time") from None
 
 
 def _strings(value: Any) -> tuple[str, ...]:
