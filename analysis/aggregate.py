@@ -120,8 +120,21 @@ def _lower(text: str | None) -> str:
 
 
 def _result(text: str | None) -> str:
-    word = text.strip().lower() if text else ""
-    return _RESULT_ALIASES.get(word, word)
+    if text is None:
+        return ""
+    word = _WORDS.get(text)  # the usual spellings, without the string work
+    if word is None:
+        word = text.strip().lower()
+        word = _RESULT_ALIASES.get(word, word)
+    return word
+
+
+_WORDS = {
+    spelling: _RESULT_ALIASES.get(word, word)
+    for word in ("pass", "fail", "none", "softfail", "neutral", "temperror", "permerror",
+                 "policy", "hardfail", "quarantine", "reject")
+    for spelling in (word, word.capitalize(), word.upper())
+}
 
 
 def _parse_record(rec: etree._Element, tags: dict[str, int]) -> Record:

@@ -32,6 +32,15 @@ def _date(value: str | None) -> datetime | None:
         return None
 
 
+def _header(msg: Message, name: str) -> str | None:
+    """One header as plain text; None when absent or when the header parser chokes on it."""
+    try:
+        value = msg.get(name)
+    except Exception:  # the e-mail header parser raises on some hostile headers
+        return None
+    return None if value is None else " ".join(str(value).split())
+
+
 def _reporter(msg: Message) -> str | None:
     try:
         address = parseaddr(str(msg.get("from", "")))[1]
@@ -56,9 +65,9 @@ def _sample(headers: Message | None) -> dict[str, str]:
         return {}
     out = {}
     for name in _SAMPLE_HEADERS:
-        value = headers.get(name)
+        value = _header(headers, name)
         if value is not None:
-            out[name.replace("-", "_")] = " ".join(str(value).split())
+            out[name.replace("-", "_")] = value
     return out
 
 
@@ -72,7 +81,7 @@ def find_failure_report(msg: Message, source: str) -> FailureReport | None:
         elif ctype in ("message/rfc822", "text/rfc822-headers") and feedback is not None:
             sample = _headers_of(part)
             break
-    if feedback is not None and feedback.get("feedback-type"):
+    if feedback is not None and _header(feedback, "feedback-type"):
         return _from_arf(msg, feedback, sample, source)
     for part in msg.walk():
         if part.get_content_type() == "text/plain":
@@ -86,8 +95,7 @@ def find_failure_report(msg: Message, source: str) -> FailureReport | None:
 
 def _from_arf(msg: Message, fb: Message, sample: Message | None, source: str) -> FailureReport:
     def field(name: str) -> str | None:
-        value = fb.get(name)
-        return " ".join(str(value).split()) or None if value is not None else None
+        return _header(fb, name) or None
 
     return FailureReport(
         source=source, format="arf", reporter=_reporter(msg),

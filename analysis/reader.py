@@ -88,7 +88,11 @@ def _peekable(stream: BinaryIO) -> io.BufferedReader:
 
 
 def _read_all(stream: BinaryIO, label: str, limit: int, what: str) -> bytes:
-    data = stream.read(limit + 1)
+    chunks, size = [], 0
+    while size <= limit and (chunk := stream.read(min(_BUFFER, limit + 1 - size))):
+        chunks.append(chunk)
+        size += len(chunk)
+    data = b"".join(chunks)
     if len(data) > limit:
         raise LimitExceeded(
             label, f"max_input_bytes={limit}", f"{what} is larger than {limit} bytes"
@@ -158,7 +162,7 @@ def _read_zip(stream: io.BufferedReader, label: str, size: int | None, depth: in
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
         raise CorruptInput(label, f"damaged zip archive ({_one_line(exc)})") from None
     with archive:
-        members = [info for info in archive.infolist() if not info.is_dir()]
+        members = [info for info in archive.infolist() if not info.filename.endswith("/")]
         if len(members) > limits.max_members:
             raise LimitExceeded(
                 label, f"max_members={limits.max_members}", f"zip has {len(members)} members"
@@ -166,6 +170,8 @@ def _read_zip(stream: io.BufferedReader, label: str, size: int | None, depth: in
         found = False
         for info in members:
             member = _label(label, info.filename)
+            if not info.filename:
+                raise CorruptInput(member, "zip member has no name")
             if info.flag_bits & 0x1:
                 raise CorruptInput(member, "zip member is encrypted")
             allowance, limit = output_allowance(limits, info.compress_size)

@@ -790,8 +790,6 @@ def test_the_templates_below_are_reports_when_their_values_are_sane() -> None:
     assert tls.kind == "tls" and tls.report_id == "t-1"
 
 
-
-
 @pytest.mark.parametrize("data", [
     pytest.param(TLS_DATES % b"9999-12-31T23:00:00-05:00", id="tls-date-past-year-9999"),
     pytest.param(TLS_DATES % b"0001-01-01T00:00:00+05:00", id="tls-date-before-year-1"),

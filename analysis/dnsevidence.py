@@ -1,0 +1,447 @@
+"""DNS evidence: reverse DNS, SPF trees, DKIM selectors and DMARC records, looked up concurrently.
+
+The only I/O in `analysis/` is through the dnspython resolver handed in, so tests point it at a
+real server on loopback and the command line at the user's resolvers (or none: `--offline`).
+Answers are cached with their TTL in a `DnsCache` (the store's, across runs); NXDOMAIN and
+"no such record" are cached as negative answers, while timeouts and SERVFAIL are never cached:
+they raise `DnsTemporaryError` so the caller can say "try again", not "no record".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import time
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+import dns.asyncresolver
+import dns.exception
+import dns.name
+import dns.rdatatype
+import dns.resolver
+import dns.reversename
+
+from analysis.spf import LOOKUP_TERMS, MAX_LOOKUPS, MAX_VOID_LOOKUPS, is_spf, parse_spf
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: How long an NXDOMAIN / no-data answer is trusted when the server gives no SOA minimum.
+NEGATIVE_TTL = 300
+#: Hard stop for one SPF expansion, far above the RFC's 10, so a hostile tree cannot run away.
+_EXPANSION_BUDGET = 40
+#: RFC 9989 tree walk: at most this many DMARC queries, and long names are cut to 7 labels.
+_WALK_QUERIES = 8
+_WALK_LABELS = 7
+
+
+class DnsTemporaryError(Exception):
+    """A timeout or SERVFAIL: the answer is unknown, not negative. Never cached."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Answer:
+    """Records of one type at one name, as text (TXT strings joined), after following CNAMEs."""
+
+    name: str
+    rdtype: str
+    records: tuple[str, ...]
+    canonical: str  # the name the answer was found at (differs when a CNAME was followed)
+    nxdomain: bool
+    expires: float
+
+    @property
+    def negative(self) -> bool:
+        return not self.records
+
+
+class DnsCache(Protocol):
+    """Where answers outlive the process; the store implements it, `MemoryCache` in tests."""
+
+    def get_answer(self, name: str, rdtype: str, now: float) -> Answer | None: ...
+    def put_answer(self, answer: Answer) -> None: ...
+
+
+class MemoryCache:
+    def __init__(self) -> None:
+        self._answers: dict[tuple[str, str], Answer] = {}
+
+    def get_answer(self, name: str, rdtype: str, now: float) -> Answer | None:
+        answer = self._answers.get((name, rdtype))
+        return answer if answer is not None and answer.expires > now else None
+
+    def put_answer(self, answer: Answer) -> None:
+        self._answers[answer.name, answer.rdtype] = answer
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reverse:
+    """PTR names of an IP, and those whose A/AAAA lead back to it (forward-confirmed)."""
+
+    ip: str
+    names: tuple[str, ...]
+    confirmed: tuple[str, ...]
+    errors: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SpfTree:
+    """A domain's SPF record with its include tree expanded to networks, counted per RFC 7208."""
+
+    domain: str
+    record: str | None
+    networks: tuple[Network, ...]
+    includes: tuple[str, ...]  # every include/redirect target reached, in order
+    lookups: int
+    void_lookups: int
+    all_qualifier: str | None
+    errors: tuple[str, ...]  # permerror-class problems: loops, >10 lookups, two records, ...
+    temporary: bool  # some part could not be resolved now (timeout, SERVFAIL)
+
+    def contains(self, ip: str) -> bool:
+        address = ipaddress.ip_address(ip)
+        return any(address in network for network in self.networks)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DkimKey:
+    selector: str
+    domain: str
+    target: str | None  # where `<selector>._domainkey.<domain>` points by CNAME, if it does
+    record: str | None  # the TXT found (at the target when a CNAME was followed)
+    temporary: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DmarcRecord:
+    """The result of RFC 9989's tree walk for one domain."""
+
+    domain: str
+    found_at: str | None  # the domain whose `_dmarc` record applies, None when none does
+    record: str | None
+    tags: dict[str, str]
+    queries: int
+    errors: tuple[str, ...]
+    temporary: bool = False
+
+
+def make_resolver(nameservers: Iterable[str] = (), timeout: float = 2.0
+                  ) -> dns.asyncresolver.Resolver:
+    """A resolver for `IP` or `IP:PORT` nameservers (the system's when none are given)."""
+    servers = list(nameservers)
+    resolver = dns.asyncresolver.Resolver(configure=not servers)
+    if servers:
+        resolver.nameservers = []
+        ports = set()
+        for server in servers:
+            host, port = _host_port(server)
+            resolver.nameservers.append(host)
+            ports.add(port)
+        if len(ports) > 1:
+            raise ValueError("all --nameserver entries must use the same port")
+        resolver.port = ports.pop()
+    resolver.lifetime = timeout
+    resolver.timeout = timeout
+    resolver.cache = None  # our own cache keeps TTLs across runs
+    return resolver
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    text = text.strip()
+    if text.startswith("["):  # [::1]:5353
+        host, _, port = text[1:].partition("]:")
+        return _address(host, text), int(port) if port.isdigit() else 53
+    if text.count(":") == 1:  # 127.0.0.1:5353
+        host, _, port = text.partition(":")
+        if not port.isdigit():
+            raise ValueError(f"nameserver {text!r}: port is not a number")
+        return _address(host, text), int(port)
+    return _address(text, text), 53
+
+
+def _address(host: str, original: str) -> str:
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        raise ValueError(f"nameserver {original!r} is not an IP address (IP or IP:PORT)") from None
+
+
+class DnsEvidence:
+    """Looks up evidence with at most `concurrency` queries in flight; caches what it may."""
+
+    def __init__(self, resolver: dns.asyncresolver.Resolver, *, cache: DnsCache | None = None,
+                 concurrency: int = 64, clock: Callable[[], float] = time.time) -> None:
+        self.resolver = resolver
+        self.cache = cache if cache is not None else MemoryCache()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._clock = clock
+        self._inflight: dict[tuple[str, str], asyncio.Future[Answer]] = {}
+        self.queries = 0  # sent to the network (cache misses), for tests and benchmarks
+
+    # -- one query ---------------------------------------------------------------------------
+
+    async def lookup(self, name: str, rdtype: str) -> Answer:
+        """The records of `rdtype` at `name`; negative answers come back empty, not raised."""
+        key = (name.lower().rstrip("."), rdtype)
+        cached = self.cache.get_answer(key[0], rdtype, self._clock())
+        if cached is not None:
+            return cached
+        pending = self._inflight.get(key)
+        if pending is not None:  # the same question is already on the wire: share its answer
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            answer = await self._query(*key)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters get it from shield
+            raise
+        else:
+            future.set_result(answer)
+            self.cache.put_answer(answer)
+            return answer
+        finally:
+            del self._inflight[key]
+
+    async def _query(self, name: str, rdtype: str) -> Answer:
+        async with self._slots:
+            self.queries += 1
+            try:
+                result = await self.resolver.resolve(name, rdtype, raise_on_no_answer=False)
+            except dns.resolver.NXDOMAIN as exc:
+                return self._nxdomain(name, rdtype, exc)
+            except dns.resolver.NoNameservers:
+                raise DnsTemporaryError(f"{name} {rdtype}: SERVFAIL from every server") from None
+            except dns.exception.Timeout:
+                raise DnsTemporaryError(f"{name} {rdtype}: timed out") from None
+            except (dns.name.NameTooLong, dns.name.EmptyLabel, dns.name.LabelTooLong):
+                return Answer(name, rdtype, (), name, True, self._clock() + NEGATIVE_TTL)
+        now = self._clock()
+        if result.rrset is None:
+            return Answer(name, rdtype, (), name, False, now + _soa_minimum(result.response))
+        records = tuple(_text(rdata) for rdata in result.rrset)
+        canonical = result.canonical_name.to_text(omit_final_dot=True).lower()
+        return Answer(name, rdtype, records, canonical, False, now + result.rrset.ttl)
+
+    def _nxdomain(self, name: str, rdtype: str, exc: dns.resolver.NXDOMAIN) -> Answer:
+        responses = list(exc.responses().values())
+        ttl = _soa_minimum(responses[0]) if responses else NEGATIVE_TTL
+        return Answer(name, rdtype, (), name, True, self._clock() + ttl)
+
+    # -- reverse DNS -------------------------------------------------------------------------
+
+    async def reverse(self, ip: str) -> Reverse:
+        """PTR names of `ip`; a name is confirmed when its A/AAAA records include `ip` again."""
+        qname = dns.reversename.from_address(ip).to_text(omit_final_dot=True)
+        try:
+            ptr = await self.lookup(qname, "PTR")
+        except DnsTemporaryError as exc:
+            return Reverse(ip, (), (), (str(exc),))
+        names = tuple(sorted({n.rstrip(".").lower() for n in ptr.records}))
+        family = "AAAA" if ":" in ip else "A"
+        address = ipaddress.ip_address(ip)
+        answers = await asyncio.gather(*(self.lookup(n, family) for n in names),
+                                       return_exceptions=True)
+        confirmed, errors = [], []
+        for name, answer in zip(names, answers, strict=True):
+            if isinstance(answer, DnsTemporaryError):
+                errors.append(str(answer))
+            elif isinstance(answer, BaseException):
+                raise answer
+            elif any(ipaddress.ip_address(a) == address for a in answer.records):
+                confirmed.append(name)
+        return Reverse(ip, names, tuple(confirmed), tuple(errors))
+
+    # -- SPF ---------------------------------------------------------------------------------
+
+    async def spf_record(self, domain: str) -> tuple[str | None, str | None]:
+        """(record, problem): the one SPF record of `domain`, or why there is none usable."""
+        answer = await self.lookup(domain, "TXT")
+        records = [r for r in answer.records if is_spf(r)]
+        if not records:
+            return None, None
+        if len(records) > 1:
+            return None, f"{domain} publishes {len(records)} SPF records (permerror)"
+        return records[0], None
+
+    async def spf_tree(self, domain: str) -> SpfTree:
+        """Expand `domain`'s SPF record: networks, includes, lookup and void-lookup counts."""
+        walk = _SpfWalk(self)
+        record = None
+        try:
+            record, problem = await self.spf_record(domain)
+            if problem:
+                walk.errors.append(problem)
+            elif record is not None:
+                await walk.expand(domain, record, (domain,))
+        except DnsTemporaryError as exc:
+            walk.temporary = True
+            walk.errors.append(str(exc))
+        if walk.lookups > MAX_LOOKUPS:
+            walk.errors.append(f"{walk.lookups} DNS lookups (limit {MAX_LOOKUPS}): permerror")
+        if walk.void_lookups > MAX_VOID_LOOKUPS:
+            walk.errors.append(
+                f"{walk.void_lookups} void lookups (limit {MAX_VOID_LOOKUPS}): permerror")
+        qualifier = parse_spf(record).all_qualifier if record else None
+        return SpfTree(domain, record, tuple(walk.networks), tuple(walk.includes), walk.lookups,
+                       walk.void_lookups, qualifier, tuple(walk.errors), walk.temporary)
+
+    # -- DKIM and DMARC ----------------------------------------------------------------------
+
+    async def dkim_key(self, selector: str, domain: str) -> DkimKey:
+        """`<selector>._domainkey.<domain>`: its CNAME target (the vendor) and its key record."""
+        name = f"{selector}._domainkey.{domain}".lower()
+        try:
+            answer = await self.lookup(name, "TXT")
+            target = answer.canonical if answer.canonical != name else None
+            if target is None and not answer.records:
+                cname = await self.lookup(name, "CNAME")  # a dangling CNAME still names a vendor
+                target = cname.records[0].rstrip(".").lower() if cname.records else None
+        except DnsTemporaryError:
+            return DkimKey(selector, domain, None, None, temporary=True)
+        record = next((r for r in answer.records if "p=" in r or r.startswith("v=DKIM1")), None)
+        return DkimKey(selector, domain, target, record)
+
+    async def dmarc(self, domain: str) -> DmarcRecord:
+        """RFC 9989 tree walk: the record that applies to `domain`, wherever it is published."""
+        labels = domain.lower().rstrip(".").split(".")
+        candidates = [labels]
+        if len(labels) > _WALK_LABELS:
+            labels = labels[-_WALK_LABELS:]
+            candidates.append(labels)
+        while len(labels) > 1:
+            labels = labels[1:]
+            candidates.append(labels)
+        errors: list[str] = []
+        queries = 0
+        for parts in candidates[:_WALK_QUERIES]:
+            at = ".".join(parts)
+            queries += 1
+            try:
+                answer = await self.lookup(f"_dmarc.{at}", "TXT")
+            except DnsTemporaryError as exc:
+                return DmarcRecord(domain, None, None, {}, queries, (str(exc),), temporary=True)
+            records = [r for r in answer.records if r.startswith("v=DMARC1")]
+            if len(records) > 1:
+                errors.append(f"_dmarc.{at} has {len(records)} DMARC records; none applies")
+                continue
+            if records:
+                return DmarcRecord(domain, at, records[0], dmarc_tags(records[0]), queries,
+                                   tuple(errors))
+        return DmarcRecord(domain, None, None, {}, queries, tuple(errors))
+
+    async def report_authorised(self, domain: str, destination: str) -> bool | None:
+        """Whether `destination`'s owner accepts reports for `domain` (RFC 9989 external rua)."""
+        try:
+            for name in (f"{domain}._report._dmarc.{destination}",
+                         f"*._report._dmarc.{destination}"):
+                answer = await self.lookup(name, "TXT")
+                if any(r.startswith("v=DMARC1") for r in answer.records):
+                    return True
+        except DnsTemporaryError:
+            return None
+        return False
+
+
+class _SpfWalk:
+    """State of one SPF expansion: counts, seen includes, networks found."""
+
+    def __init__(self, evidence: DnsEvidence) -> None:
+        self.evidence = evidence
+        self.networks: list[Network] = []
+        self.includes: list[str] = []
+        self.lookups = 0
+        self.void_lookups = 0
+        self.errors: list[str] = []
+        self.temporary = False
+
+    async def expand(self, domain: str, record: str, chain: tuple[str, ...]) -> None:
+        spf = parse_spf(record)
+        self.errors.extend(f"{domain}: {e}" for e in spf.errors)
+        redirect = spf.modifier("redirect") if spf.all_qualifier is None else None
+        terms = [t for t in spf.mechanisms if t.name != "all"]
+        for term in terms:
+            if term.name in LOOKUP_TERMS:
+                self.lookups += 1
+                if self.lookups > _EXPANSION_BUDGET:
+                    self.errors.append(f"expansion stopped after {_EXPANSION_BUDGET} lookups")
+                    return
+            if term.name in ("ip4", "ip6"):
+                self.networks.append(ipaddress.ip_network(term.value, strict=False))
+            elif term.name == "include":
+                await self._include(term.value, chain, "include")
+            elif term.name in ("a", "mx"):
+                await self._addresses(term.name, term.value or domain, term.cidr4, term.cidr6)
+            elif term.name == "ptr":  # like exists:, its networks depend on the connecting IP
+                self.errors.append(f"{domain}: 'ptr' is deprecated (RFC 7208 §5.5)")
+        if redirect:
+            self.lookups += 1
+            await self._include(redirect, chain, "redirect")
+
+    async def _include(self, target: str, chain: tuple[str, ...], how: str) -> None:
+        target = target.lower().rstrip(".")
+        if "%" in target:  # a macro: depends on the message, nothing to list
+            return
+        if target in chain:
+            self.errors.append(f"{how} loop: {' -> '.join((*chain, target))}")
+            return
+        self.includes.append(target)
+        record, problem = await self.evidence.spf_record(target)
+        if problem:
+            self.errors.append(problem)
+            return
+        if record is None:
+            self.void_lookups += 1
+            self.errors.append(f"{how}:{target} has no SPF record (permerror)")
+            return
+        await self.expand(target, record, (*chain, target))
+
+    async def _addresses(self, kind: str, name: str, cidr4: int | None,
+                         cidr6: int | None) -> None:
+        name = name.lower().rstrip(".")
+        if "%" in name:
+            return
+        hosts = [name]
+        if kind == "mx":
+            answer = await self.evidence.lookup(name, "MX")
+            if not answer.records:
+                self.void_lookups += 1
+                return
+            hosts = [r.split()[-1].rstrip(".").lower() for r in answer.records][:10]
+        found = False
+        for host in hosts:
+            for family, cidr in (("A", cidr4 if cidr4 is not None else 32),
+                                 ("AAAA", cidr6 if cidr6 is not None else 128)):
+                answer = await self.evidence.lookup(host, family)
+                for address in answer.records:
+                    found = True
+                    self.networks.append(ipaddress.ip_network(f"{address}/{cidr}", strict=False))
+        if not found and kind == "a":
+            self.void_lookups += 1
+
+
+def dmarc_tags(record: str) -> dict[str, str]:
+    """`v=DMARC1; p=none; rua=mailto:a@b` -> {"v": "DMARC1", "p": "none", "rua": ...}."""
+    tags: dict[str, str] = {}
+    for part in record.split(";"):
+        name, sep, value = part.partition("=")
+        if sep and name.strip():
+            tags.setdefault(name.strip().lower(), value.strip())
+    return tags
+
+
+def _text(rdata: object) -> str:
+    strings = getattr(rdata, "strings", None)
+    if strings is not None:  # TXT: the strings of one record are one value
+        return b"".join(strings).decode("utf-8", "replace")
+    if rdata.rdtype == dns.rdatatype.MX:  # type: ignore[attr-defined]
+        return f"{rdata.preference} {rdata.exchange.to_text(omit_final_dot=True)}"  # type: ignore[attr-defined]
+    return rdata.to_text().rstrip(".")  # type: ignore[attr-defined]
+
+
+def _soa_minimum(response: object) -> int:
+    for rrset in getattr(response, "authority", ()):
+        if rrset.rdtype == dns.rdatatype.SOA:
+            return min(rrset.ttl, rrset[0].minimum)
+    return NEGATIVE_TTL

@@ -1,0 +1,279 @@
+"""Name the service behind each sending source, and say what to do about it.
+
+Evidence, strongest first (DESIGN.md, "Identification"): a DKIM `d=` that passed; the CNAME
+target of the DKIM selector; the SPF (return-path) domain that passed; the source IP inside a
+service's published SPF networks; forward-confirmed reverse DNS. Each piece found in the catalog
+adds weight to its service; low-confidence catalog facts weigh less. The DNS part is gathered
+first (`gather_evidence`, concurrent); naming and verdicts are pure functions of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+
+from analysis.catalog import Catalog, Fact, Service
+from analysis.dnsevidence import DnsEvidence, Network, Reverse
+from analysis.rollup import RollupKey
+
+UNKNOWN = "unknown"
+VERDICTS = ("compliant", "needs-dkim", "needs-spf", "forwarded", "impostor", "unknown")
+
+#: Weight of one piece of evidence, by kind; low-confidence facts count `LOW_FACTOR` as much.
+WEIGHTS = {
+    "dkim_domain": 0.9,
+    "dkim_cname_suffix": 0.85,
+    "return_path_domain": 0.75,
+    "spf_network": 0.6,
+    "rdns_suffix": 0.5,
+}
+LOW_FACTOR = 0.6
+#: Below this confidence a source is not named (it stays "unknown").
+MIN_CONFIDENCE = 0.45
+#: Share of a service's messages that must pass with aligned DKIM to call it compliant.
+COMPLIANT_SHARE = 0.9
+_FORWARD_REASONS = ("forwarded", "trusted_forwarder", "mailing_list")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SourceActivity:
+    """What the reports say about one source IP sending as one policy domain."""
+
+    domain: str
+    ip: str
+    messages: int
+    dmarc_pass: int
+    dkim_aligned_pass: int
+    spf_aligned_pass: int
+    #: (d=, selector, result) -> messages
+    dkim: tuple[tuple[tuple[str, str, str], int], ...]
+    #: (SPF domain, scope, result) -> messages
+    spf: tuple[tuple[tuple[str, str, str], int], ...]
+    #: reason ("type" or "type:comment") -> messages
+    reasons: tuple[tuple[str, int], ...]
+    header_from: tuple[str, ...]
+
+
+def activities_from_rollups(rows: Iterable[tuple[RollupKey, int]]) -> list[SourceActivity]:
+    """Fold daily rollup rows into one activity per (policy domain, source IP)."""
+    acc: dict[tuple[str, str], dict[str, Counter[object]]] = defaultdict(
+        lambda: defaultdict(Counter))
+    for key, messages in rows:
+        a = acc[key.policy_domain, key.source_ip]
+        totals = a["totals"]
+        totals["messages"] += messages
+        totals["dmarc_pass"] += messages if (key.dkim_aligned or key.spf_aligned) else 0
+        totals["dkim"] += messages if key.dkim_aligned else 0
+        totals["spf"] += messages if key.spf_aligned else 0
+        for item in key.dkim.split():
+            a["dkim"][_split_result(item)] += messages
+        for item in key.spf.split():
+            a["spf"][_split_result(item)] += messages
+        for reason in key.reasons.split():
+            a["reasons"][reason] += messages
+        a["header_from"][key.header_from] += messages
+    out = []
+    for (domain, ip), a in sorted(acc.items()):
+        t = a["totals"]
+        out.append(SourceActivity(
+            domain=domain, ip=ip, messages=t["messages"], dmarc_pass=t["dmarc_pass"],
+            dkim_aligned_pass=t["dkim"], spf_aligned_pass=t["spf"],
+            dkim=tuple(sorted(a["dkim"].items())),  # type: ignore[arg-type]
+            spf=tuple(sorted(a["spf"].items())),  # type: ignore[arg-type]
+            reasons=tuple(sorted(a["reasons"].items())),  # type: ignore[arg-type]
+            header_from=tuple(h for h, _ in a["header_from"].most_common()),  # type: ignore[misc]
+        ))
+    return out
+
+
+def _split_result(item: str) -> tuple[str, str, str]:
+    """`domain/selector=result` (or `domain/scope=result`) -> (domain, selector, result)."""
+    left, _, result = item.rpartition("=")
+    domain, _, middle = left.partition("/")
+    return domain, middle, result
+
+
+# -- evidence -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EvidenceBundle:
+    """The DNS facts gathered for a set of activities. Empty when working offline."""
+
+    reverse: dict[str, Reverse]  # ip -> reverse DNS
+    dkim_targets: dict[tuple[str, str], str]  # (selector, d=) -> CNAME target
+    service_networks: dict[str, tuple[Network, ...]]  # service key -> its SPF networks
+    temporary: tuple[str, ...] = ()  # lookups that failed for now (timeouts, SERVFAIL)
+
+    @classmethod
+    def offline(cls) -> EvidenceBundle:
+        return cls({}, {}, {})
+
+
+async def gather_evidence(activities: Sequence[SourceActivity], dns: DnsEvidence,
+                          catalog: Catalog) -> EvidenceBundle:
+    """Look up, concurrently, everything `identify` can use for these activities."""
+    ips = sorted({a.ip for a in activities})
+    selectors = sorted({(sel, d) for a in activities for (d, sel, result), _ in a.dkim
+                        if sel and result == "pass"})
+    includes = sorted({(s.key, f.value) for s in catalog.services
+                       for f in s.facts("spf_include")})
+    reverse_results, dkim_results, spf_results = await asyncio.gather(
+        asyncio.gather(*(dns.reverse(ip) for ip in ips)),
+        asyncio.gather(*(dns.dkim_key(sel, d) for sel, d in selectors)),
+        asyncio.gather(*(dns.spf_tree(include) for _, include in includes)),
+    )
+    temporary: list[str] = []
+    networks: dict[str, list[Network]] = defaultdict(list)
+    for (key, _), tree in zip(includes, spf_results, strict=True):
+        networks[key].extend(tree.networks)
+        if tree.temporary:
+            temporary.append(f"SPF of {tree.domain}")
+    targets = {}
+    for key, found in zip(selectors, dkim_results, strict=True):
+        if found.target:
+            targets[key] = found.target
+        if found.temporary:
+            temporary.append(f"DKIM {key[0]}._domainkey.{key[1]}")
+    reverse = {r.ip: r for r in reverse_results}
+    temporary.extend(f"reverse DNS of {r.ip}" for r in reverse_results if r.errors)
+    return EvidenceBundle(reverse, targets,
+                          {k: tuple(v) for k, v in networks.items()}, tuple(temporary))
+
+
+class NetworkIndex:
+    """Which services' SPF networks hold an IP, in a few dict lookups per address."""
+
+    def __init__(self, service_networks: dict[str, tuple[Network, ...]]) -> None:
+        self._by_prefix: dict[tuple[int, int, int], set[str]] = defaultdict(set)
+        self._prefixes: dict[int, set[int]] = {4: set(), 6: set()}
+        for key, networks in service_networks.items():
+            for net in networks:
+                bits = net.max_prefixlen - net.prefixlen
+                self._by_prefix[net.version, net.prefixlen,
+                                int(net.network_address) >> bits].add(key)
+                self._prefixes[net.version].add(net.prefixlen)
+
+    def services(self, ip: str) -> set[str]:
+        address = ipaddress.ip_address(ip)
+        value, width = int(address), address.max_prefixlen
+        found: set[str] = set()
+        for prefix in self._prefixes[address.version]:
+            found |= self._by_prefix.get((address.version, prefix, value >> (width - prefix)),
+                                         set())
+        return found
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Identification:
+    """The service behind one source, how sure we are, and why."""
+
+    activity: SourceActivity
+    service_key: str  # UNKNOWN when nothing names it
+    platform_key: str | None  # the infrastructure it sent through, when that is another service
+    confidence: float
+    evidence: tuple[str, ...]
+    ptr: str | None  # the forward-confirmed reverse name (else the first PTR), if any
+
+
+class Identifier:
+    """Names sources from an evidence bundle; build once per run, call per source."""
+
+    def __init__(self, catalog: Catalog, bundle: EvidenceBundle) -> None:
+        self.catalog = catalog
+        self.bundle = bundle
+        self.networks = NetworkIndex(bundle.service_networks)
+
+    def identify(self, activity: SourceActivity) -> Identification:
+        found = _Scores()
+        for (d, selector, result), _ in activity.dkim:
+            if result != "pass":
+                continue
+            for service, fact in self.catalog.match_suffix("dkim_domain", d):
+                found.add(service, fact, "dkim_domain", f"DKIM d={d} passed")
+            target = self.bundle.dkim_targets.get((selector, d))
+            if target:
+                for service, fact in self.catalog.match_suffix("dkim_cname_suffix", target):
+                    found.add(service, fact, "dkim_cname_suffix",
+                              f"DKIM selector {selector}._domainkey.{d} points to {target}")
+        for (d, _, result), _ in activity.spf:
+            if result == "pass" and d:
+                for service, fact in self.catalog.match_suffix("return_path_domain", d):
+                    found.add(service, fact, "return_path_domain",
+                              f"SPF passed for return-path domain {d}")
+        for key in sorted(self.networks.services(activity.ip)):
+            found.add(self.catalog.get(key), None, "spf_network",
+                      f"{activity.ip} is in {self.catalog.get(key).name}'s SPF networks")
+        reverse = self.bundle.reverse.get(activity.ip)
+        ptr = None
+        if reverse is not None:
+            ptr = (reverse.confirmed or reverse.names or (None,))[0]
+            for name in reverse.confirmed:
+                for service, fact in self.catalog.match_suffix("rdns_suffix", name):
+                    found.add(service, fact, "rdns_suffix",
+                              f"reverse DNS {name} (forward-confirmed)")
+        return found.decide(self.catalog, activity, ptr)
+
+
+class _Scores:
+    """Evidence per service: the strongest weight per kind, combined as independent signals."""
+
+    def __init__(self) -> None:
+        self.weights: dict[str, dict[str, float]] = defaultdict(dict)
+        self.notes: dict[str, list[str]] = defaultdict(list)
+
+    def add(self, service: Service, fact: Fact | None, kind: str, note: str) -> None:
+        weight = WEIGHTS[kind] * (LOW_FACTOR if fact and fact.confidence == "low" else 1.0)
+        kinds = self.weights[service.key]
+        kinds[kind] = max(kinds.get(kind, 0.0), weight)
+        if note not in self.notes[service.key]:
+            self.notes[service.key].append(note + ("" if weight >= WEIGHTS[kind] else
+                                                   " (low-confidence fact)"))
+
+    def score(self, key: str) -> float:
+        miss = 1.0
+        for weight in self.weights[key].values():
+            miss *= 1.0 - weight
+        return 1.0 - miss
+
+    def decide(self, catalog: Catalog, activity: SourceActivity,
+               ptr: str | None) -> Identification:
+        if not self.weights:
+            return Identification(activity, UNKNOWN, None, 0.0, (), ptr)
+        forwarded = looks_forwarded(activity)
+        ranked = sorted(self.weights, key=lambda k: (
+            -self.score(k),
+            # on equal evidence (shared infrastructure), a forwarder explains forwarded mail
+            not (forwarded and catalog.get(k).forwarder),
+            catalog.get(k).forwarder,
+            k))
+        best = ranked[0]
+        confidence = round(self.score(best), 3)
+        if confidence < MIN_CONFIDENCE:
+            notes = tuple(n for k in ranked for n in self.notes[k])
+            return Identification(activity, UNKNOWN, None, confidence, notes, ptr)
+        platform = catalog.get(best).platform
+        content = {"dkim_domain", "dkim_cname_suffix", "return_path_domain"}
+        if platform is None and self.weights[best].keys() <= content:
+            infrastructure = [k for k in ranked[1:]
+                              if self.weights[k].keys() & {"spf_network", "rdns_suffix"}]
+            platform = infrastructure[0] if infrastructure else None
+        notes = tuple(self.notes[best]) + tuple(
+            n for k in ([platform] if platform else []) for n in self.notes[k])
+        return Identification(activity, best, platform, confidence, notes, ptr)
+
+
+def looks_forwarded(activity: SourceActivity) -> bool:
+    """The receiver said so (reasons), or the classic shape: own DKIM survives, SPF does not."""
+    forward_messages = sum(n for reason, n in activity.reasons
+                           if reason.startswith(_FORWARD_REASONS)
+                           or (reason.startswith("local_policy") and "arc=pass" in reason))
+    if forward_messages * 2 >= activity.messages:
+        return True
+    return (activity.dkim_aligned_pass * 2 >= activity.messages
+            and activity.spf_aligned_pass == 0
+            and all(domain != activity.domain and not domain.endswith("." + activity.domain)
+                    for (domain, _, result), _ in activity.spf if result == "pass"))
