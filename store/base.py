@@ -28,6 +28,22 @@ class LedgerEntry:
     stored_at: str
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class InventoryItem:
+    """A sender of a domain and its owner's decision (`Pending` until someone decides)."""
+
+    policy_domain: str
+    service_key: str
+    status: str
+    owner: str | None
+    first_seen: str
+    last_seen: str
+    messages: int
+    dmarc_pass: int
+    decided_by: str | None
+    decided_at: str | None
+
+
 class Store(Protocol):
     def add_report(self, report: Report) -> AddResult:
         """Store a report whole, in one transaction, or not at all; a second copy changes nothing.

@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
+from analysis.dnsevidence import Answer
 from analysis.model import AggregateReport, FailureReport, Report, TlsReport
 from analysis.rollup import LedgerKey, RollupKey, ledger_key, report_days, rollup_rows
-from store.base import AddResult, LedgerEntry, StoreError
+from store.base import AddResult, InventoryItem, LedgerEntry, StoreError
 
 _BATCH = 5000
 _UPSERT_ROLLUP = """
@@ -209,9 +210,59 @@ class SqliteStore:
             yield RollupKey(*row[:7], bool(row[7]), bool(row[8]), *row[9:11]), row[11]
 
 
+    # -- DNS cache (analysis.dnsevidence.DnsCache) --------------------------------------------
+
+    def get_answer(self, name: str, rdtype: str, now: float) -> Answer | None:
+        row = self._db.execute(
+            "SELECT records, canonical, nxdomain, expires FROM dns_cache"
+            " WHERE name = ? AND rdtype = ? AND expires > ?", (name, rdtype, now)).fetchone()
+        if row is None:
+            return None
+        return Answer(name, rdtype, tuple(json.loads(row[0])), row[1], bool(row[2]), row[3])
+
+    def put_answer(self, answer: Answer) -> None:
+        self._db.execute(
+            "INSERT INTO dns_cache (name, rdtype, records, canonical, nxdomain, expires)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET records = excluded.records,"
+            " canonical = excluded.canonical, nxdomain = excluded.nxdomain,"
+            " expires = excluded.expires",
+            (answer.name, answer.rdtype, json.dumps(answer.records), answer.canonical,
+             int(answer.nxdomain), answer.expires),
+        )
+
+    # -- inventory ------------------------------------------------------------------------------
+
+    def inventory(self, domain: str | None = None) -> dict[tuple[str, str], InventoryItem]:
+        sql = ("SELECT policy_domain, service_key, status, owner, first_seen, last_seen, messages,"
+               " dmarc_pass, decided_by, decided_at FROM inventory")
+        params: tuple[object, ...] = ()
+        if domain is not None:
+            sql += " WHERE policy_domain = ?"
+            params = (domain.lower(),)
+        return {(row[0], row[1]): InventoryItem(*row) for row in self._db.execute(sql, params)}
+
+    def note_seen(self, domain: str, service_key: str, first_seen: str, last_seen: str,
+                  messages: int, dmarc_pass: int) -> InventoryItem:
+        """Record a sender as seen; a new one starts `Pending`, a known one keeps its status."""
+        self._db.execute(
+            "INSERT INTO inventory (policy_domain, service_key, status, first_seen, last_seen,"
+            " messages, dmarc_pass) VALUES (?, ?, 'Pending', ?, ?, ?, ?)"
+            " ON CONFLICT DO UPDATE SET first_seen = min(first_seen, excluded.first_seen),"
+            " last_seen = max(last_seen, excluded.last_seen), messages = excluded.messages,"
+            " dmarc_pass = excluded.dmarc_pass",
+            (domain, service_key, first_seen, last_seen, messages, dmarc_pass),
+        )
+        return self.inventory(domain)[domain, service_key]
+
+
 def _statements(script: str) -> Iterator[str]:
-    """Split a schema script into statements (our scripts hold no semicolons in literals)."""
-    lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
-    for statement in "\n".join(lines).split(";"):
-        if statement.strip():
-            yield statement
+    """Split a schema script into statements (SQLite decides where each one is complete)."""
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            yield buffer
+            buffer = ""
+    if buffer.strip() and not all(
+            part.strip().startswith("--") or not part.strip() for part in buffer.splitlines()):
+        raise StoreError(f"schema script ends with an incomplete statement: {buffer[:60]!r}")

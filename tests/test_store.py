@@ -119,15 +119,34 @@ def test_tls_and_failure_reports_are_stored_once(store: SqliteStore, samples: Pa
 def test_schema_is_versioned(tmp_path: Path) -> None:
     path = tmp_path / "v.sqlite3"
     with SqliteStore(path) as s:
-        assert s.schema_version == 1
+        assert s.schema_version == 2
         add_all(s, aggregate_xml())
     with SqliteStore(path) as s:  # reopening migrates nothing and keeps the data
-        assert s.schema_version == 1 and len(list(s.reports())) == 1
+        assert s.schema_version == 2 and len(list(s.reports())) == 1
     db = sqlite3.connect(path)
     db.execute("PRAGMA user_version = 99")
     db.close()
     with pytest.raises(StoreError, match="schema version 99 is newer"):
         SqliteStore(path)
+
+
+def test_a_version_1_database_is_migrated_keeping_its_data(tmp_path: Path) -> None:
+    from store.sqlite import _migrations, _statements
+
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    for statement in _statements(_migrations()[0]):
+        db.execute(statement)
+    db.execute("PRAGMA user_version = 1")
+    db.execute("INSERT INTO reports (kind, reporter, report_id, policy_domain, begin_ts, end_ts,"
+               " org_name, source, stored_at) VALUES ('aggregate', 'r', 'id', 'example.com', 0,"
+               " 1, 'R', 'x.xml', '2026-01-01T00:00:00Z')")
+    db.commit()
+    db.close()
+    with SqliteStore(path) as s:
+        assert s.schema_version == 2
+        assert [e.key.report_id for e in s.reports()] == ["id"]
+        assert s.inventory() == {}
 
 
 def test_not_a_database_is_a_store_error(tmp_path: Path) -> None:

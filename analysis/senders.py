@@ -1,0 +1,41 @@
+"""From daily rollups to named senders with verdicts: the one entry point the shells call."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from analysis.catalog import Catalog
+from analysis.dnsevidence import DnsEvidence
+from analysis.identify import (
+    EvidenceBundle,
+    Identifier,
+    NetworkIndex,
+    SourceActivity,
+    activities_from_rollups,
+    gather_evidence,
+)
+from analysis.rollup import RollupKey
+from analysis.verdicts import MICROSOFT_365, ServiceVerdict, SourceVerdict, service_verdicts
+from analysis.verdicts import source_verdict as _source_verdict
+
+__all__ = ["analyse_activities", "analyse_rollups"]
+
+
+async def analyse_activities(activities: list[SourceActivity], catalog: Catalog,
+                             dns: DnsEvidence | None
+                             ) -> tuple[list[SourceVerdict], list[ServiceVerdict], EvidenceBundle]:
+    """Name every source and judge every (domain, service). `dns=None` works offline: only the
+    evidence inside the reports (DKIM and SPF domains) is used."""
+    bundle = (await gather_evidence(activities, dns, catalog) if dns is not None
+              else EvidenceBundle.offline())
+    identifier = Identifier(catalog, bundle)
+    m365 = bundle.service_networks.get(MICROSOFT_365)
+    m365_index = NetworkIndex({MICROSOFT_365: m365}) if m365 else None
+    sources = [_source_verdict(identifier.identify(a), catalog, m365_index) for a in activities]
+    return sources, service_verdicts(sources, catalog), bundle
+
+
+async def analyse_rollups(rows: Iterable[tuple[RollupKey, int]], catalog: Catalog,
+                          dns: DnsEvidence | None
+                          ) -> tuple[list[SourceVerdict], list[ServiceVerdict], EvidenceBundle]:
+    return await analyse_activities(activities_from_rollups(rows), catalog, dns)
