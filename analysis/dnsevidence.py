@@ -167,9 +167,14 @@ def _address(host: str, original: str) -> str:
 
 
 class DnsEvidence:
-    """Looks up evidence with at most `concurrency` queries in flight; caches what it may."""
+    """Looks up evidence with at most `concurrency` queries in flight; caches what it may.
 
-    def __init__(self, resolver: dns.asyncresolver.Resolver, *, cache: DnsCache | None = None,
+    With `resolver=None` only the cache answers (a miss is a `DnsTemporaryError`): the demo
+    uses this with answers it seeds itself.
+    """
+
+    def __init__(self, resolver: dns.asyncresolver.Resolver | None, *,
+                 cache: DnsCache | None = None,
                  concurrency: int = 64, clock: Callable[[], float] = time.time) -> None:
         self.resolver = resolver
         self.cache = cache if cache is not None else MemoryCache()
@@ -205,6 +210,8 @@ class DnsEvidence:
             del self._inflight[key]
 
     async def _query(self, name: str, rdtype: str) -> Answer:
+        if self.resolver is None:
+            raise DnsTemporaryError(f"{name} {rdtype}: not in the cache (working from cache only)")
         async with self._slots:
             self.queries += 1
             try:

@@ -36,6 +36,8 @@ MIN_CONFIDENCE = 0.45
 #: Share of a service's messages that must pass with aligned DKIM to call it compliant.
 COMPLIANT_SHARE = 0.9
 _FORWARD_REASONS = ("forwarded", "trusted_forwarder", "mailing_list")
+#: Categories whose infrastructure relays other senders' mail (forwarding, lists).
+_INDIRECT = frozenset({"mailbox", "forwarder", "list-server"})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -55,14 +57,19 @@ class SourceActivity:
     #: reason ("type" or "type:comment") -> messages
     reasons: tuple[tuple[str, int], ...]
     header_from: tuple[str, ...]
+    first_day: str = ""  # YYYY-MM-DD, UTC
+    last_day: str = ""
 
 
 def activities_from_rollups(rows: Iterable[tuple[RollupKey, int]]) -> list[SourceActivity]:
     """Fold daily rollup rows into one activity per (policy domain, source IP)."""
     acc: dict[tuple[str, str], dict[str, Counter[object]]] = defaultdict(
         lambda: defaultdict(Counter))
+    days: dict[tuple[str, str], list[str]] = {}
     for key, messages in rows:
         a = acc[key.policy_domain, key.source_ip]
+        span = days.setdefault((key.policy_domain, key.source_ip), [key.day, key.day])
+        span[0], span[1] = min(span[0], key.day), max(span[1], key.day)
         totals = a["totals"]
         totals["messages"] += messages
         totals["dmarc_pass"] += messages if (key.dkim_aligned or key.spf_aligned) else 0
@@ -85,6 +92,7 @@ def activities_from_rollups(rows: Iterable[tuple[RollupKey, int]]) -> list[Sourc
             spf=tuple(sorted(a["spf"].items())),  # type: ignore[arg-type]
             reasons=tuple(sorted(a["reasons"].items())),  # type: ignore[arg-type]
             header_from=tuple(h for h, _ in a["header_from"].most_common()),  # type: ignore[misc]
+            first_day=days[domain, ip][0], last_day=days[domain, ip][1],
         ))
     return out
 
@@ -257,10 +265,19 @@ class _Scores:
             return Identification(activity, UNKNOWN, None, confidence, notes, ptr)
         platform = catalog.get(best).platform
         content = {"dkim_domain", "dkim_cname_suffix", "return_path_domain"}
-        if platform is None and self.weights[best].keys() <= content:
-            infrastructure = [k for k in ranked[1:]
-                              if self.weights[k].keys() & {"spf_network", "rdns_suffix"}]
-            platform = infrastructure[0] if infrastructure else None
+        infrastructure = [k for k in ranked[1:]
+                          if self.weights[k].keys() & {"spf_network", "rdns_suffix"}]
+        if platform is None and self.weights[best].keys() <= content and infrastructure:
+            platform = infrastructure[0]
+            if (catalog.get(platform).category in _INDIRECT
+                    and activity.spf_aligned_pass == 0):
+                # A mailbox provider relayed a message another service signed: forwarding.
+                forwarders = [k for k in infrastructure if catalog.get(k).forwarder]
+                via = forwarders[0] if forwarders else platform
+                notes = (*self.notes[via], f"the original sender, {catalog.get(best).name}, "
+                         "signed it (its DKIM signature survived forwarding)")
+                return Identification(activity, via, None, round(self.score(via), 3), notes,
+                                      ptr)
         notes = tuple(self.notes[best]) + tuple(
             n for k in ([platform] if platform else []) for n in self.notes[k])
         return Identification(activity, best, platform, confidence, notes, ptr)

@@ -53,6 +53,13 @@ class ServiceVerdict:
     sources: tuple[SourceVerdict, ...]
     evidence: tuple[str, ...]
     records: tuple[PublishStep, ...]  # what the domain owner would publish for it
+    first_day: str
+    last_day: str
+
+    @property
+    def needs_decision(self) -> bool:
+        """A named sender its owner should approve or reject (not forwarders or impostors)."""
+        return self.service_key != UNKNOWN and self.verdict not in ("forwarded", "impostor")
 
 
 def _own(domain: str, name: str) -> bool:
@@ -96,8 +103,8 @@ def source_verdict(identification: Identification, catalog: Catalog,
             looks_forwarded(a) and (service is None or service.category == "mailbox")):
         via = service.name if service else "an intermediary"
         return SourceVerdict(identification, "forwarded", None,
-                             f"forwarded through {via}: DKIM survives, SPF cannot; "
-                             "nothing to approve")
+                             f"forwarded through {via}: only aligned DKIM survives "
+                             "forwarding; nothing to approve")
     if a.dkim_aligned_pass >= COMPLIANT_SHARE * a.messages and service is not None:
         return SourceVerdict(identification, "compliant", None,
                              "passes DMARC with aligned DKIM; ready for enforcement")
@@ -167,5 +174,7 @@ def service_verdicts(verdicts: Iterable[SourceVerdict], catalog: Catalog) -> lis
             sources=tuple(sorted(members, key=lambda m: -m.identification.activity.messages)),
             evidence=evidence[:12],
             records=service.publish if service else (),
+            first_day=min(m.identification.activity.first_day for m in members),
+            last_day=max(m.identification.activity.last_day for m in members),
         ))
     return out

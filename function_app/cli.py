@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
 import datetime as dt
 import io
@@ -15,7 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+import dns.resolver
+
 from analysis import AggregateReport, Limits, RejectedInput, iter_files, read_reports
+from analysis.catalog import load_catalog
+from analysis.dnsevidence import DnsEvidence, make_resolver
+from analysis.posture import Posture
 from analysis.serialize import (
     AGGREGATE_CSV_FIELDS,
     aggregate_header,
@@ -24,8 +30,9 @@ from analysis.serialize import (
     record_dict,
 )
 from analysis.summary import DomainSummary, summarise
+from analysis.verdicts import ServiceVerdict
 from function_app import settings
-from function_app.pipeline import Outcome, ingest_paths
+from function_app.pipeline import Outcome, domain_posture, find_senders, ingest_paths
 from store import SqliteStore, StoreError
 
 
@@ -165,6 +172,123 @@ def cmd_summary(args: argparse.Namespace, limits: Limits) -> int:
     return 0
 
 
+# -- senders and posture -----------------------------------------------------------------------
+
+
+def _evidence(args: argparse.Namespace, store: SqliteStore) -> DnsEvidence | None:
+    if args.offline:
+        if args.nameserver:
+            raise UsageError("--offline and --nameserver exclude each other")
+        return None
+    try:
+        resolver = make_resolver(args.nameserver or (), timeout=args.dns_timeout)
+    except dns.resolver.NoResolverConfiguration:
+        raise UsageError("no system DNS resolver is configured: give --nameserver IP[:PORT] "
+                         "or use --offline") from None
+    return DnsEvidence(resolver, cache=store, concurrency=args.dns_concurrency)
+
+
+def _sender_json(s: ServiceVerdict, status: str | None) -> dict[str, object]:
+    return {
+        "domain": s.domain, "service_key": s.service_key, "service_name": s.service_name,
+        "category": s.category, "messages": s.messages, "dmarc_pass": s.dmarc_pass,
+        "dkim_aligned_pass": s.dkim_aligned_pass, "spf_aligned_pass": s.spf_aligned_pass,
+        "verdict": s.verdict, "status": status, "confidence": round(s.confidence, 3),
+        "sources": [{"ip": v.identification.activity.ip,
+                     "messages": v.identification.activity.messages,
+                     "ptr": v.identification.ptr} for v in s.sources],
+        "evidence": list(s.evidence),
+        "platform_key": s.platform_key, "diagnosis": s.diagnosis, "advice": s.advice,
+        "first_seen": s.first_day, "last_seen": s.last_day,
+    }
+
+
+def _print_senders(services: list[ServiceVerdict], statuses: dict[tuple[str, str], str],
+                   evidence: bool, out: TextIO) -> None:
+    if not services:
+        out.write("No aggregate reports stored for this selection.\n")
+    domain = None
+    for s in services:
+        if s.domain != domain:
+            domain = s.domain
+            out.write(f"\n{domain}\n  {'service':<40} {'messages':>9} {'DMARC':>6} {'DKIM':>6}"
+                      f" {'SPF':>6}  {'verdict':<11} status\n")
+        pct = DomainSummary.percent
+        name = s.service_name + (f" (via {s.platform_key})" if s.platform_key else "")
+        status = statuses.get((s.domain, s.service_key), "-")
+        out.write(f"  {name[:40]:<40} {s.messages:>9,} {pct(s.dmarc_pass, s.messages):>5.0f}%"
+                  f" {pct(s.dkim_aligned_pass, s.messages):>5.0f}%"
+                  f" {pct(s.spf_aligned_pass, s.messages):>5.0f}%  {s.verdict:<11} {status}\n")
+        out.write(f"      {s.advice}\n")
+        if evidence:
+            for line in s.evidence:
+                out.write(f"      - {line}\n")
+            for v in s.sources[:5]:
+                a = v.identification.activity
+                out.write(f"      source {a.ip} ({a.messages:,} messages)"
+                          f"{' ptr ' + v.identification.ptr if v.identification.ptr else ''}\n")
+
+
+def cmd_senders(args: argparse.Namespace, limits: Limits) -> int:
+    since = _day(args.since) if args.since else None
+    with _open_store(args) as store:
+        services, statuses = asyncio.run(find_senders(
+            store, load_catalog(), _evidence(args, store), domain=args.domain, since=since))
+    if args.json:
+        for s in services:
+            print(_JSON.encode(_sender_json(s, statuses.get((s.domain, s.service_key)))))
+    else:
+        _print_senders(services, statuses, args.evidence, sys.stdout)
+    return 0
+
+
+def _posture_json(p: Posture) -> dict[str, object]:
+    return {
+        "domain": p.domain, "policy": p.policy, "dmarc_record": p.dmarc.record,
+        "dmarc_found_at": p.dmarc.found_at, "spf_record": p.spf.record,
+        "spf_lookups": p.spf.lookups, "spf_void_lookups": p.spf.void_lookups,
+        "findings": [{"level": f.level, "topic": f.topic, "text": f.text} for f in p.findings],
+        "readiness": round(p.readiness, 4), "considered_messages": p.considered_messages,
+        "ready_messages": p.ready_messages, "blockers": list(p.blockers),
+        "next_policy": p.next_policy, "next_step": p.next_step,
+        "publish": [{"name": c.name, "type": c.type, "value": c.value, "why": c.why}
+                    for c in p.changes],
+    }
+
+
+def _print_posture(p: Posture, out: TextIO) -> None:
+    out.write(f"{p.domain}\n")
+    where = f"_dmarc.{p.dmarc.found_at}" if p.dmarc.found_at else "(none)"
+    out.write(f"  DMARC   {where}: {p.dmarc.record or '-'}\n")
+    out.write(f"  SPF     {p.spf.record or '-'}  ({p.spf.lookups} lookups)\n")
+    for f in p.findings:
+        out.write(f"  {f.level:<7} {f.topic:<6} {f.text}\n")
+    out.write(f"\n  readiness  {100 * p.readiness:.1f}% of approved or compliant mail passes with "
+              f"aligned DKIM ({p.ready_messages:,} of {p.considered_messages:,} messages)\n")
+    for b in p.blockers:
+        out.write(f"  blocker    {b}\n")
+    out.write(f"  next step  {p.next_step}\n")
+    if p.changes:
+        out.write("\n  publish:\n")
+        for c in p.changes:
+            out.write(f"    {c.name}  {c.type}  \"{c.value}\"\n      ({c.why})\n")
+
+
+def cmd_posture(args: argparse.Namespace, limits: Limits) -> int:
+    since = _day(args.since) if args.since else None
+    with _open_store(args) as store:
+        evidence = _evidence(args, store)
+        if evidence is None:
+            raise UsageError("posture reads the domain's DNS records: it cannot run --offline")
+        posture = asyncio.run(domain_posture(store, load_catalog(), evidence,
+                                             args.domain.lower(), since=since))
+    if args.json:
+        print(_JSON.encode(_posture_json(posture)))
+    else:
+        _print_posture(posture, sys.stdout)
+    return 0
+
+
 # -- demo --------------------------------------------------------------------------------------
 
 
@@ -230,6 +354,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", metavar="YYYY-MM-DD", help="only days from this UTC date on")
     p.add_argument("--json", action="store_true", help="one JSON object per domain per line")
     p.set_defaults(handler=cmd_summary)
+
+    resolving = argparse.ArgumentParser(add_help=False)
+    resolving.add_argument("--nameserver", action="append", metavar="IP[:PORT]",
+                           help="DNS server to ask (repeatable; default: the system's)")
+    resolving.add_argument("--offline", action="store_true",
+                           help="no DNS: use only the evidence inside the reports")
+    resolving.add_argument("--dns-timeout", type=float, default=2.0, metavar="SECONDS",
+                           help="per-query timeout (default 2)")
+    resolving.add_argument("--dns-concurrency", type=int, default=64, metavar="N",
+                           help="queries in flight at most (default 64)")
+
+    p = sub.add_parser("senders", parents=[resolving],
+                       help="per domain: the named services, their pass rates and verdicts")
+    p.add_argument("--domain", type=str.lower, help="only this policy domain")
+    p.add_argument("--since", metavar="YYYY-MM-DD", help="only days from this UTC date on")
+    p.add_argument("--json", action="store_true", help="one JSON object per (domain, service)")
+    p.add_argument("--evidence", action="store_true", help="show why each service was named")
+    p.set_defaults(handler=cmd_senders)
+
+    p = sub.add_parser("posture", parents=[resolving],
+                       help="a domain's DMARC/SPF/DKIM posture and the records to publish next")
+    p.add_argument("domain", metavar="DOMAIN")
+    p.add_argument("--since", metavar="YYYY-MM-DD", help="only days from this UTC date on")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(handler=cmd_posture)
 
     p = sub.add_parser("demo", help="generate a week of sample reports, ingest and summarise them")
     p.set_defaults(handler=cmd_demo)

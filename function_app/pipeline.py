@@ -9,7 +9,12 @@ from collections.abc import Iterable, Iterator
 from typing import Literal
 
 from analysis import Limits, RejectedInput, iter_files, read_reports
-from store import Store
+from analysis.catalog import Catalog
+from analysis.dnsevidence import DnsEvidence
+from analysis.posture import Posture, assess
+from analysis.senders import analyse_rollups
+from analysis.verdicts import ServiceVerdict
+from store import SqliteStore, Store
 
 log = logging.getLogger("dmarcbot.ingest")
 
@@ -48,3 +53,33 @@ def ingest_paths(paths: Iterable[str | os.PathLike[str]], store: Store,
     """Each file under `paths` is one input; one refused file does not stop the others."""
     for path in iter_files(paths):
         yield from ingest_input(path, store, limits)
+
+
+async def find_senders(store: SqliteStore, catalog: Catalog, dns: DnsEvidence | None, *,
+                       domain: str | None = None, since: str | None = None
+                       ) -> tuple[list[ServiceVerdict], dict[tuple[str, str], str]]:
+    """Name the senders of each domain and record them in the inventory.
+
+    Returns the service verdicts and the status of each (domain, service) that needs an owner's
+    decision; a sender seen for the first time starts `Pending`.
+    """
+    _, services, bundle = await analyse_rollups(store.rollups(domain=domain, since=since),
+                                                catalog, dns)
+    if bundle.temporary:
+        log.warning("%d DNS lookups failed for now (timeouts or SERVFAIL); evidence may be "
+                    "incomplete", len(bundle.temporary))
+    statuses = {}
+    for s in services:
+        if s.needs_decision:
+            item = store.note_seen(s.domain, s.service_key, s.first_day, s.last_day, s.messages,
+                                   s.dmarc_pass)
+            statuses[s.domain, s.service_key] = item.status
+    return services, statuses
+
+
+async def domain_posture(store: SqliteStore, catalog: Catalog, dns: DnsEvidence, domain: str,
+                         *, since: str | None = None) -> Posture:
+    """Senders, then the domain's DNS posture and the next step towards enforcement."""
+    services, statuses = await find_senders(store, catalog, dns, domain=domain, since=since)
+    by_service = {key: status for (d, key), status in statuses.items() if d == domain}
+    return await assess(domain, dns, services, by_service, catalog)

@@ -40,6 +40,9 @@ class SqliteStore:
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
             self._db.execute("PRAGMA journal_mode = WAL")
+            # WAL keeps the file consistent without a disk flush per commit (the DNS cache
+            # commits once per answer).
+            self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
         except sqlite3.DatabaseError as exc:
