@@ -22,6 +22,7 @@ import dns.name
 import dns.rdatatype
 import dns.resolver
 import dns.reversename
+import dns.zone
 
 from analysis.spf import LOOKUP_TERMS, MAX_LOOKUPS, MAX_VOID_LOOKUPS, is_spf, parse_spf
 
@@ -63,6 +64,8 @@ class DnsCache(Protocol):
 
 
 class MemoryCache:
+    """A cache for one process (tests, benchmarks); the store's outlives runs."""
+
     def __init__(self) -> None:
         self._answers: dict[tuple[str, str], Answer] = {}
 
@@ -125,6 +128,26 @@ class DmarcRecord:
     temporary: bool = False
 
 
+def answers_from_zone(text: str, *, expires: float) -> list[Answer]:
+    """Answers for every record set of a zone file (all names absolute), for seeding a cache."""
+    zone = dns.zone.from_text(text, origin=dns.name.root, relativize=False, check_origin=False)
+    answers = []
+    for name, node in zone.nodes.items():
+        owner = name.to_text(omit_final_dot=True).lower()
+        for rdataset in node.rdatasets:
+            rdtype = dns.rdatatype.to_text(rdataset.rdtype)
+            answers.append(Answer(owner, rdtype, tuple(_text(r) for r in rdataset), owner, False,
+                                  expires))
+    # A name with a CNAME answers every type through its target, as a resolver would.
+    by_name = {(a.name, a.rdtype): a for a in answers}
+    for a in [a for a in answers if a.rdtype == "CNAME"]:
+        target = a.records[0].lower()
+        for (name, rdtype), found in list(by_name.items()):
+            if name == target and rdtype != "CNAME":
+                answers.append(Answer(a.name, rdtype, found.records, target, False, expires))
+    return answers
+
+
 def make_resolver(nameservers: Iterable[str] = (), timeout: float = 2.0
                   ) -> dns.asyncresolver.Resolver:
     """A resolver for `IP` or `IP:PORT` nameservers (the system's when none are given)."""
@@ -169,8 +192,8 @@ def _address(host: str, original: str) -> str:
 class DnsEvidence:
     """Looks up evidence with at most `concurrency` queries in flight; caches what it may.
 
-    With `resolver=None` only the cache answers (a miss is a `DnsTemporaryError`): the demo
-    uses this with answers it seeds itself.
+    With `resolver=None` only the cache answers and anything it does not hold does not exist:
+    the demo runs this way on answers it seeds itself.
     """
 
     def __init__(self, resolver: dns.asyncresolver.Resolver | None, *,
@@ -211,7 +234,7 @@ class DnsEvidence:
 
     async def _query(self, name: str, rdtype: str) -> Answer:
         if self.resolver is None:
-            raise DnsTemporaryError(f"{name} {rdtype}: not in the cache (working from cache only)")
+            return Answer(name, rdtype, (), name, True, self._clock() + NEGATIVE_TTL)
         async with self._slots:
             self.queries += 1
             try:

@@ -207,11 +207,16 @@ def plan(domain: str, record: DmarcRecord, considered: int, ready: int,
     if policy == target and testing:  # already testing the next level: drop t=y when ready
         target = policy
     if not considered:
-        return policy or "none", ("no approved or compliant service sends yet: approve the "
-                                  "legitimate senders first"), []
-    if blockers or share < TEST:
-        return policy or "none", (f"stay at p={policy}: {_pct(ready, considered)} of approved "
-                                  "mail passes with aligned DKIM; fix the blockers first"), []
+        return policy or "none", (f"stay at p={policy}: no sender is approved or passes with "
+                                  "aligned DKIM yet; resolve the blockers first"), []
+    if blockers:
+        return policy or "none", (f"stay at p={policy} until the {len(blockers)} blocker(s) are "
+                                  f"resolved ({_pct(ready, considered)} of approved mail passes "
+                                  "with aligned DKIM)"), []
+    if share < TEST:
+        return policy or "none", (f"stay at p={policy}: only {_pct(ready, considered)} of "
+                                  f"approved mail passes with aligned DKIM (needs "
+                                  f"{TEST:.0%})"), []
     if target == "reject" and forwarded_lists:
         note = (f"; {forwarded_lists:,} messages go through mailing lists, which p=reject "
                 "breaks: stay at quarantine for at least a month first (RFC 9989)")

@@ -100,7 +100,8 @@ def source_verdict(identification: Identification, catalog: Catalog,
             verdict, diagnosis = found
             return SourceVerdict(identification, verdict, diagnosis, diagnosis)
     if _receiver_says_forwarded(a) or (
-            looks_forwarded(a) and (service is None or service.category == "mailbox")):
+            looks_forwarded(a) and (service is None or service.category == "mailbox")) or (
+            service is not None and service.category == "mailbox" and _foreign_envelope(a)):
         via = service.name if service else "an intermediary"
         return SourceVerdict(identification, "forwarded", None,
                              f"forwarded through {via}: only aligned DKIM survives "
@@ -134,6 +135,14 @@ def _fix(identification: Identification, service: Service) -> SourceVerdict:
     if a.spf_aligned_pass == 0 and own_return_path and include:
         advice += f"; meanwhile add include:{include} to the SPF record"
     return SourceVerdict(identification, "needs-dkim", None, advice)
+
+
+def _foreign_envelope(a: SourceActivity) -> bool:
+    """A mailbox provider sent it with its own (or a user's) envelope domain, never ours: the
+    message was forwarded from a mailbox there, not sent by the domain's own account."""
+    passing = [d for (d, _, result), _ in a.spf if result == "pass" and d]
+    return (a.spf_aligned_pass == 0 and bool(passing)
+            and not any(_own(a.domain, d) for d in passing))
 
 
 def _receiver_says_forwarded(a: SourceActivity) -> bool:

@@ -11,8 +11,10 @@ import json
 import logging
 import sys
 import tempfile
+import time
 import traceback
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import TextIO
 
@@ -20,7 +22,7 @@ import dns.resolver
 
 from analysis import AggregateReport, Limits, RejectedInput, iter_files, read_reports
 from analysis.catalog import load_catalog
-from analysis.dnsevidence import DnsEvidence, make_resolver
+from analysis.dnsevidence import DnsEvidence, answers_from_zone, make_resolver
 from analysis.posture import Posture
 from analysis.serialize import (
     AGGREGATE_CSV_FIELDS,
@@ -302,16 +304,30 @@ def cmd_demo(args: argparse.Namespace, limits: Limits) -> int:
     if args.db is None:
         args.db = str(folder / "demo.sqlite3")
     counts = {"stored": 0, "duplicate": 0, "rejected": 0}
+    catalog = load_catalog()
     with _open_store(args) as store:
         for outcome in ingest_paths([reports], store, limits):
             counts[outcome.status] += 1
             if outcome.status == "rejected":
                 _say(_outcome_line(outcome))
         summaries = _summaries(store, None, None)
+        # The demo's world has no network: its DNS comes from a zone shipped for it.
+        zone = resources.files("function_app").joinpath("demo.zone").read_text("utf-8")
+        for answer in answers_from_zone(zone, expires=time.time() + 365 * 86400):
+            store.put_answer(answer)
+        evidence = DnsEvidence(None, cache=store)
+        services, statuses = asyncio.run(find_senders(store, catalog, evidence))
+        postures = [asyncio.run(domain_posture(store, catalog, evidence, s.domain))
+                    for s in summaries]
     print(f"Wrote {len(files)} sample report files to {reports}")
     print(f"Ingested them into {args.db}: {counts['stored']} reports stored, "
           f"{counts['duplicate']} duplicates, {counts['rejected']} rejected")
     _print_summary(summaries, sys.stdout)
+    print("\nWho sends as these domains:")
+    _print_senders(services, statuses, False, sys.stdout)
+    print("\nThe road to enforcement:")
+    for posture in postures:
+        print(f"  {posture.domain}: {posture.next_step}")
     print(f"\nExplore further: dmarcbot --db {args.db} summary --domain contoso.com")
     return 1 if counts["rejected"] else 0
 

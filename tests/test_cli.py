@@ -159,5 +159,11 @@ def test_demo_from_the_installed_command(tmp_path: Path) -> None:
     assert "contoso.com" in out and "fabrikam.com" in out
     assert "0 rejected" in out and "reports stored" in out
     assert "google.com" in out and "Enterprise Outlook" in out and "Yahoo" in out
+    # named services, from the demo's own DNS (no network)
+    assert "Who sends as these domains" in out
+    assert "SendGrid (Twilio)" in out and "Mailchimp (Intuit)" in out
+    assert "DKIM is not enabled for fabrikam.com in Microsoft 365" in out
+    assert "impostor" in out and "forwarded" in out
+    assert "The road to enforcement" in out
     # the store lives in the demo's temporary folder, not in the user's data folder
     assert not (tmp_path / ".local" / "share" / "dmarcbot").exists()
