@@ -23,6 +23,7 @@ from analysis.identify import (
 )
 
 MICROSOFT_365 = "microsoft365"
+_MICROSOFT_KEYS = (MICROSOFT_365, "microsoft365-forwarding")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -79,7 +80,8 @@ def _microsoft(identification: Identification, m365_networks: NetworkIndex | Non
     if spf_domains and not any(_own(a.domain, d) for d in spf_domains) and not signed_tenant:
         return ("forwarded", "forwarded by another Microsoft 365 tenant (SRS rewrote the "
                 "return-path to the forwarder's domain)")
-    if signed_tenant and a.dkim_aligned_pass * 2 < a.messages:
+    if (identification.service_key == MICROSOFT_365 and signed_tenant
+            and a.dkim_aligned_pass * 2 < a.messages):
         return ("needs-dkim", f"DKIM is not enabled for {a.domain} in Microsoft 365: mail is "
                 f"signed only as {signed_tenant[0]}")
     return None
@@ -91,14 +93,14 @@ def source_verdict(identification: Identification, catalog: Catalog,
     a = identification.activity
     service = (catalog.get(identification.service_key)
                if identification.service_key != UNKNOWN else None)
-    if service is not None and service.forwarder:
-        return SourceVerdict(identification, "forwarded", None,
-                             f"indirect mail through {service.name}; nothing to approve")
-    if service is not None and service.key == MICROSOFT_365:
+    if service is not None and service.key in _MICROSOFT_KEYS:
         found = _microsoft(identification, m365_networks)
         if found is not None:
             verdict, diagnosis = found
             return SourceVerdict(identification, verdict, diagnosis, diagnosis)
+    if service is not None and service.forwarder:
+        return SourceVerdict(identification, "forwarded", None,
+                             f"indirect mail through {service.name}; nothing to approve")
     if _receiver_says_forwarded(a) or (
             looks_forwarded(a) and (service is None or service.category == "mailbox")) or (
             service is not None and service.category == "mailbox" and _foreign_envelope(a)):
