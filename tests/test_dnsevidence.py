@@ -168,3 +168,31 @@ def test_dmarc_tree_walk(dns_server: KnotServer) -> None:
 def test_bad_nameserver_is_named(text: str, error: str) -> None:
     with pytest.raises(ValueError, match=error):
         make_resolver([text])
+
+
+def test_the_store_keeps_answers_across_runs_until_their_ttl(dns_server: KnotServer,
+                                                             tmp_path: object) -> None:
+    from pathlib import Path
+
+    from store import SqliteStore
+
+    db = Path(str(tmp_path)) / "cache.sqlite3"
+    now = [1_000_000.0]
+
+    def run_once() -> int:
+        async def go() -> int:
+            with SqliteStore(db) as store:
+                resolver = make_resolver([f"{dns_server.host}:{dns_server.port}"])
+                ev = DnsEvidence(resolver, cache=store, clock=lambda: now[0])
+                await ev.lookup("contoso.com", "TXT")
+                await ev.lookup("nothing-here.contoso.com", "TXT")
+                with pytest.raises(DnsTemporaryError):
+                    await ev.lookup("_spf.servfail.test", "TXT")
+                return ev.queries
+
+        return run(go())
+
+    assert run_once() == 3
+    assert run_once() == 1  # answer and NXDOMAIN from the store; SERVFAIL asked again
+    now[0] += 10 * 86400  # past every TTL in the test zones
+    assert run_once() == 3
