@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ipaddress
+import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 
@@ -79,7 +80,7 @@ def activities_from_rollups(rows: Iterable[tuple[RollupKey, int]]) -> list[Sourc
             a["dkim"][_split_result(item)] += messages
         for item in key.spf.split():
             a["spf"][_split_result(item)] += messages
-        for reason in key.reasons.split():
+        for reason in (json.loads(key.reasons) if key.reasons else ()):
             a["reasons"][reason] += messages
         a["header_from"][key.header_from] += messages
     out = []
@@ -213,8 +214,11 @@ class Identifier:
                     found.add(service, fact, "return_path_domain",
                               f"SPF passed for return-path domain {d}")
         for key in sorted(self.networks.services(activity.ip)):
-            found.add(self.catalog.get(key), None, "spf_network",
-                      f"{activity.ip} is in {self.catalog.get(key).name}'s SPF networks")
+            service = self.catalog.get(key)
+            includes = service.facts("spf_include")
+            fact = max(includes, key=lambda f: f.confidence == "high") if includes else None
+            found.add(service, fact, "spf_network",
+                      f"{activity.ip} is in {service.name}'s SPF networks")
         reverse = self.bundle.reverse.get(activity.ip)
         ptr = None
         if reverse is not None:
@@ -259,6 +263,12 @@ class _Scores:
             catalog.get(k).forwarder,
             k))
         best = ranked[0]
+        if forwarded and catalog.get(best).category == "mailbox":
+            # Shared infrastructure: a list or forwarding service with evidence of its own
+            # explains forwarded mail better than the mailbox product next to it.
+            relays = [k for k in ranked if catalog.get(k).forwarder
+                      and self.weights[k].keys() - {"spf_network"}]
+            best = relays[0] if relays else best
         confidence = round(self.score(best), 3)
         if confidence < MIN_CONFIDENCE:
             notes = tuple(n for k in ranked for n in self.notes[k])
@@ -283,14 +293,44 @@ class _Scores:
         return Identification(activity, best, platform, confidence, notes, ptr)
 
 
+def receiver_says_forwarded(activity: SourceActivity) -> bool:
+    """Most of its mail carries a receiver's forwarding reason, or an ARC override."""
+    forwarded = sum(n for reason, n in activity.reasons
+                    if reason.startswith(_FORWARD_REASONS) or _arc_override(reason))
+    return forwarded * 2 >= activity.messages > 0
+
+
+def _arc_override(reason: str) -> bool:
+    # Google writes "local_policy:arc=pass"; Fastmail "Policy overriden using trusted ARC chain".
+    text = reason.lower()
+    return text.startswith("local_policy") and ("arc=pass" in text or "trusted arc" in text)
+
+
+def own(domain: str, name: str) -> bool:
+    """`name` is the policy domain or one of its subdomains."""
+    return name == domain or name.endswith("." + domain)
+
+
+def signed_by_owner(activity: SourceActivity) -> bool:
+    """The message carries the domain's own DKIM signature (valid or broken in transit)."""
+    return any(own(activity.domain, d) for (d, _, _), _ in activity.dkim)
+
+
+def foreign_envelope(activity: SourceActivity) -> bool:
+    """SPF passed only for someone else's envelope domain: another party handed it on."""
+    passing = [d for (d, _, result), _ in activity.spf if result == "pass" and d]
+    return (activity.spf_aligned_pass == 0 and bool(passing)
+            and not any(own(activity.domain, d) for d in passing))
+
+
 def looks_forwarded(activity: SourceActivity) -> bool:
-    """The receiver said so (reasons), or the classic shape: own DKIM survives, SPF does not."""
-    forward_messages = sum(n for reason, n in activity.reasons
-                           if reason.startswith(_FORWARD_REASONS)
-                           or (reason.startswith("local_policy") and "arc=pass" in reason))
-    if forward_messages * 2 >= activity.messages:
+    """The receiver said so, or the classic shapes: the domain's own signature arrives with
+    someone else's envelope, or its aligned DKIM survives while SPF fails."""
+    if receiver_says_forwarded(activity):
+        return True
+    if signed_by_owner(activity) and foreign_envelope(activity):
         return True
     return (activity.dkim_aligned_pass * 2 >= activity.messages
             and activity.spf_aligned_pass == 0
-            and all(domain != activity.domain and not domain.endswith("." + activity.domain)
-                    for (domain, _, result), _ in activity.spf if result == "pass"))
+            and not any(own(activity.domain, d)
+                        for (d, _, result), _ in activity.spf if result == "pass"))

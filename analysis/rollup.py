@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 
@@ -46,7 +47,7 @@ class RollupKey:
     dkim_aligned: bool
     spf_aligned: bool
     disposition: str
-    reasons: str  # "type" or "type:comment", space-separated
+    reasons: str  # JSON list of "type" or "type:comment" ("" when none): comments hold spaces
 
 
 def _epoch(when: datetime) -> int:
@@ -111,7 +112,8 @@ def split_count(count: int, weights: list[int]) -> list[int]:
 def _results(record: Record) -> tuple[str, str, str]:
     dkim = " ".join(f"{d.domain}/{d.selector or ''}={d.result}" for d in record.auth_dkim)
     spf = " ".join(f"{s.domain or ''}/{s.scope or ''}={s.result}" for s in record.auth_spf)
-    reasons = " ".join(f"{r.type}:{r.comment}" if r.comment else r.type for r in record.reasons)
+    reasons = json.dumps([f"{r.type}:{' '.join(r.comment.split())}" if r.comment else r.type
+                          for r in record.reasons]) if record.reasons else ""
     return dkim, spf, reasons
 
 

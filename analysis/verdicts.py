@@ -18,8 +18,11 @@ from analysis.identify import (
     UNKNOWN,
     Identification,
     NetworkIndex,
-    SourceActivity,
+    foreign_envelope,
     looks_forwarded,
+    own,
+    receiver_says_forwarded,
+    signed_by_owner,
 )
 
 MICROSOFT_365 = "microsoft365"
@@ -63,24 +66,21 @@ class ServiceVerdict:
         return self.service_key != UNKNOWN and self.verdict not in ("forwarded", "impostor")
 
 
-def _own(domain: str, name: str) -> bool:
-    return name == domain or name.endswith("." + domain)
-
-
 def _microsoft(identification: Identification, m365_networks: NetworkIndex | None,
                ) -> tuple[str, str] | None:
     """Microsoft 365's own diagnoses: (verdict, diagnosis) or None."""
     a = identification.activity
     signed_tenant = [d for (d, _, result), _ in a.dkim
                      if result == "pass" and d.endswith(".onmicrosoft.com")]
-    spf_domains = [d for (d, _, result), _ in a.spf if result == "pass" and d]
-    if m365_networks is not None and not m365_networks.services(a.ip):
+    microsoft_ptr = (identification.ptr or "").endswith(".outbound.protection.outlook.com")
+    if (m365_networks is not None and not m365_networks.services(a.ip) and microsoft_ptr
+            and identification.platform_key in (None, *_MICROSOFT_KEYS)):
         return ("forwarded", "Microsoft 365 relay pool: forwarded or relayed mail leaves from "
                 "Microsoft IPs outside the published SPF ranges; not a sender to approve")
-    if spf_domains and not any(_own(a.domain, d) for d in spf_domains) and not signed_tenant:
+    if foreign_envelope(a) and signed_by_owner(a):
         return ("forwarded", "forwarded by another Microsoft 365 tenant (SRS rewrote the "
                 "return-path to the forwarder's domain)")
-    if (identification.service_key == MICROSOFT_365 and signed_tenant
+    if (identification.service_key == MICROSOFT_365 and signed_tenant and a.spf_aligned_pass
             and a.dkim_aligned_pass * 2 < a.messages):
         return ("needs-dkim", f"DKIM is not enabled for {a.domain} in Microsoft 365: mail is "
                 f"signed only as {signed_tenant[0]}")
@@ -101,9 +101,13 @@ def source_verdict(identification: Identification, catalog: Catalog,
     if service is not None and service.forwarder:
         return SourceVerdict(identification, "forwarded", None,
                              f"indirect mail through {service.name}; nothing to approve")
-    if _receiver_says_forwarded(a) or (
-            looks_forwarded(a) and (service is None or service.category == "mailbox")) or (
-            service is not None and service.category == "mailbox" and _foreign_envelope(a)):
+    mailbox = service is not None and service.category == "mailbox"
+    if mailbox and foreign_envelope(a) and not signed_by_owner(a):
+        return SourceVerdict(identification, "unknown", None, (
+            f"sent through {service.name} by an account that is not the domain's own (the "
+            "envelope is another domain's, and no signature of the domain's): if nobody here "
+            "uses it, enforcement will block it"))
+    if receiver_says_forwarded(a) or (mailbox and looks_forwarded(a)):
         via = service.name if service else "an intermediary"
         return SourceVerdict(identification, "forwarded", None,
                              f"forwarded through {via}: only aligned DKIM survives "
@@ -125,7 +129,7 @@ def _fix(identification: Identification, service: Service) -> SourceVerdict:
     a = identification.activity
     dkim_steps = [p for p in service.publish if p.kind in ("dkim_cname", "dkim_txt")]
     include = next((p.value for p in service.publish if p.kind == "spf_include"), None)
-    own_return_path = any(_own(a.domain, d) for (d, _, _), _ in a.spf if d)
+    own_return_path = any(own(a.domain, d) for (d, _, _), _ in a.spf if d)
     if a.spf_aligned_pass == 0 and own_return_path and include and not dkim_steps:
         return SourceVerdict(identification, "needs-spf", None,
                              f"add include:{include} to the SPF record of {a.domain}")
@@ -137,21 +141,6 @@ def _fix(identification: Identification, service: Service) -> SourceVerdict:
     if a.spf_aligned_pass == 0 and own_return_path and include:
         advice += f"; meanwhile add include:{include} to the SPF record"
     return SourceVerdict(identification, "needs-dkim", None, advice)
-
-
-def _foreign_envelope(a: SourceActivity) -> bool:
-    """A mailbox provider sent it with its own (or a user's) envelope domain, never ours: the
-    message was forwarded from a mailbox there, not sent by the domain's own account."""
-    passing = [d for (d, _, result), _ in a.spf if result == "pass" and d]
-    return (a.spf_aligned_pass == 0 and bool(passing)
-            and not any(_own(a.domain, d) for d in passing))
-
-
-def _receiver_says_forwarded(a: SourceActivity) -> bool:
-    forwarded = sum(n for reason, n in a.reasons
-                    if reason.startswith(("forwarded", "trusted_forwarder", "mailing_list"))
-                    or (reason.startswith("local_policy") and "arc=pass" in reason))
-    return forwarded * 2 >= a.messages > 0
 
 
 def service_verdicts(verdicts: Iterable[SourceVerdict], catalog: Catalog) -> list[ServiceVerdict]:
