@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-import dns.asyncquery
 import dns.asyncresolver
 import dns.exception
 import dns.message
@@ -26,6 +25,7 @@ import dns.rdatatype
 import dns.resolver
 import dns.zone
 
+from analysis.dnsclient import UdpClient, question_wire
 from analysis.spf import LOOKUP_TERMS, MAX_LOOKUPS, MAX_VOID_LOOKUPS, is_spf, parse_spf
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -206,6 +206,8 @@ class DnsEvidence:
         self._slots = asyncio.Semaphore(concurrency)
         self._clock = clock
         self._inflight: dict[tuple[str, str], asyncio.Future[Answer]] = {}
+        self._clients: dict[str, UdpClient] = {}
+        self._clients_loop: asyncio.AbstractEventLoop | None = None
         self.queries = 0  # sent to the network (cache misses), for tests and benchmarks
 
     # -- one query ---------------------------------------------------------------------------
@@ -238,12 +240,12 @@ class DnsEvidence:
         if self.resolver is None:
             return Answer(name, rdtype, (), name, True, self._clock() + NEGATIVE_TTL)
         try:
-            query = dns.message.make_query(name, rdtype)
+            question_wire(name, rdtype)
         except (dns.name.NameTooLong, dns.name.EmptyLabel, dns.name.LabelTooLong):
             return Answer(name, rdtype, (), name, True, self._clock() + NEGATIVE_TTL)
         async with self._slots:
             self.queries += 1
-            response = await self._exchange(query, name, rdtype)
+            response = await self._exchange(name, rdtype)
         now = self._clock()
         if response.rcode() == dns.rcode.NXDOMAIN:
             return Answer(name, rdtype, (), name, True, now + _soa_minimum(response))
@@ -258,19 +260,19 @@ class DnsEvidence:
         records = tuple(_text(rdata) for rdata in chain.answer)
         return Answer(name, rdtype, records, canonical, False, now + chain.minimum_ttl)
 
-    async def _exchange(self, query: dns.message.Message, name: str,
-                        rdtype: str) -> dns.message.Message:
+    async def _exchange(self, name: str, rdtype: str) -> dns.message.Message:
         """One question to the configured servers in turn: UDP, then TCP if truncated.
 
-        dnspython's query functions are used directly rather than its resolver: the resolver's
-        bookkeeping costs more CPU than the round trip when thousands of lookups are in flight.
+        The resolver object only holds the configuration (servers, port, timeout): its
+        per-question sockets and bookkeeping cost more CPU than the round trip when thousands of
+        lookups are in flight (see `analysis.dnsclient`).
         """
         assert self.resolver is not None
         failure = "timed out"
         for server in self.resolver.nameservers:
             try:
-                response, _ = await dns.asyncquery.udp_with_fallback(
-                    query, str(server), timeout=self.resolver.timeout, port=self.resolver.port)
+                response = await self._client(str(server)).query(name, rdtype,
+                                                                 self.resolver.timeout)
             except dns.exception.Timeout:
                 continue
             except (OSError, dns.exception.DNSException) as exc:
@@ -280,6 +282,21 @@ class DnsEvidence:
                 return response
             failure = f"{dns.rcode.to_text(response.rcode())} from every server"
         raise DnsTemporaryError(f"{name} {rdtype}: {failure}")
+
+    def _client(self, server: str) -> UdpClient:
+        loop = asyncio.get_running_loop()
+        if self._clients_loop is not loop:  # a new event loop cannot use the old sockets
+            self._clients, self._clients_loop = {}, loop
+        client = self._clients.get(server)
+        if client is None:
+            client = self._clients[server] = UdpClient(server, self.resolver.port)  # type: ignore[union-attr]
+        return client
+
+    def close(self) -> None:
+        """Close the sockets; call it inside the event loop that used them."""
+        for client in self._clients.values():
+            client.close()
+        self._clients = {}
 
     # -- reverse DNS -------------------------------------------------------------------------
 

@@ -1,0 +1,152 @@
+"""A small DNS client: one UDP socket per server, many questions in flight on it.
+
+The socket closes itself when no question is left in flight, so nothing outlives the event loop.
+
+dnspython's query functions open a socket and an asyncio transport per question; with thousands
+of lookups in flight that set-up costs more CPU than the round trip. Here each server gets one
+socket; answers are matched to questions by ID and must echo the question exactly, and only the
+server's own address is listened to. Questions are encoded here (a few bytes) rather than as
+dnspython messages; answers are parsed by dnspython. A truncated answer is asked again over TCP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+import struct
+
+import dns.asyncquery
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.rdatatype
+
+_HEADER = struct.Struct("!HHHHHH")
+_FIRST_RETRY = 0.4  # seconds before a question is sent again
+_RECEIVE_BUFFER = 1 << 20  # room for a burst of answers while the loop is busy
+_RD = 0x0100  # recursion desired
+_QUESTION_TAIL = struct.Struct("!HH")
+
+
+def question_wire(name: str, rdtype: str) -> bytes:
+    """The question section for `name`/`rdtype`, class IN; dnspython encodes unusual names."""
+    labels = name.rstrip(".").split(".")
+    if name.isascii() and all(0 < len(label) < 64 for label in labels) and len(name) < 254:
+        qname = b"".join(bytes((len(label),)) + label.encode() for label in labels) + b"\0"
+    else:
+        qname = dns.name.from_text(name).to_wire()  # raises for names DNS cannot carry
+    return qname + _QUESTION_TAIL.pack(dns.rdatatype.from_text(rdtype), 1)
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, client: UdpClient) -> None:
+        self.client = client
+        self.transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+        self.client._received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        self.client._failed(self.transport, exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client._failed(self.transport, exc or ConnectionError("socket closed"))
+
+
+class UdpClient:
+    """Questions to one server over one UDP socket, bound to the running event loop."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._transport: asyncio.DatagramTransport | None = None
+        self._opening: asyncio.Lock | None = None
+        self._pending: dict[int, tuple[bytes, asyncio.Future[dns.message.Message]]] = {}
+        self._random = random.SystemRandom()
+
+    async def _open(self) -> asyncio.DatagramTransport:
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._transport is None or self._transport.is_closing():
+                loop = asyncio.get_running_loop()
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: _Protocol(self), remote_addr=(self.host, self.port))
+                sock = transport.get_extra_info("socket")
+                with contextlib.suppress(OSError):  # best effort: the kernel may cap it
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RECEIVE_BUFFER)
+                self._transport = transport
+            return self._transport
+
+    async def query(self, name: str, rdtype: str, timeout: float) -> dns.message.Message:
+        """Ask for `rdtype` records of `name`; TCP when the UDP answer is truncated."""
+        question = question_wire(name, rdtype)
+        transport = await self._open()
+        while True:
+            qid = self._random.randrange(65536)
+            if qid not in self._pending:
+                break
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dns.message.Message] = loop.create_future()
+        self._pending[qid] = (question, future)
+        packet = _HEADER.pack(qid, _RD, 1, 0, 0, 0) + question
+        deadline = loop.time() + timeout
+        wait = min(_FIRST_RETRY, timeout)
+        try:
+            while True:  # UDP loses packets: ask again, waiting twice as long each time
+                transport.sendto(packet)
+                try:
+                    response = await asyncio.wait_for(
+                        asyncio.shield(future), max(0.0, min(wait, deadline - loop.time())))
+                    break
+                except TimeoutError:
+                    if loop.time() >= deadline:
+                        raise dns.exception.Timeout(timeout=timeout) from None
+                    wait *= 2
+        finally:
+            self._pending.pop(qid, None)
+            if not self._pending:  # idle: close unless another question arrives right away
+                asyncio.get_running_loop().call_soon(self._close_if_idle)
+        if response.flags & dns.flags.TC:
+            query = dns.message.make_query(name, rdtype)
+            return await dns.asyncquery.tcp(query, self.host, timeout=timeout, port=self.port)
+        return response
+
+    def _received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if len(data) < 12 or addr[1] != self.port:
+            return
+        entry = self._pending.get(int.from_bytes(data[:2], "big"))
+        if entry is None or entry[1].done():
+            return
+        question, future = entry
+        # An answer is ours only if it is a response (QR) echoing our exact question.
+        if not data[2] & 0x80 or data[4:6] != b"\x00\x01" or \
+                data[12:12 + len(question)].lower() != question.lower():
+            return
+        try:
+            response = dns.message.from_wire(data, ignore_trailing=True)
+        except dns.exception.DNSException:
+            return  # garbage with a matching ID: keep waiting for the real answer
+        future.set_result(response)
+
+    def _failed(self, transport: asyncio.BaseTransport | None, exc: Exception) -> None:
+        if transport is not self._transport:  # an earlier socket, closed when it was idle
+            return
+        self._transport = None
+        for _, future in list(self._pending.values()):
+            if not future.done():
+                future.set_exception(OSError(f"DNS socket failed: {exc}"))
+
+    def _close_if_idle(self) -> None:
+        if not self._pending:
+            self.close()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
