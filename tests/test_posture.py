@@ -123,3 +123,27 @@ def test_external_rua_must_be_authorised(dns_server: KnotServer) -> None:
         return await ev.report_authorised("contoso.com", "unauthorised.example")
 
     assert asyncio.run(go()) is False
+
+
+def test_spf_includes_that_would_break_the_limit_are_not_proposed() -> None:
+    from analysis.catalog import load_catalog
+    from analysis.posture import spf_changes
+    from analysis.verdicts import ServiceVerdict
+
+    def needs_spf(key: str) -> ServiceVerdict:
+        return ServiceVerdict("contoso.example", key, key, "esp", None, 10, 0, 0, 0, "needs-spf",
+                              None, "", 0.9, (), (), (), "2026-11-20", "2026-11-27")
+
+    catalog = load_catalog()
+    keys = [s.key for s in catalog.services
+            if any(p.kind == "spf_include" for p in s.publish)][:2]
+    services = [needs_spf(k) for k in keys]
+    roomy = spf("v=spf1 include:a.example -all", lookups=3)
+    findings, (change,) = spf_changes("contoso.example", roomy, services, {}, catalog)
+    assert not findings and change.value.endswith("-all")
+    assert change.value.count("include:") == 3
+    full = spf("v=spf1 include:a.example -all", lookups=9)
+    findings, changes = spf_changes("contoso.example", full, services, {}, catalog)
+    assert changes == [] and "subdomain" in findings[0].text and "limit 10" in findings[0].text
+    rejected = {k: "Rejected" for k in keys}
+    assert spf_changes("contoso.example", full, services, rejected, catalog) == ([], [])
