@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TextIO
@@ -184,6 +184,8 @@ def _evidence(args: argparse.Namespace, store: SqliteStore) -> DnsEvidence | Non
         return None
     try:
         resolver = make_resolver(args.nameserver or (), timeout=args.dns_timeout)
+    except ValueError as exc:  # a --nameserver that is not IP[:PORT]
+        raise UsageError(str(exc)) from None
     except dns.resolver.NoResolverConfiguration:
         raise UsageError("no system DNS resolver is configured: give --nameserver IP[:PORT] "
                          "or use --offline") from None
@@ -344,6 +346,19 @@ def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dmarcbot",
@@ -376,9 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="DNS server to ask (repeatable; default: the system's)")
     resolving.add_argument("--offline", action="store_true",
                            help="no DNS: use only the evidence inside the reports")
-    resolving.add_argument("--dns-timeout", type=float, default=2.0, metavar="SECONDS",
-                           help="per-query timeout (default 2)")
-    resolving.add_argument("--dns-concurrency", type=int, default=64, metavar="N",
+    resolving.add_argument("--dns-timeout", type=_positive(float), default=2.0,
+                           metavar="SECONDS", help="per-query timeout (default 2)")
+    resolving.add_argument("--dns-concurrency", type=_positive(int), default=64, metavar="N",
                            help="queries in flight at most (default 64)")
 
     p = sub.add_parser("senders", parents=[resolving],
@@ -408,9 +423,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(encoding="utf-8", errors="replace")
     try:
-        limits = Limits.from_env()
+        try:
+            limits = Limits.from_env()
+        except ValueError as exc:  # a DMARCBOT_* limit that is not a whole number
+            raise UsageError(str(exc)) from None
         return args.handler(args, limits)
-    except (UsageError, ValueError) as exc:
+    except UsageError as exc:
         _say(f"dmarcbot: error: {exc}")
         return 2
     except StoreError as exc:
