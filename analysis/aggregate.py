@@ -9,6 +9,7 @@ network and recovers what it can from documents that are not well-formed, keepin
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -16,7 +17,8 @@ from typing import BinaryIO
 
 from lxml import etree
 
-from analysis.errors import CorruptInput, NotAReport, UnsafeXml
+from analysis.errors import CorruptInput, LimitExceeded, NotAReport, UnsafeXml
+from analysis.limits import Limits
 from analysis.model import (
     AggregateReport,
     DkimResult,
@@ -30,6 +32,32 @@ from analysis.model import (
 )
 
 RFC9990_NAMESPACE = "urn:ietf:params:xml:ns:dmarc-2.0"
+#: Messages one record may count; more is a broken record (and would overflow the store).
+MAX_COUNT = 1_000_000_000
+_TAIL = 512
+# The document's last tag must close <feedback> (comments, processing instructions and
+# whitespace may follow).
+_CLOSED = re.compile(rb"(?:</(?:[\w.-]+:)?feedback\s*>|<(?:[\w.-]+:)?feedback\b[^<>]*/>)"
+                     rb"(?:\s|<!--.*?-->|<\?.*?\?>)*\Z", re.DOTALL)
+_MISMATCH = re.compile(r"tag mismatch: ([\w.:-]+) line")
+#: Elements whose wrong closing loses report data (a stray unknown tag is only repaired).
+_STRUCTURE = frozenset({"feedback", "report_metadata", "policy_published", "record", "row",
+                        "policy_evaluated", "identifiers", "auth_results"})
+#: Records read before the report's header is complete (out-of-order documents) at most.
+_EARLY_RECORDS = 10_000
+_FIRST_TAG = re.compile(rb"<([A-Za-z_][\w.-]*:)?([A-Za-z_][\w.-]*)")
+_PROLOG = re.compile(rb"\A(?:\s|<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^>]*>)*", re.DOTALL)
+
+
+def _root_name(head: bytes) -> str | None:
+    """The local name of the first element, read from the bytes (None when not plain ASCII-
+    compatible XML or not in this chunk): a non-report document is refused before parsing."""
+    start = _PROLOG.match(head.removeprefix(b"\xef\xbb\xbf"))
+    rest = head.removeprefix(b"\xef\xbb\xbf")[start.end() if start else 0:]
+    found = _FIRST_TAG.match(rest)
+    return found.group(2).decode("ascii") if found else None
+
+
 _TAGS = ("{*}feedback", "{*}version", "{*}report_metadata", "{*}policy_published", "{*}record")
 _CHUNK = 64 * 1024
 #: Fields only RFC 9990 defines; their presence marks a report without the namespace as 9990.
@@ -201,6 +229,8 @@ def _record(source_ip: str | None, count_text: str | None, disposition: str | No
         ) from None
     if count < 0:
         raise _BrokenRecord(f"count {count} is negative")
+    if count > MAX_COUNT:
+        raise _BrokenRecord(f"count {count} is implausibly large (limit {MAX_COUNT})")
     header = _lower(header_from)
     if not header:
         raise _BrokenRecord("missing identifiers/header_from")
@@ -291,7 +321,7 @@ def _policy(fields: dict[str, str], errors: list[str]) -> PolicyPublished:
 
 
 def _report(header: _Header, source: str, records: Iterator[Record],
-            errors: list[str]) -> AggregateReport:
+            errors: list[str], limits: Limits) -> AggregateReport:
     meta = header.metadata or {}
     email = meta.get("email") or None
     org = meta.get("org_name", "")
@@ -313,6 +343,10 @@ def _report(header: _Header, source: str, records: Iterator[Record],
     if end < begin:
         begin, end = end, begin
         errors.append("date_range/end is before begin; swapped")
+    days = (end - begin).total_seconds() / 86400
+    if days > limits.max_report_days:
+        raise LimitExceeded(source, f"max_report_days={limits.max_report_days}",
+                            f"report covers {days:.0f} days")
     errors.extend(f"reporter error: {e}" for e in header.reporter_errors)
     return AggregateReport(
         schema=_schema(header), source=source,
@@ -322,14 +356,15 @@ def _report(header: _Header, source: str, records: Iterator[Record],
     )
 
 
-def parse_aggregate(stream: BinaryIO, source: str) -> AggregateReport:
+def parse_aggregate(stream: BinaryIO, source: str, limits: Limits | None = None
+                    ) -> AggregateReport:
     """Read the report's header now and return it with a lazy stream of its records.
 
     Raise `UnsafeXml` for a DTD, `NotAReport` when the document is not an aggregate report,
     `CorruptInput` when not even lxml's recovery can read it. The stream must stay open until
     the records are consumed.
     """
-    return _AggregateParser(stream, source).report()
+    return _AggregateParser(stream, source, limits or Limits()).report()
 
 
 class _AggregateParser:
@@ -339,9 +374,10 @@ class _AggregateParser:
     extensions) is pruned after every chunk, so no document, however built, grows the tree.
     """
 
-    def __init__(self, stream: BinaryIO, source: str) -> None:
+    def __init__(self, stream: BinaryIO, source: str, limits: Limits) -> None:
         self.stream = stream
         self.source = source
+        self.limits = limits
         self.parser = etree.XMLPullParser(
             events=("start", "end"), tag=_TAGS, recover=True, resolve_entities=False,
             no_network=True, load_dtd=False, huge_tree=False, remove_comments=True,
@@ -350,6 +386,7 @@ class _AggregateParser:
         self.root: etree._Element | None = None  # <feedback>, once seen
         self.document_root: etree._Element | None = None  # whatever the root was, at the end
         self.finished = False
+        self.tail = b""  # the last bytes read, to see how the document ends
         self.tags = record_tags("")
         self.keep: frozenset[str] = frozenset()  # qualified tags whose content is still needed
         self.record_tag = "record"
@@ -370,6 +407,9 @@ class _AggregateParser:
                     record = self._take_record(el)
                     if record is not None:
                         early.append(record)
+                    if len(early) > _EARLY_RECORDS:
+                        raise NotAReport(self.source, f"more than {_EARLY_RECORDS} records "
+                                         "before the report's metadata and policy")
                     if header.complete:
                         break
             elif name == "version":
@@ -383,9 +423,9 @@ class _AggregateParser:
         else:
             self._check_complete(header)
             return _report(header, self.source, RecordStream(iter(early), self.source),
-                           self.errors)
+                           self.errors, self.limits)
         return _report(header, self.source, RecordStream(self._records(early), self.source),
-                       self.errors)
+                       self.errors, self.limits)
 
     def _events(self) -> Iterator[tuple[str, etree._Element]]:
         """Every event to the end of the document (the header phase: short, so simple)."""
@@ -400,6 +440,10 @@ class _AggregateParser:
         try:
             chunk = self.stream.read(_CHUNK)
             if chunk:
+                if not self.tail and _root_name(chunk) not in (None, "feedback"):
+                    raise NotAReport(self.source, f"XML root is <{_root_name(chunk)}>, not an "
+                                     "aggregate <feedback>")
+                self.tail = (self.tail + chunk)[-_TAIL:]
                 self.parser.feed(chunk)
                 self._prune()
                 return
@@ -409,7 +453,25 @@ class _AggregateParser:
             if self.root is None and "Document is empty" in str(exc):
                 raise NotAReport(self.source, "XML holds no elements") from None
             raise CorruptInput(self.source, f"XML cannot be read ({exc.msg})") from None
+        self._check_whole()
         context_errors(self.parser, self.errors)
+
+    def _check_whole(self) -> None:
+        """Refuse a report that lost records: cut short, or closed early by a stray end tag.
+
+        lxml's recovery would hand back the records before the damage as if they were all; a
+        report is stored whole or not at all, so such a copy must not take the ledger key.
+        """
+        if self.root is None:
+            return  # not a report at all; said elsewhere
+        if not _CLOSED.search(self.tail):
+            raise CorruptInput(self.source, "XML ends before its closing </feedback> (truncated)")
+        for entry in self.parser.feed_error_log:
+            if entry.type == etree.ErrorTypes.ERR_TAG_NAME_MISMATCH:
+                found = _MISMATCH.search(entry.message)
+                if found and found.group(1).rpartition(":")[2] in _STRUCTURE:
+                    raise CorruptInput(self.source, f"XML line {entry.line}: <{found.group(1)}> "
+                                       "is closed by the wrong tag; records would be lost")
 
     def _prune(self) -> None:
         # Along the path of open elements, keep only the last child of each element whose content

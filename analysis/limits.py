@@ -29,6 +29,9 @@ class Limits:
     max_members: int = 64
     #: Deepest nesting of containers (mbox > e-mail > forwarded e-mail > zip > gzip ...).
     max_depth: int = 6
+    #: Longest date range one aggregate report may cover; it is split into this many daily
+    #: rows per record, so a forged range of centuries would cost millions of rows.
+    max_report_days: int = 62
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:

@@ -117,7 +117,7 @@ def _read_stream(stream: BinaryIO, label: str, size: int | None, depth: int, lim
         reader: BinaryIO = buffered
         if not counted:
             reader = CountingReader(buffered, label, limits)  # type: ignore[assignment]
-        report = parse_aggregate(reader, label)
+        report = parse_aggregate(reader, label, limits)
         try:
             yield report
         finally:

@@ -30,7 +30,9 @@ def _strings(value: Any) -> tuple[str, ...]:
 
 
 def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+    """A session count; anything else (negative, not a number, beyond 10^9) reads as 0."""
+    valid = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 10**9
+    return value if valid else 0
 
 
 def _opt(value: Any) -> str | None:
@@ -55,7 +57,8 @@ def parse_tls(data: bytes, source: str) -> TlsReport:
         pol = item["policy"]
         summary = item.get("summary") if isinstance(item.get("summary"), dict) else {}
         details = []
-        for d in item.get("failure-details") or []:
+        details_raw = item.get("failure-details")
+        for d in details_raw if isinstance(details_raw, list) else []:
             if not isinstance(d, dict) or not d.get("result-type"):
                 errors.append(f"policy {n}: a failure detail without result-type skipped")
                 continue

@@ -46,6 +46,11 @@ def ingest_input(source: str | os.PathLike[str] | bytes, store: Store, limits: L
     except RejectedInput as exc:
         log.warning("rejected input (%s)", exc.rule)
         yield Outcome(exc.source or label, "rejected", reason=str(exc))
+    except Exception as exc:  # a bug must not stop the rest of the batch (or the mail queue)
+        log.error("internal error reading an input: %s", type(exc).__name__,
+                  exc_info=log.isEnabledFor(logging.DEBUG))
+        yield Outcome(label, "rejected",
+                      reason=f"{label}: internal error ({type(exc).__name__}); please report it")
 
 
 def ingest_paths(paths: Iterable[str | os.PathLike[str]], store: Store,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from analysis import AggregateReport, NotAReport
+from analysis import AggregateReport, CorruptInput, LimitExceeded, NotAReport
 from analysis.aggregate import normalise_report_id
 from tests.builders import aggregate_xml, record_xml
 from tests.conftest import read_all
@@ -161,3 +161,34 @@ def test_stray_open_tag_is_recovered() -> None:
     report, records = one(data)
     assert [r.count for r in records] == [2]
     assert report.errors  # the repair is noted
+
+
+def test_truncated_report_is_refused_not_half_read() -> None:
+    full = aggregate_xml("".join(record_xml(f"192.0.2.{i}", 1) for i in range(200)))
+    with pytest.raises(CorruptInput, match=r"ends before its closing </feedback> \(truncated\)"):
+        read_all(full[: len(full) // 2])
+
+
+def test_stray_end_tag_that_would_drop_records_is_refused() -> None:
+    full = aggregate_xml("".join(record_xml(f"192.0.2.{i}", 1) for i in range(50)))
+    broken = full.replace(b"</header_from>", b"</header_from></feedback>", 1)
+    with pytest.raises(CorruptInput, match="closed by the wrong tag"):
+        read_all(broken)
+
+
+def test_a_date_range_of_centuries_is_refused() -> None:
+    with pytest.raises(LimitExceeded, match="max_report_days=62"):
+        read_all(aggregate_xml(begin=0, end=253402300000))
+
+
+def test_absurd_counts_are_broken_records() -> None:
+    report, kept = one(aggregate_xml(record_xml("192.0.2.1", 99999999999999999999)
+                                     + record_xml("192.0.2.2", 5)))
+    assert [r.count for r in kept] == [5]
+    assert "implausibly large" in report.errors[0]
+
+
+def test_non_report_xml_is_refused_from_its_first_bytes() -> None:
+    data = b"<html>" + b"<p>x</p>" * 200_000 + b"</html>"
+    with pytest.raises(NotAReport, match="XML root is <html>"):
+        read_all(data)

@@ -167,3 +167,26 @@ def test_demo_from_the_installed_command(tmp_path: Path) -> None:
     assert "The road to enforcement" in out
     # the store lives in the demo's temporary folder, not in the user's data folder
     assert not (tmp_path / ".local" / "share" / "dmarcbot").exists()
+
+
+def test_an_internal_error_in_one_input_does_not_stop_the_batch(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import function_app.pipeline as pipeline
+
+    real = pipeline.read_reports
+
+    def flaky(source, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if str(source).endswith("bad.xml"):
+            raise TypeError("a bug")
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "read_reports", flaky)
+    (tmp_path / "bad.xml").write_bytes(aggregate_xml(report_id="x"))
+    (tmp_path / "good.xml").write_bytes(aggregate_xml(report_id="y"))
+    code, out, _ = run(capsys, "--db", str(tmp_path / "db.sqlite3"), "ingest", str(tmp_path))
+    assert code == 1
+    assert out.splitlines() == [
+        f"rejected: {tmp_path / 'bad.xml'}: internal error (TypeError); please report it",
+        f"{tmp_path / 'good.xml'}: stored",
+    ]

@@ -287,7 +287,7 @@ def specs(draw: st.DrawFn) -> Spec:
         declaration=draw(st.booleans()), version=draw(st.booleans()), org=draw(SAFE_TEXT),
         email=draw(st.none() | st.builds("{}@{}".format, TOKEN, DOMAIN)),
         extra_contact=draw(st.none() | SAFE_TEXT), report_id=report_id,
-        report_id_written=written, begin=begin, end=begin + draw(st.integers(0, 10**7)),
+        report_id_written=written, begin=begin, end=begin + draw(st.integers(0, 60 * 86400)),
         domain=draw(DOMAIN), policy=draw(POLICY), rows=draw(st.lists(ROW, max_size=12)),
         ws=draw(st.lists(WS, min_size=1, max_size=16)),
     )

@@ -145,3 +145,9 @@ def test_named_bytes_keep_their_name() -> None:
     assert report.source == "<bytes>"
     named = list(read_reports(REPORT, name="mail 42 > r.xml"))
     assert named[0].source == "mail 42 > r.xml"
+
+
+def test_tls_report_with_odd_failure_details_is_read() -> None:
+    odd = TLS.replace(b'"summary"', b'"failure-details": 5, "summary"')
+    ((report, _),) = read_all(odd)
+    assert isinstance(report, TlsReport) and report.policies[0].failure_details == ()
