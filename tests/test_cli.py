@@ -182,11 +182,13 @@ def test_an_internal_error_in_one_input_does_not_stop_the_batch(
         return real(source, *args, **kwargs)
 
     monkeypatch.setattr(pipeline, "read_reports", flaky)
-    (tmp_path / "bad.xml").write_bytes(aggregate_xml(report_id="x"))
-    (tmp_path / "good.xml").write_bytes(aggregate_xml(report_id="y"))
-    code, out, _ = run(capsys, "--db", str(tmp_path / "db.sqlite3"), "ingest", str(tmp_path))
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "bad.xml").write_bytes(aggregate_xml(report_id="x"))
+    (inbox / "good.xml").write_bytes(aggregate_xml(report_id="y"))
+    code, out, _ = run(capsys, "--db", str(tmp_path / "db.sqlite3"), "ingest", str(inbox))
     assert code == 1
     assert out.splitlines() == [
-        f"rejected: {tmp_path / 'bad.xml'}: internal error (TypeError); please report it",
-        f"{tmp_path / 'good.xml'}: stored",
+        f"rejected: {inbox / 'bad.xml'}: internal error (TypeError); please report it",
+        f"{inbox / 'good.xml'}: stored",
     ]
