@@ -26,6 +26,7 @@ import dns.rdatatype
 
 _HEADER = struct.Struct("!HHHHHH")
 _FIRST_RETRY = 0.4  # seconds before a question is sent again
+_MAX_PENDING = 4096  # questions in flight on one socket at most (IDs are 16 bits)
 _RECEIVE_BUFFER = 1 << 20  # room for a burst of answers while the loop is busy
 _RD = 0x0100  # recursion desired
 _QUESTION_TAIL = struct.Struct("!HH")
@@ -53,7 +54,7 @@ class _Protocol(asyncio.DatagramProtocol):
         self.client._received(data, addr)
 
     def error_received(self, exc: Exception) -> None:
-        self.client._failed(self.transport, exc)
+        pass  # an ICMP error (maybe forged) is a lost answer: retransmission and timeouts decide
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.client._failed(self.transport, exc or ConnectionError("socket closed"))
@@ -87,6 +88,8 @@ class UdpClient:
         """Ask for `rdtype` records of `name`; TCP when the UDP answer is truncated."""
         question = question_wire(name, rdtype)
         transport = await self._open()
+        if len(self._pending) >= _MAX_PENDING:
+            raise dns.exception.Timeout(timeout=0)  # callers bound concurrency far below this
         while True:
             qid = self._random.randrange(65536)
             if qid not in self._pending:
@@ -138,6 +141,8 @@ class UdpClient:
         if transport is not self._transport:  # an earlier socket, closed when it was idle
             return
         self._transport = None
+        if transport is not None:
+            transport.close()
         for _, future in list(self._pending.values()):
             if not future.done():
                 future.set_exception(OSError(f"DNS socket failed: {exc}"))

@@ -31,6 +31,9 @@ from analysis.spf import LOOKUP_TERMS, MAX_LOOKUPS, MAX_VOID_LOOKUPS, is_spf, pa
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: How long an NXDOMAIN / no-data answer is trusted when the server gives no SOA minimum.
 NEGATIVE_TTL = 300
+#: No answer is trusted longer than a day, whatever TTL a (possibly hostile) server gives.
+MAX_TTL = 86400
+_MAX_CNAME_HOPS = 8
 #: Hard stop for one SPF expansion, far above the RFC's 10, so a hostile tree cannot run away.
 _EXPANSION_BUDGET = 40
 #: RFC 9989 tree walk: at most this many DMARC queries, and long names are cut to 7 labels.
@@ -203,17 +206,19 @@ class DnsEvidence:
                  concurrency: int = 64, clock: Callable[[], float] = time.time) -> None:
         self.resolver = resolver
         self.cache = cache if cache is not None else MemoryCache()
+        self._concurrency = concurrency
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._slots = asyncio.Semaphore(concurrency)
         self._clock = clock
         self._inflight: dict[tuple[str, str], asyncio.Future[Answer]] = {}
         self._clients: dict[str, UdpClient] = {}
-        self._clients_loop: asyncio.AbstractEventLoop | None = None
         self.queries = 0  # sent to the network (cache misses), for tests and benchmarks
 
     # -- one query ---------------------------------------------------------------------------
 
     async def lookup(self, name: str, rdtype: str) -> Answer:
         """The records of `rdtype` at `name`; negative answers come back empty, not raised."""
+        self._bind_loop()
         key = (name.lower().rstrip("."), rdtype)
         cached = self.cache.get_answer(key[0], rdtype, self._clock())
         if cached is not None:
@@ -236,29 +241,45 @@ class DnsEvidence:
         finally:
             del self._inflight[key]
 
-    async def _query(self, name: str, rdtype: str) -> Answer:
+    def _bind_loop(self) -> None:
+        # Futures, semaphores and sockets belong to one event loop; a new loop gets new ones.
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop = loop
+            self._slots = asyncio.Semaphore(self._concurrency)
+            self._inflight = {}
+            self._clients = {}
+
+    async def _query(self, name: str, rdtype: str, depth: int = 0) -> Answer:
+        nothing = Answer(name, rdtype, (), name, True, self._clock() + NEGATIVE_TTL)
         if self.resolver is None:
-            return Answer(name, rdtype, (), name, True, self._clock() + NEGATIVE_TTL)
+            return nothing
         try:
             question_wire(name, rdtype)
-        except (dns.name.NameTooLong, dns.name.EmptyLabel, dns.name.LabelTooLong):
-            return Answer(name, rdtype, (), name, True, self._clock() + NEGATIVE_TTL)
+        except dns.exception.DNSException:  # a name DNS cannot carry (too long, bad escape)
+            return nothing
         async with self._slots:
             self.queries += 1
             response = await self._exchange(name, rdtype)
         now = self._clock()
         if response.rcode() == dns.rcode.NXDOMAIN:
             return Answer(name, rdtype, (), name, True, now + _soa_minimum(response))
-        chain = response.resolve_chaining()
+        try:
+            chain = response.resolve_chaining()
+        except dns.exception.DNSException:  # a CNAME loop or an over-long chain in the answer
+            return nothing
         canonical = chain.canonical_name.to_text(omit_final_dot=True).lower()
+        ttl = min(chain.minimum_ttl, MAX_TTL)
         if chain.answer is None:
-            if canonical != name:  # a CNAME whose target lives elsewhere: ask for the target
-                target = await self.lookup(canonical, rdtype)
-                return dataclasses.replace(target, name=name, expires=min(
-                    target.expires, now + chain.minimum_ttl))
+            if canonical != name and depth < _MAX_CNAME_HOPS:
+                # A CNAME whose target lives elsewhere: ask for the target directly (not via
+                # `lookup`, whose in-flight sharing would wait on itself in a CNAME loop).
+                target = await self._query(canonical, rdtype, depth + 1)
+                return dataclasses.replace(target, name=name,
+                                           expires=min(target.expires, now + ttl))
             return Answer(name, rdtype, (), name, False, now + _soa_minimum(response))
         records = tuple(_text(rdata) for rdata in chain.answer)
-        return Answer(name, rdtype, records, canonical, False, now + chain.minimum_ttl)
+        return Answer(name, rdtype, records, canonical, False, now + ttl)
 
     async def _exchange(self, name: str, rdtype: str) -> dns.message.Message:
         """One question to the configured servers in turn: UDP, then TCP if truncated.
@@ -284,9 +305,6 @@ class DnsEvidence:
         raise DnsTemporaryError(f"{name} {rdtype}: {failure}")
 
     def _client(self, server: str) -> UdpClient:
-        loop = asyncio.get_running_loop()
-        if self._clients_loop is not loop:  # a new event loop cannot use the old sockets
-            self._clients, self._clients_loop = {}, loop
         client = self._clients.get(server)
         if client is None:
             client = self._clients[server] = UdpClient(server, self.resolver.port)  # type: ignore[union-attr]
@@ -520,5 +538,5 @@ def _text(rdata: object) -> str:
 def _soa_minimum(response: object) -> int:
     for rrset in getattr(response, "authority", ()):
         if rrset.rdtype == dns.rdatatype.SOA:
-            return min(rrset.ttl, rrset[0].minimum)
+            return min(rrset.ttl, rrset[0].minimum, MAX_TTL)
     return NEGATIVE_TTL

@@ -186,6 +186,7 @@ class Identification:
     confidence: float
     evidence: tuple[str, ...]
     ptr: str | None  # the forward-confirmed reverse name (else the first PTR), if any
+    ptr_confirmed: bool = False
 
 
 class Identifier:
@@ -204,7 +205,9 @@ class Identifier:
             for service, fact in self.catalog.match_suffix("dkim_domain", d):
                 found.add(service, fact, "dkim_domain", f"DKIM d={d} passed")
             target = self.bundle.dkim_targets.get((selector, d))
-            if target:
+            # Only the domain's own selectors count: anyone can point their own selector at a
+            # vendor's name to borrow its identity.
+            if target and own(activity.domain, d):
                 for service, fact in self.catalog.match_suffix("dkim_cname_suffix", target):
                     found.add(service, fact, "dkim_cname_suffix",
                               f"DKIM selector {selector}._domainkey.{d} points to {target}")
@@ -227,7 +230,9 @@ class Identifier:
                 for service, fact in self.catalog.match_suffix("rdns_suffix", name):
                     found.add(service, fact, "rdns_suffix",
                               f"reverse DNS {name} (forward-confirmed)")
-        return found.decide(self.catalog, activity, ptr)
+        confirmed = reverse is not None and bool(reverse.confirmed)
+        return dataclasses.replace(found.decide(self.catalog, activity, ptr),
+                                   ptr_confirmed=confirmed)
 
 
 class _Scores:

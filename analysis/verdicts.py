@@ -72,7 +72,8 @@ def _microsoft(identification: Identification, m365_networks: NetworkIndex | Non
     a = identification.activity
     signed_tenant = [d for (d, _, result), _ in a.dkim
                      if result == "pass" and d.endswith(".onmicrosoft.com")]
-    microsoft_ptr = (identification.ptr or "").endswith(".outbound.protection.outlook.com")
+    microsoft_ptr = (identification.ptr_confirmed
+                     and (identification.ptr or "").endswith(".outbound.protection.outlook.com"))
     if (m365_networks is not None and not m365_networks.services(a.ip) and microsoft_ptr
             and identification.platform_key in (None, *_MICROSOFT_KEYS)):
         return ("forwarded", "Microsoft 365 relay pool: forwarded or relayed mail leaves from "

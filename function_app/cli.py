@@ -346,14 +346,15 @@ def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
+def _positive(kind: type[int] | type[float], most: float = float("inf")
+              ) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
+        if not 0 < value <= most:
+            raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 and at most {most}")
         return value
 
     return parse
@@ -393,8 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="no DNS: use only the evidence inside the reports")
     resolving.add_argument("--dns-timeout", type=_positive(float), default=2.0,
                            metavar="SECONDS", help="per-query timeout (default 2)")
-    resolving.add_argument("--dns-concurrency", type=_positive(int), default=64, metavar="N",
-                           help="queries in flight at most (default 64)")
+    resolving.add_argument("--dns-concurrency", type=_positive(int, 1024), default=64,
+                           metavar="N", help="queries in flight at most (default 64, 1024 max)")
 
     p = sub.add_parser("senders", parents=[resolving],
                        help="per domain: the named services, their pass rates and verdicts")
