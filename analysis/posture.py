@@ -203,9 +203,7 @@ def plan(domain: str, record: DmarcRecord, considered: int, ready: int,
         return "none", "publish a DMARC record with p=none and read the reports", [change]
     if policy == "reject" and not testing:
         return "reject", "at enforcement: keep watching the reports for new senders", []
-    target = _NEXT.get(policy, "quarantine")
-    if policy == target and testing:  # already testing the next level: drop t=y when ready
-        target = policy
+    target = _NEXT.get(policy, "quarantine")  # reject + t=y: drop t=y when ready
     if not considered:
         return policy or "none", (f"stay at p={policy}: no sender is approved or passes with "
                                   "aligned DKIM yet; resolve the blockers first"), []

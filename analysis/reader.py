@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from analysis.aggregate import parse_aggregate
-from analysis.errors import CorruptInput, LimitExceeded, NotAReport
+from analysis.errors import CorruptInput, LimitExceeded, NotAReport, RejectedInput
 from analysis.failure import find_failure_report
 from analysis.limits import Limits
 from analysis.mail import parse_message, report_parts, split_mbox
@@ -129,16 +129,20 @@ def _read_stream(stream: BinaryIO, label: str, size: int | None, depth: int, lim
         yield from _read_email(data, label, depth, limits)
     elif kind == "mbox":
         found = False
+        skipped: list[str] = []
         for number, message in enumerate(split_mbox(buffered, label, limits), start=1):
             try:
                 inner = f"{label} > message {number}"
                 for report in _read_email(message, inner, depth + 1, limits):
                     found = True
                     yield report
-            except NotAReport:
-                continue  # an mbox export holds ordinary mail too
+            except RejectedInput as exc:
+                # An mbox export holds ordinary mail too, some with damaged attachments.
+                skipped.append(str(exc))
+                continue
         if not found:
-            raise NotAReport(label, "mbox holds no DMARC or TLS report")
+            reason = f" ({len(skipped)} messages refused, first: {skipped[0]})" if skipped else ""
+            raise NotAReport(label, f"mbox holds no DMARC or TLS report{reason}")
     else:
         raise NotAReport(label, "not a report: content is not XML, JSON, gzip, zip or e-mail")
 
@@ -157,6 +161,10 @@ def _read_zip(stream: io.BufferedReader, label: str, size: int | None, depth: in
     if not stream.seekable():
         data = _read_all(stream, label, limits.max_input_bytes, "zip archive")
         stream = io.BufferedReader(io.BytesIO(data))  # type: ignore[arg-type]
+    declared = _zip_entries(stream)
+    if declared is not None and declared > limits.max_members:
+        raise LimitExceeded(label, f"max_members={limits.max_members}",
+                            f"zip declares {declared} members")
     try:
         archive = zipfile.ZipFile(stream)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
@@ -197,6 +205,21 @@ def _read_zip(stream: io.BufferedReader, label: str, size: int | None, depth: in
             raise NotAReport(label, "zip holds no DMARC or TLS report")
 
 
+def _zip_entries(stream: BinaryIO) -> int | None:
+    """The entry count the end-of-central-directory record declares (None if not found), read
+    before `zipfile` loads a central directory of any size into memory."""
+    stream.seek(0, io.SEEK_END)
+    size = stream.tell()
+    stream.seek(max(0, size - 65_557))  # the record (22 bytes) plus the longest comment
+    tail = stream.read()
+    stream.seek(0)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) < at + 12:
+        return None
+    count = int.from_bytes(tail[at + 10:at + 12], "little")
+    return None if count == 0xFFFF else count  # zip64: zipfile checks it after reading
+
+
 def _read_email(data: bytes, label: str, depth: int, limits: Limits) -> Iterator[Report]:
     msg = parse_message(data, label)
     failure = find_failure_report(msg, label)
@@ -204,6 +227,7 @@ def _read_email(data: bytes, label: str, depth: int, limits: Limits) -> Iterator
         yield failure
         return
     found = False
+    refused: RejectedInput | None = None
     for part_label, payload, level in report_parts(msg, label, limits, depth):
         try:
             for report in _read_stream(io.BytesIO(payload), _label(label, part_label),
@@ -212,5 +236,9 @@ def _read_email(data: bytes, label: str, depth: int, limits: Limits) -> Iterator
                 yield report
         except NotAReport:
             continue  # an HTML body or another XML/JSON attachment that is not a report
+        except RejectedInput as exc:  # read the other parts first: one may be the report
+            refused = refused or exc
+    if refused is not None:
+        raise refused
     if not found:
         raise NotAReport(label, "e-mail holds no DMARC or TLS report")

@@ -77,7 +77,7 @@ async def find_senders(store: SqliteStore, catalog: Catalog, dns: DnsEvidence | 
     for s in services:
         if s.needs_decision:
             item = store.note_seen(s.domain, s.service_key, s.first_day, s.last_day, s.messages,
-                                   s.dmarc_pass)
+                                   s.dmarc_pass, whole_history=since is None)
             statuses[s.domain, s.service_key] = item.status
     return services, statuses
 

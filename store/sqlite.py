@@ -35,9 +35,9 @@ class SqliteStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
             self._db.execute("PRAGMA journal_mode = WAL")
             # WAL keeps the file consistent without a disk flush per commit (the DNS cache
@@ -45,7 +45,7 @@ class SqliteStore:
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, OSError) as exc:
             raise StoreError(f"{self.path}: cannot open the database ({exc})") from None
 
     def _migrate(self) -> None:
@@ -64,7 +64,7 @@ class SqliteStore:
                 self._db.execute(f"PRAGMA user_version = {number}")
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
 
     @property
@@ -103,9 +103,14 @@ class SqliteStore:
             )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            self._rollback()
             raise
         return "stored"
+
+    def _rollback(self) -> None:
+        # SQLite may have rolled back already (a full disk, say); don't hide the first error.
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
     def _insert_ledger(self, key: LedgerKey, report: Report) -> int | None:
         if isinstance(report, AggregateReport):
@@ -245,14 +250,19 @@ class SqliteStore:
         return {(row[0], row[1]): InventoryItem(*row) for row in self._db.execute(sql, params)}
 
     def note_seen(self, domain: str, service_key: str, first_seen: str, last_seen: str,
-                  messages: int, dmarc_pass: int) -> InventoryItem:
-        """Record a sender as seen; a new one starts `Pending`, a known one keeps its status."""
+                  messages: int, dmarc_pass: int, *, whole_history: bool = True) -> InventoryItem:
+        """Record a sender as seen; a new one starts `Pending`, a known one keeps its status.
+
+        Volumes are updated only from a look at the whole history (`whole_history`), so a look
+        at the last few days does not shrink them.
+        """
+        volumes = (", messages = excluded.messages, dmarc_pass = excluded.dmarc_pass"
+                   if whole_history else "")
         self._db.execute(
             "INSERT INTO inventory (policy_domain, service_key, status, first_seen, last_seen,"
             " messages, dmarc_pass) VALUES (?, ?, 'Pending', ?, ?, ?, ?)"
             " ON CONFLICT DO UPDATE SET first_seen = min(first_seen, excluded.first_seen),"
-            " last_seen = max(last_seen, excluded.last_seen), messages = excluded.messages,"
-            " dmarc_pass = excluded.dmarc_pass",
+            " last_seen = max(last_seen, excluded.last_seen)" + volumes,
             (domain, service_key, first_seen, last_seen, messages, dmarc_pass),
         )
         return self.inventory(domain)[domain, service_key]

@@ -151,3 +151,36 @@ def test_tls_report_with_odd_failure_details_is_read() -> None:
     odd = TLS.replace(b'"summary"', b'"failure-details": 5, "summary"')
     ((report, _),) = read_all(odd)
     assert isinstance(report, TlsReport) and report.policies[0].failure_details == ()
+
+
+def test_zip_member_count_is_checked_before_the_directory_is_read() -> None:
+    from analysis import LimitExceeded, Limits
+
+    many = zipped(*[(f"m{i}.txt", b"x") for i in range(300)])
+    with pytest.raises(LimitExceeded, match="zip declares 300 members"):
+        read_all(many, Limits(max_members=10))
+
+
+def test_a_damaged_message_in_an_mbox_does_not_hide_the_next_report(tmp_path: Path) -> None:
+    broken = report_email(b"PK\x03\x04" + b"\x00" * 60, filename="holiday.zip",
+                          content_type="application/zip")
+    msgs = [broken, report_email(gzipped(REPORT))]
+    mbox = b"".join(b"From MAILER-DAEMON Fri Nov 28 00:00:00 2025\n" + m.replace(b"\r\n", b"\n")
+                    + b"\n" for m in msgs)
+    path = tmp_path / "box.mbox"
+    path.write_bytes(mbox)
+    assert counts(path) == [("r-1", 7)]
+
+
+def test_an_e_mail_reads_its_report_even_beside_a_damaged_attachment() -> None:
+    from email import message_from_bytes, policy
+
+    msg = message_from_bytes(report_email(gzipped(REPORT)), policy=policy.default)
+    msg.add_attachment(b"PK\x03\x04" + b"\x00" * 60, maintype="application", subtype="zip",
+                       filename="holiday.zip")
+    messages = []
+    with pytest.raises(CorruptInput):  # the damage is still reported...
+        for report in read_reports(msg.as_bytes()):
+            assert isinstance(report, AggregateReport)
+            messages.append(sum(r.count for r in report.records))
+    assert messages == [7]  # ...but only after the report was read
