@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import io
 import os
 import struct
 import subprocess
@@ -17,7 +16,6 @@ import sys
 import threading
 import time
 import tracemalloc
-import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +33,7 @@ from analysis import (
     UnsafeXml,
     read_reports,
 )
+from tests.builders import zipped
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -176,14 +175,6 @@ def zip_of(name: str, deflated: Deflated, *, local_size: int | None = None,
     end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 1, 1, len(central),
                       len(local) + csize, 0)
     return local + deflated.stream + central + end
-
-
-def zip_bytes(*members: tuple[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in members:
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 def email_with(*attachments: tuple[str, str, bytes], headers: bytes = b"") -> bytes:
@@ -341,7 +332,7 @@ def test_gzip_bomb_is_held_to_a_small_max_decompressed_bytes(meter: InflateMeter
 
 @pytest.mark.parametrize("wrap", [
     pytest.param(gzip_bytes, id="gzip-in-gzip"),
-    pytest.param(lambda inner: zip_bytes(("report.xml.gz", inner)), id="gzip-in-zip"),
+    pytest.param(lambda inner: zipped(("report.xml.gz", inner)), id="gzip-in-zip"),
     pytest.param(lambda inner: report_email(gzip_bytes(inner)), id="gzip-in-gzip-in-email"),
 ])
 def test_nested_gzip_bomb_is_still_held_to_the_ratio(
@@ -382,7 +373,7 @@ def test_zip_bomb_with_honest_size_is_refused_before_inflating(
     assert meter.inflated == 0
     assert cost.seconds < 1
     # The meter does see zip members being inflated.
-    assert record_counts(zip_bytes(("r.xml", REPORT))) == [3]
+    assert record_counts(zipped(("r.xml", REPORT))) == [3]
     assert meter.inflated > 0
 
 
@@ -431,8 +422,8 @@ def test_zip_bomb_that_lies_about_its_size_is_cut_off_while_streaming(
 def test_too_many_zip_members() -> None:
     members = [(f"r{i}.xml", REPORT.replace(b"bomb-1", f"id-{i}".encode())) for i in range(4)]
     limits = Limits(max_members=3)
-    assert record_counts(zip_bytes(*members[:3]), limits) == [3, 3, 3]
-    error = refusal(zip_bytes(*members), limits, name="many.zip")
+    assert record_counts(zipped(*members[:3]), limits) == [3, 3, 3]
+    error = refusal(zipped(*members), limits, name="many.zip")
     assert_limit(error, "max_members")
     assert "max_members=3" in str(error) and str(error).startswith("many.zip")
 
@@ -449,7 +440,7 @@ def test_too_many_email_parts() -> None:
 
 WRAPPERS: dict[str, Callable[[bytes], bytes]] = {
     "gzip": gzip_bytes,
-    "zip": lambda data: zip_bytes(("inner", data)),
+    "zip": lambda data: zipped(("inner", data)),
     "email": lambda data: report_email(data, "inner.bin"),
 }
 
@@ -530,7 +521,7 @@ def test_email_inflated_from_a_small_gzip_is_held_to_max_input_bytes() -> None:
     assert_limit(error, "max_input_bytes")
 
 
-@pytest.mark.parametrize("wrap", [gzip_bytes, lambda d: zip_bytes(("r.xml", d))],
+@pytest.mark.parametrize("wrap", [gzip_bytes, lambda d: zipped(("r.xml", d))],
                          ids=["gzip", "zip"])
 @pytest.mark.parametrize("as_file", [False, True], ids=["bytes", "file"])
 def test_compressed_input_bigger_than_max_input_bytes(
@@ -727,7 +718,7 @@ def test_xinclude_is_not_processed(secret: tuple[Path, str]) -> None:
 
 
 def _zip_patched(**changes: int) -> bytes:
-    data = bytearray(zip_bytes(("r.xml", REPORT)))
+    data = bytearray(zipped(("r.xml", REPORT)))
     local, central = data.index(b"PK\x03\x04"), data.index(b"PK\x01\x02")
     if "method" in changes:
         struct.pack_into("<H", data, local + 8, changes["method"])
@@ -822,16 +813,16 @@ REFUSED: dict[str, tuple[bytes, Limits | None]] = {
     "bad-json": (b'{"policies": [', None),
     "xml-garbage": (b"<feedback>\0\0\0<<<&&&", None),
     "gzip-depth": (nest(REPORT, ["gzip"] * 4), Limits(max_depth=3)),
-    "members": (zip_bytes(*[(f"{i}.xml", REPORT) for i in range(3)]), Limits(max_members=2)),
+    "members": (zipped(*[(f"{i}.xml", REPORT) for i in range(3)]), Limits(max_members=2)),
     "input-size": (gzip_bytes(os.urandom(4096)), Limits(max_input_bytes=1024)),
     "ratio": (gzip_of(deflate_repeated(HEAD, b" " * MiB, 4)), Limits(max_ratio=2)),
     "zip-declared": (zip_of("b.xml", deflate_repeated(HEAD, b" " * MiB, 4)), None),
     "email-no-report": (email_with(('filename="a.txt"', "text/plain", b"hello")), None),
     "mbox-no-report": (b"From x\nSubject: hi\n\nhello\n", None),
     # Names inside the input are the sender's: they must not break the line.
-    "zip-member-name-with-newline": (zip_bytes(("evil\nname.xml.gz", gzip_bytes(REPORT)[:-20])),
+    "zip-member-name-with-newline": (zipped(("evil\nname.xml.gz", gzip_bytes(REPORT)[:-20])),
                                      None),
-    "zip-member-name-with-cr": (zip_bytes(("evil\rname.xml", billion_laughs(b"feedback"))),
+    "zip-member-name-with-cr": (zipped(("evil\rname.xml", billion_laughs(b"feedback"))),
                                 None),
     "attachment-name-with-newline": (email_with((
         "filename*=utf-8''evil%0D%0Aname.xml.gz", "application/gzip", gzip_bytes(REPORT)[:-20]
