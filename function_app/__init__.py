@@ -1,10 +1,13 @@
 """The Azure Functions app and the `dmarcbot` command line: the imperative shell.
 
 The worker imports the root entry file named by `PYTHON_SCRIPT_FILE_NAME` (`functions_entry.py`),
-which re-exports `app` from here. Triggers live in blueprints registered below as they are added;
-nothing at import time reads settings, secrets or the network.
+which re-exports `app` from here. Triggers live in blueprints; nothing at import time reads
+settings, secrets or the network.
 """
 
 import azure.functions as func
 
+from function_app.mailbox_functions import bp as mailbox_functions
+
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+app.register_blueprint(mailbox_functions)

@@ -34,7 +34,13 @@ from analysis.serialize import (
 from analysis.summary import DomainSummary, summarise
 from analysis.verdicts import ServiceVerdict
 from function_app import settings
-from function_app.pipeline import Outcome, domain_posture, find_senders, ingest_paths
+from function_app.pipeline import (
+    Outcome,
+    domain_posture,
+    find_senders,
+    identify_recent,
+    ingest_paths,
+)
 from store import SqliteStore, StoreError
 
 
@@ -334,6 +340,55 @@ def cmd_demo(args: argparse.Namespace, limits: Limits) -> int:
     return 1 if counts["rejected"] else 0
 
 
+# -- run ---------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace, limits: Limits) -> int:
+    """The scheduled job, once: bring new reports in, then name the senders in them."""
+    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with _open_store(args) as store:
+        evidence = _evidence(args, store)
+        if args.source == "graph":
+            status = asyncio.run(_run_graph(store, limits))
+        else:
+            status = 0
+            for outcome in ingest_paths([args.source], store, limits):
+                print(_outcome_line(outcome), flush=True)
+                status = 1 if outcome.status == "rejected" else status
+        verdicts = asyncio.run(identify_recent(store, load_catalog(), evidence,
+                                               stored_since=started))
+        inventory = store.inventory()
+        pending = [v for v in verdicts if v.needs_decision
+                   and inventory[v.domain, v.service_key].status == "Pending"]
+        if pending:
+            print(f"\n{len(pending)} senders wait for their owner's decision:")
+            for v in pending:
+                print(f"  {v.domain}: {v.service_name} ({v.messages:,} messages, {v.verdict})")
+    return status
+
+
+async def _run_graph(store: SqliteStore, limits: Limits) -> int:
+    from function_app.mailjob import open_mailbox, run_mailbox
+    from function_app.settings import SettingsError, mailbox_settings
+    from graph.errors import GraphError
+
+    try:
+        config = mailbox_settings()
+    except SettingsError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        async with open_mailbox(config) as mailbox:
+            results = await run_mailbox(mailbox, store, limits)
+    except GraphError as exc:
+        _say(f"dmarcbot: error: {config.address}: {exc}")
+        return 1
+    for result in results:
+        reports = sum(o.status in ("stored", "duplicate") for o in result.outcomes)
+        detail = f": {result.reason}" if result.reason else f": {reports} reports"
+        print(f"{result.status} {result.message}{detail}", flush=True)
+    return 1 if any(r.status in ("failed", "retry") for r in results) else 0
+
+
 # -- plumbing ----------------------------------------------------------------------------------
 
 
@@ -411,6 +466,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", metavar="YYYY-MM-DD", help="only days from this UTC date on")
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.set_defaults(handler=cmd_posture)
+
+    p = sub.add_parser("run", parents=[resolving],
+                       help="the scheduled job once: ingest new reports, then name their senders")
+    p.add_argument("--source", required=True, metavar="graph|PATH",
+                   help="graph: the shared mailbox in the DMARCBOT_* settings; or a folder, "
+                        "mbox or file")
+    p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("demo", help="generate a week of sample reports, ingest and summarise them")
     p.set_defaults(handler=cmd_demo)

@@ -14,7 +14,7 @@ from analysis.dnsevidence import DnsEvidence
 from analysis.posture import Posture, assess
 from analysis.senders import analyse_rollups
 from analysis.verdicts import ServiceVerdict
-from store import SqliteStore, Store
+from store import Store
 
 log = logging.getLogger("dmarcbot.ingest")
 
@@ -27,6 +27,7 @@ class Outcome:
     status: Literal["stored", "duplicate", "rejected"]
     kind: str | None = None
     reason: str | None = None  # the one-line rejection, for `rejected`
+    rule: str | None = None  # which rule refused it (analysis.errors), for `rejected`
     errors: int = 0  # problems recovered from while reading (skipped records, XML repairs)
 
 
@@ -45,12 +46,13 @@ def ingest_input(source: str | os.PathLike[str] | bytes, store: Store, limits: L
             yield Outcome(report.source, status, report.kind, errors=len(report.errors))
     except RejectedInput as exc:
         log.warning("rejected input (%s)", exc.rule)
-        yield Outcome(exc.source or label, "rejected", reason=str(exc))
+        yield Outcome(exc.source or label, "rejected", reason=str(exc), rule=exc.rule)
     except Exception as exc:  # a bug must not stop the rest of the batch (or the mail queue)
         log.error("internal error reading an input: %s", type(exc).__name__,
                   exc_info=log.isEnabledFor(logging.DEBUG))
         yield Outcome(label, "rejected",
-                      reason=f"{label}: internal error ({type(exc).__name__}); please report it")
+                      reason=f"{label}: internal error ({type(exc).__name__}); please report it",
+                      rule="internal")
 
 
 def ingest_paths(paths: Iterable[str | os.PathLike[str]], store: Store,
@@ -60,7 +62,7 @@ def ingest_paths(paths: Iterable[str | os.PathLike[str]], store: Store,
         yield from ingest_input(path, store, limits)
 
 
-async def find_senders(store: SqliteStore, catalog: Catalog, dns: DnsEvidence | None, *,
+async def find_senders(store: Store, catalog: Catalog, dns: DnsEvidence | None, *,
                        domain: str | None = None, since: str | None = None
                        ) -> tuple[list[ServiceVerdict], dict[tuple[str, str], str]]:
     """Name the senders of each domain and record them in the inventory.
@@ -82,9 +84,27 @@ async def find_senders(store: SqliteStore, catalog: Catalog, dns: DnsEvidence | 
     return services, statuses
 
 
-async def domain_posture(store: SqliteStore, catalog: Catalog, dns: DnsEvidence, domain: str,
+async def domain_posture(store: Store, catalog: Catalog, dns: DnsEvidence, domain: str,
                          *, since: str | None = None) -> Posture:
     """Senders, then the domain's DNS posture and the next step towards enforcement."""
     services, statuses = await find_senders(store, catalog, dns, domain=domain, since=since)
     by_service = {key: status for (d, key), status in statuses.items() if d == domain}
     return await assess(domain, dns, services, by_service, catalog)
+
+
+async def identify_recent(store: Store, catalog: Catalog, dns: DnsEvidence | None, *,
+                          stored_since: str) -> list[ServiceVerdict]:
+    """Name the senders of every domain that received a report stored since `stored_since`.
+
+    The scheduled job runs this after ingesting, so a new sender reaches the inventory (and
+    from there its owner) without a person running anything. Each such domain is looked at over
+    its whole history, so inventory volumes stay whole.
+    """
+    domains = sorted({entry.key.policy_domain for entry in store.reports(kind="aggregate")
+                      if entry.stored_at >= stored_since})
+    verdicts: list[ServiceVerdict] = []
+    for domain in domains:
+        services, _ = await find_senders(store, catalog, dns, domain=domain)
+        verdicts.extend(services)
+    log.info("identified senders of %d domains with new reports", len(domains))
+    return verdicts

@@ -1,11 +1,17 @@
-"""Where the command line keeps its data, and the limits it reads input with."""
+"""Where the command line keeps its data, and the app settings the Azure Functions app reads."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from graph.credentials import AppCredential
+    from graph.mailbox import Folders
 
 DB_ENV = "DMARCBOT_DB"
 
@@ -26,3 +32,84 @@ def default_db_path(environ: Mapping[str, str] | None = None) -> Path:
     if env.get(DB_ENV):
         return Path(env[DB_ENV])
     return data_dir(env) / "dmarcbot.sqlite3"
+
+
+# -- the Functions app and `dmarcbot run --source graph` ----------------------------------------
+#
+# Every app setting is documented in local.settings.sample.json and docs/azure.md. They are read
+# when a function first needs them, never at import time, and a missing or contradictory one is
+# named in a one-line SettingsError.
+
+
+class SettingsError(Exception):
+    """An app setting is missing or wrong; the message names it."""
+
+
+_CREDENTIAL_SETTINGS = ("DMARCBOT_CERTIFICATE_PATH", "DMARCBOT_MANAGED_IDENTITY_CLIENT_ID",
+                        "DMARCBOT_CLIENT_SECRET")
+
+
+def _required(env: Mapping[str, str], name: str, what: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise SettingsError(f"app setting {name} is missing: {what}")
+    return value
+
+
+def mailbox_settings(environ: Mapping[str, str] | None = None) -> MailboxSettings:
+    """Which mailbox to read, as which app, with which credential."""
+    from graph.client import GRAPH_V1
+    from graph.credentials import PUBLIC_AUTHORITY, AppCredential
+    from graph.mailbox import Folders
+
+    env = os.environ if environ is None else environ
+    given = [name for name in _CREDENTIAL_SETTINGS if env.get(name, "").strip()]
+    if not given:
+        raise SettingsError("no credential for Microsoft Graph: set DMARCBOT_CERTIFICATE_PATH "
+                            "(production), DMARCBOT_MANAGED_IDENTITY_CLIENT_ID (federated "
+                            "credential) or DMARCBOT_CLIENT_SECRET (development only)")
+    if len(given) > 1:
+        raise SettingsError(f"app settings {' and '.join(given)} are both set: use one credential")
+    ca_bundle = env.get("DMARCBOT_CA_BUNDLE", "").strip()
+    certificate = env.get("DMARCBOT_CERTIFICATE_PATH", "").strip()
+    credential = AppCredential(
+        tenant_id=_required(env, "DMARCBOT_TENANT_ID", "the Entra tenant id"),
+        client_id=_required(env, "DMARCBOT_CLIENT_ID", "the app registration's client id"),
+        certificate=Path(certificate) if certificate else None,
+        certificate_password=env.get("DMARCBOT_CERTIFICATE_PASSWORD") or None,
+        managed_identity_client_id=env.get("DMARCBOT_MANAGED_IDENTITY_CLIENT_ID", "").strip()
+        or None,
+        secret=env.get("DMARCBOT_CLIENT_SECRET") or None,
+        authority_host=env.get("DMARCBOT_AUTHORITY_HOST", "").strip() or PUBLIC_AUTHORITY,
+        ca_bundle=Path(ca_bundle) if ca_bundle else None,
+    )
+    address = _required(env, "DMARCBOT_MAILBOX", "the shared mailbox's address")
+    if "@" not in address:
+        raise SettingsError(f"app setting DMARCBOT_MAILBOX is not an e-mail address: {address!r}")
+    folders = Folders(
+        source=env.get("DMARCBOT_MAILBOX_FOLDER", "").strip() or "inbox",
+        processed=env.get("DMARCBOT_PROCESSED_FOLDER", "").strip() or "Processed",
+        failed=env.get("DMARCBOT_FAILED_FOLDER", "").strip() or "Failed",
+    )
+    return MailboxSettings(address, folders, credential,
+                           env.get("DMARCBOT_GRAPH_URL", "").strip() or GRAPH_V1)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MailboxSettings:
+    address: str
+    folders: Folders
+    credential: AppCredential
+    graph_url: str
+
+
+def nameservers(environ: Mapping[str, str] | None = None) -> list[str] | None:
+    """DNS servers for sender evidence: DMARCBOT_NAMESERVERS (comma-separated `IP[:PORT]`).
+
+    Unset means the system's resolvers; `none` means no lookups (the reports' own evidence only).
+    """
+    env = os.environ if environ is None else environ
+    value = env.get("DMARCBOT_NAMESERVERS", "").strip()
+    if value.lower() == "none":
+        return None
+    return [part.strip() for part in value.split(",") if part.strip()]

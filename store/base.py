@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Literal, Protocol
 
+from analysis.dnsevidence import Answer
 from analysis.model import Report
 from analysis.rollup import LedgerKey, RollupKey
 
@@ -61,6 +62,22 @@ class Store(Protocol):
     def rollups(self, *, domain: str | None = None,
                 since: str | None = None) -> Iterator[tuple[RollupKey, int]]:
         """Daily rollup rows and their message counts, `since` a YYYY-MM-DD UTC day."""
+        ...
+
+    # The DNS cache (analysis.dnsevidence.DnsCache): answers kept until their TTL runs out.
+
+    def get_answer(self, name: str, rdtype: str, now: float) -> Answer | None: ...
+
+    def put_answer(self, answer: Answer) -> None: ...
+
+    # The inventory of senders per domain and their owners' decisions.
+
+    def inventory(self, domain: str | None = None) -> dict[tuple[str, str], InventoryItem]: ...
+
+    def note_seen(self, domain: str, service_key: str, first_seen: str, last_seen: str,
+                  messages: int, dmarc_pass: int, *, whole_history: bool = True
+                  ) -> InventoryItem:
+        """Record a sender as seen; a new one starts `Pending`, a known one keeps its status."""
         ...
 
     def close(self) -> None: ...

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# What the tests need beyond Python packages: Debian's knot (a real DNS server on loopback).
-# Quick when it is already installed. Run as root (or through sudo).
+# What the tests need beyond Python packages: Debian's knot (a real DNS server on loopback) and
+# Azurite (Azure Storage's emulator, for the Table Storage store), pinned to 3.35.0, the last
+# release that runs on Node 20. Quick when both are already installed. Run as root (or sudo).
 set -euo pipefail
-if command -v knotd >/dev/null 2>&1 || [ -x /usr/sbin/knotd ]; then
-    exit 0
+cd "$(dirname "$0")"
+if ! command -v knotd >/dev/null 2>&1 && [ ! -x /usr/sbin/knotd ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends knot
 fi
-sudo=""
-[ "$(id -u)" -eq 0 ] || sudo="sudo"
-$sudo apt-get update -q
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends knot
+if [ ! -x azurite/node_modules/.bin/azurite ]; then
+    mkdir -p azurite
+    (cd azurite && npm install --no-audit --no-fund --no-save --silent azurite@3.35.0)
+fi

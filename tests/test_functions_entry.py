@@ -1,4 +1,4 @@
-"""The Functions worker finds the app the way it really looks for it (by module name)."""
+"""The Functions worker finds the app the way it really looks for it, and the settings line up."""
 
 from __future__ import annotations
 
@@ -10,20 +10,29 @@ import sys
 
 from tests.conftest import ROOT
 
+# What the worker does (azure_functions_worker/loader.py): import the entry by module name, find
+# exactly one FunctionRegister, ask it for its functions. Then what it checks at load time and
+# the library does not: every binding name is a parameter of the function.
 PROBE = """
-import importlib, json, os, sys
+import importlib, inspect, json, os, sys
 import azure.functions as func
 module = importlib.import_module(sys.argv[1])
 apps = [v for v in vars(module).values() if isinstance(v, func.FunctionRegister)]
-print(json.dumps({
-    "apps": len(apps),
-    "functions": [f.get_function_name() for f in apps[0].get_functions()] if apps else None,
-    "package_file": sys.modules["function_app"].__file__,
-}))
+functions = {}
+for f in apps[0].get_functions() if apps else ():
+    params = list(inspect.signature(f.get_user_function()).parameters)
+    functions[f.get_function_name()] = {
+        "bindings": json.loads(f.get_function_json())["bindings"],
+        "params": params,
+        "is_async": inspect.iscoroutinefunction(f.get_user_function()),
+    }
+print(json.dumps({"apps": len(apps), "functions": functions,
+                  "package_file": sys.modules["function_app"].__file__,
+                  "graph_sdk_loaded": "msgraph" in sys.modules}))
 """
 
 
-def test_worker_indexes_the_entry_file_without_settings() -> None:
+def index_app() -> dict[str, object]:
     settings = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
     entry = settings["PYTHON_SCRIPT_FILE_NAME"]
     assert re.fullmatch(r"[a-zA-Z0-9_][a-zA-Z0-9_\-]*\.py", entry)  # the worker's own check
@@ -34,7 +43,51 @@ def test_worker_indexes_the_entry_file_without_settings() -> None:
     result = subprocess.run([sys.executable, "-c", PROBE, entry.removesuffix(".py")], cwd=ROOT,
                             env=env, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
-    found = json.loads(result.stdout)
+    return json.loads(result.stdout)
+
+
+def test_worker_indexes_the_functions_with_their_bindings() -> None:
+    found = index_app()
     assert found["apps"] == 1
-    assert found["functions"] == []  # triggers arrive with the mailbox and Teams issues
-    assert found["package_file"].endswith(os.path.join("function_app", "__init__.py"))
+    assert str(found["package_file"]).endswith(os.path.join("function_app", "__init__.py"))
+    assert not found["graph_sdk_loaded"]  # the 400 MB SDK loads on first use, not at indexing
+    functions = found["functions"]
+    assert isinstance(functions, dict)
+    assert set(functions) == {"poll_mailbox", "ingest_mail"}
+    for name, f in functions.items():
+        assert f["is_async"], name
+        names = [binding["name"] for binding in f["bindings"]]
+        assert sorted(names) == sorted(f["params"]), name
+
+    poll = {b["type"]: b for b in functions["poll_mailbox"]["bindings"]}
+    assert poll["timerTrigger"]["schedule"] == "%DMARCBOT_POLL_SCHEDULE%"
+    assert poll["timerTrigger"]["runOnStartup"] is False
+    assert poll["queue"]["direction"] == "OUT"
+    assert poll["queue"]["queueName"] == "dmarcbot-mail"
+    assert poll["queue"]["connection"] == "AzureWebJobsStorage"
+    (trigger,) = functions["ingest_mail"]["bindings"]
+    assert trigger["type"] == "queueTrigger" and trigger["direction"] == "IN"
+    assert trigger["queueName"] == poll["queue"]["queueName"]
+    assert trigger["connection"] == "AzureWebJobsStorage"
+
+
+def test_last_attempt_matches_the_hosts_dequeue_count() -> None:
+    from function_app.mailjob import MAX_DEQUEUE_COUNT
+
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host["extensions"]["queues"]["maxDequeueCount"] == MAX_DEQUEUE_COUNT
+    assert host["extensions"]["queues"]["batchSize"] <= 4  # Graph: 4 requests per mailbox
+
+
+def test_every_setting_is_in_the_sample_and_documented() -> None:
+    sample = set(json.loads((ROOT / "local.settings.sample.json").read_text())["Values"])
+    docs = (ROOT / "docs" / "azure.md").read_text()
+    documented = set(re.findall(r"^\| `([A-Za-z_]+)` \|", docs, re.M))
+    assert sample == documented
+    read = set()
+    for folder in ("function_app", "graph", "store"):
+        for path in (ROOT / folder).rglob("*.py"):
+            read |= set(re.findall(r'"(DMARCBOT_[A-Z_]+)"', path.read_text()))
+    # the input limits (docs/limits.md) and the command line's own store are not app settings
+    read -= {"DMARCBOT_DB"}
+    assert read <= sample, read - sample

@@ -1,0 +1,86 @@
+"""The mailbox functions: a timer lists new report e-mails, a queue trigger ingests each one.
+
+Queue messages carry message ids only (a queue message is at most 64 KB, and report contents
+stay in the mailbox until read). Settings are read when a function runs, never at import.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+
+import azure.functions as func
+
+from analysis import Limits
+from analysis.catalog import load_catalog
+from analysis.dnsevidence import DnsEvidence, make_resolver
+from function_app import mailjob
+from function_app.pipeline import identify_recent
+from function_app.settings import mailbox_settings, nameservers
+from store import Store
+
+log = logging.getLogger("dmarcbot.functions")
+
+bp = func.Blueprint()
+
+
+@bp.function_name("poll_mailbox")
+@bp.timer_trigger(arg_name="timer", schedule="%DMARCBOT_POLL_SCHEDULE%", run_on_startup=False,
+                  use_monitor=True)
+@bp.queue_output(arg_name="mail", queue_name=mailjob.MAIL_QUEUE, connection="AzureWebJobsStorage")
+async def poll_mailbox(timer: func.TimerRequest, mail: func.Out[list[str]]) -> None:
+    """Queue every waiting report e-mail, then name the senders in what arrived since yesterday.
+
+    A message queued twice (still waiting from the last tick) is harmless: the second attempt
+    finds it sorted already, or finds its reports stored already.
+    """
+    async with mailjob.open_mailbox(mailbox_settings()) as mailbox:
+        ids = [ref.id async for ref in mailbox.messages()]
+    if ids:
+        mail.set([json.dumps({"id": message_id}) for message_id in ids])
+    log.info("queued %d report e-mails%s", len(ids), " (past due)" if timer.past_due else "")
+    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    with app_store() as store:
+        await identify_recent(store, load_catalog(), dns_evidence(store),
+                              stored_since=yesterday.isoformat())
+
+
+@bp.function_name("ingest_mail")
+@bp.queue_trigger(arg_name="msg", queue_name=mailjob.MAIL_QUEUE, connection="AzureWebJobsStorage")
+async def ingest_mail(msg: func.QueueMessage) -> None:
+    """Read, store and sort one e-mail; an error leaves it to the queue's next attempt."""
+    message_id = queued_id(msg.get_body())
+    if message_id is None:
+        log.error("queue message %s is not {\"id\": ...}; dropped", msg.id)
+        return
+    attempt = msg.dequeue_count or 1
+    with app_store() as store:
+        async with mailjob.open_mailbox(mailbox_settings()) as mailbox:
+            result = await mailjob.ingest_queued(mailbox, message_id, store, Limits.from_env(),
+                                                 attempt=attempt)
+    log.info("%s %s%s", result.status, result.message,
+             f" ({result.reason})" if result.reason else "")
+
+
+def queued_id(body: bytes) -> str | None:
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    message_id = value.get("id") if isinstance(value, dict) else None
+    return message_id if isinstance(message_id, str) and message_id else None
+
+
+def app_store() -> Store:
+    """The app's store: Azure Table Storage (see store.tables for its settings)."""
+    from store.tables import table_store_from_settings
+
+    return table_store_from_settings(os.environ)
+
+
+def dns_evidence(store: Store) -> DnsEvidence:
+    servers = nameservers()
+    resolver = None if servers is None else make_resolver(servers)
+    return DnsEvidence(resolver, cache=store)

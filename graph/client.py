@@ -1,0 +1,93 @@
+"""A Graph client for one mailbox's worth of work: msgraph-sdk over an httpx client we own.
+
+We build the httpx client ourselves for three reasons: its connection pool is the hard cap of
+Graph's 4 concurrent requests per mailbox (HTTP/1.1, one request per connection); every request
+carries `Prefer: IdType="ImmutableId"` so message ids survive moves; and streamed downloads (the
+SDK has no builder for `attachments/{id}/$value`) go through the same middleware, retries
+included. The SDK's retry handler retries 429, 503 and 504 and honours `Retry-After`.
+
+One httpx client is bound to the event loop that first uses it, so connections are made per
+invocation (cheap), never at import time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ssl
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from graph.credentials import GRAPH_SCOPE, MsalCredential
+
+if TYPE_CHECKING:
+    from msgraph import GraphServiceClient
+    from msgraph.graph_request_adapter import GraphRequestAdapter
+
+GRAPH_V1 = "https://graph.microsoft.com/v1.0"
+MAX_CONCURRENT_REQUESTS = 4  # Graph's Outlook limit per app per mailbox
+IMMUTABLE_IDS = 'IdType="ImmutableId"'
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how long to retry 429/503/504 (kiota's RetryHandler does the work)."""
+
+    max_retries: int = 3
+    delay: float = 3.0  # seconds added to the backoff when the answer has no Retry-After
+
+
+@dataclasses.dataclass(slots=True)
+class GraphConnection:
+    """The SDK client, its adapter and the httpx client under them, for one event loop."""
+
+    client: GraphServiceClient
+    adapter: GraphRequestAdapter
+    http: httpx.AsyncClient
+    credential: MsalCredential
+    base_url: str
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def __aenter__(self) -> GraphConnection:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def connect(credential: MsalCredential, *, base_url: str = GRAPH_V1,
+            ca_bundle: Path | None = None, retry: RetryPolicy = RetryPolicy(),
+            max_concurrent: int = MAX_CONCURRENT_REQUESTS) -> GraphConnection:
+    from kiota_authentication_azure.azure_identity_authentication_provider import (
+        AzureIdentityAuthenticationProvider,
+    )
+    from kiota_http.middleware.options import RetryHandlerOption
+    from msgraph import GraphServiceClient
+    from msgraph.graph_request_adapter import GraphRequestAdapter
+    from msgraph.graph_request_adapter import options as default_options
+    from msgraph_core import GraphClientFactory
+
+    verify: Any = ssl.create_default_context(cafile=str(ca_bundle)) if ca_bundle else True
+    http = httpx.AsyncClient(
+        verify=verify,
+        headers={"Prefer": IMMUTABLE_IDS},
+        limits=httpx.Limits(max_connections=max_concurrent,
+                            max_keepalive_connections=max_concurrent),
+        # waiting for one of the 4 connections is the design, not a fault: no pool timeout
+        timeout=httpx.Timeout(60.0, pool=None),
+    )
+    options = dict(default_options)
+    options[RetryHandlerOption.get_key()] = RetryHandlerOption(
+        delay=retry.delay, max_retries=retry.max_retries)
+    http = GraphClientFactory.create_with_default_middleware(client=http, options=options)
+    host = urlsplit(base_url).hostname or ""
+    auth = AzureIdentityAuthenticationProvider(credential, scopes=[GRAPH_SCOPE],
+                                               allowed_hosts=[host])
+    adapter = GraphRequestAdapter(auth, client=http)
+    adapter.base_url = base_url.rstrip("/")  # before the client copies it into its paths
+    return GraphConnection(GraphServiceClient(request_adapter=adapter), adapter, http, credential,
+                           adapter.base_url)
