@@ -256,6 +256,7 @@ class SqliteStore:
         Volumes are updated only from a look at the whole history (`whole_history`), so a look
         at the last few days does not shrink them.
         """
+        domain = domain.lower()
         volumes = (", messages = excluded.messages, dmarc_pass = excluded.dmarc_pass"
                    if whole_history else "")
         self._db.execute(

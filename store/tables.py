@@ -1,0 +1,591 @@
+"""Azure Table Storage store: the same interface as `SqliteStore`, for dmarcbot in Azure.
+
+Table Storage has no transaction across partitions, and a report's rollups span several (one per
+policy domain and UTC day). So each `add_report` call is an *attempt* with its own id: it writes
+the report's rollup rows under that id, then creates the report's ledger entity, which names the
+attempt. Creating the ledger entity is the commit: it succeeds once per report. Readers count a
+rollup row only when its attempt is the committed one, so a crash at any point leaves nothing
+visible, and running the report again writes and commits a fresh attempt: nothing is counted
+twice. Rows of attempts that never committed are inert. docs/storage.md describes the layout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from azure.core import MatchConditions
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+from azure.data.tables import (
+    EdmType,
+    EntityProperty,
+    TableClient,
+    TableEntity,
+    TableServiceClient,
+    UpdateMode,
+)
+
+from analysis.dnsevidence import Answer
+from analysis.model import AggregateReport, FailureReport, Report, TlsReport
+from analysis.rollup import LedgerKey, RollupKey, ledger_key, report_days, rollup_rows
+from store.base import AddResult, InventoryItem, LedgerEntry, StoreError
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
+CONNECTION_ENV = "DMARCBOT_TABLES_CONNECTION"
+ACCOUNT_URL_ENV = "DMARCBOT_TABLES_ACCOUNT_URL"
+CLIENT_ID_ENV = "DMARCBOT_TABLES_CLIENT_ID"
+
+LEDGER, ROLLUPS, INVENTORY, DNS = "reports", "rollups", "inventory", "dnscache"
+
+_MAX_OPS = 100  # entities per transaction (the service's limit)
+_MAX_BATCH_CHARS = 2_000_000  # JSON per transaction; the service takes at most 4 MiB
+_PIECE = 16_000  # characters per string property: at most 64 KiB in UTF-16, even outside the BMP
+_ERRORS_CHARS = 60_000  # JSON kept of a report's errors; an entity holds at most 1 MiB
+_DETAILS_CHARS = 240_000  # JSON kept of a TLS or failure report's details
+_SAFE_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
+_PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9]{0,53}")  # table names: letters and digits, <= 63
+_ROLLUP_TEXT = ("policy_domain", "source_ip", "header_from", "envelope_from", "dkim", "spf",
+                "disposition", "reasons")
+_CONFLICTS = {"EntityAlreadyExists", "UpdateConditionNotSatisfied", "ConditionNotMet"}
+
+Operation = tuple[Any, ...]  # ("upsert", entity, {...}): one operation of a transaction
+
+
+# -- keys and properties --------------------------------------------------------------------------
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
+
+
+def _key(value: str) -> str:
+    """A PartitionKey or RowKey for `value`: itself when plainly safe, else `~` and a digest.
+
+    Keys may not hold / \\ # ? or control characters and some others misbehave in URLs, so only
+    letters, digits and . _ - pass through (domain names, mostly); `~` never starts a plain key.
+    """
+    return value if _SAFE_KEY.fullmatch(value) else "~" + _digest(value)
+
+
+def _value(raw: object) -> Any:
+    """The Python value of a property (Int64 properties come back wrapped)."""
+    return raw.value if isinstance(raw, EntityProperty) else raw
+
+
+def _props(**fields: object) -> dict[str, object]:
+    """Entity properties: ints as Int64 (counts and timestamps pass 2**31), long text in pieces.
+
+    None is left out, as the service cannot store it.
+    """
+    out: dict[str, object] = {}
+    for name, value in fields.items():
+        if value is None:
+            continue
+        if isinstance(value, str):
+            pieces = [value[i:i + _PIECE] for i in range(0, len(value), _PIECE)] or [""]
+            out.update((name if i == 0 else f"{name}_{i}", piece)
+                       for i, piece in enumerate(pieces))
+        elif isinstance(value, bool | float):
+            out[name] = value
+        elif isinstance(value, int):
+            out[name] = EntityProperty(value, EdmType.INT64)
+        else:
+            raise TypeError(f"{name}: {type(value).__name__} is not stored")
+    return out
+
+
+def _text(entity: Mapping[str, Any], name: str) -> str:
+    pieces = itertools.takewhile(lambda p: p is not None,
+                                 (entity.get(name if i == 0 else f"{name}_{i}")
+                                  for i in itertools.count()))
+    return "".join(pieces)
+
+
+def _optional(entity: Mapping[str, Any], name: str) -> str | None:
+    return _text(entity, name) if name in entity else None
+
+
+def _fit(items: list[Any], limit: int) -> tuple[list[Any], int]:
+    """The longest prefix of `items` whose JSON stays under `limit`, and how many were left."""
+    sizes = itertools.accumulate(len(json.dumps(item)) + 2 for item in items)
+    kept = sum(1 for size in sizes if size <= limit)
+    return items[:kept], len(items) - kept
+
+
+def _batches(entities: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """Transactions' worth of entities: at most 100 each and well under the 4 MiB payload."""
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for entity in entities:
+        chars = len(json.dumps(entity))
+        if batch and (len(batch) == _MAX_OPS or size + chars > _MAX_BATCH_CHARS):
+            yield batch
+            batch, size = [], 0
+        batch.append(entity)
+        size += chars
+    if batch:
+        yield batch
+
+
+def _code(exc: HttpResponseError) -> str:
+    """The service's error code (AuthorizationFailure, EntityAlreadyExists …) or the status."""
+    code = getattr(exc, "error_code", None)
+    if code is None and exc.response is not None:
+        code = exc.response.headers.get("x-ms-error-code")
+    if code is None and exc.error is not None:
+        code = exc.error.code
+    if code is None:
+        return f"HTTP {exc.status_code}" if exc.status_code else type(exc).__name__
+    return str(getattr(code, "value", code))
+
+
+def _public(url: str) -> str:
+    """`url` without its query, where a SAS token would be."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
+
+
+# -- what a report keeps ------------------------------------------------------------------------
+
+
+def _errors_json(errors: list[str]) -> str:
+    kept, dropped = _fit(errors, _ERRORS_CHARS - 200)
+    note = [f"{dropped} more problems not kept (Table Storage entity size)"] if dropped else []
+    return json.dumps(kept + note)
+
+
+def _tls_details(report: TlsReport) -> tuple[int, int, str]:
+    """Records, sessions and the `tls_results` rows SqliteStore keeps, as JSON."""
+    budget = _DETAILS_CHARS // max(1, len(report.policies)) - 500
+    policies = []
+    for policy in report.policies:
+        failures, dropped = _fit([
+            {"result_type": d.result_type, "failed_session_count": d.failed_session_count,
+             "sending_mta_ip": d.sending_mta_ip, "receiving_mx_hostname":
+             d.receiving_mx_hostname, "receiving_ip": d.receiving_ip}
+            for d in policy.failure_details], budget)
+        policies.append({
+            "policy_domain": policy.policy_domain, "policy_type": policy.policy_type,
+            "successful": policy.total_successful_session_count,
+            "failed": policy.total_failure_session_count, "failures": failures,
+            **({"failures_not_kept": dropped} if dropped else {}),
+        })
+    kept, dropped = _fit(policies, _DETAILS_CHARS - 200)
+    sessions = sum(p.total_successful_session_count + p.total_failure_session_count
+                   for p in report.policies)
+    return (len(report.policies), sessions,
+            json.dumps(kept + ([{"policies_not_kept": dropped}] if dropped else [])))
+
+
+def _failure_details(report: FailureReport) -> tuple[int, int, str]:
+    """The `failure_reports` row SqliteStore keeps, as JSON (never the message itself)."""
+    fields: dict[str, object] = {
+        "reported_domain": report.reported_domain,
+        "arrival_ts": int(report.arrival_date.timestamp()) if report.arrival_date else None,
+        "source_ip": report.source_ip, "auth_failure": report.auth_failure,
+        "identity_alignment": report.identity_alignment,
+        "delivery_result": report.delivery_result, "dkim_domain": report.dkim_domain,
+        "dkim_selector": report.dkim_selector, "spf_dns": report.spf_dns,
+    }
+    if len(json.dumps(fields)) > _DETAILS_CHARS:
+        fields = {k: v[:_DETAILS_CHARS // 20] if isinstance(v, str) else v
+                  for k, v in fields.items()}
+    return 1, 1, json.dumps(fields)
+
+
+def _org_schema(report: Report) -> tuple[str, str | None]:
+    if isinstance(report, AggregateReport):
+        return report.reporter.org_name, report.schema
+    if isinstance(report, TlsReport):
+        return report.organization_name, None
+    return report.reporter or "", report.format
+
+
+def _ledger_entry(entity: Mapping[str, Any]) -> LedgerEntry:
+    key = LedgerKey(entity["kind"], _text(entity, "reporter"), _text(entity, "report_id"),
+                    _text(entity, "policy_domain"), _value(entity["begin_ts"]),
+                    _value(entity["end_ts"]))
+    return LedgerEntry(
+        key=key, org_name=_text(entity, "org_name"), schema=_optional(entity, "schema"),
+        source=_text(entity, "source"), records=_value(entity["records"]),
+        messages=_value(entity["messages"]), errors=tuple(json.loads(_text(entity, "errors"))),
+        stored_at=entity["stored_at"],
+    )
+
+
+def _rollup_key(entity: Mapping[str, Any]) -> RollupKey:
+    return RollupKey(day=entity["day"], dkim_aligned=entity["dkim_aligned"],
+                     spf_aligned=entity["spf_aligned"],
+                     **{name: _text(entity, name) for name in _ROLLUP_TEXT})
+
+
+def _item(entity: Mapping[str, Any]) -> InventoryItem:
+    return InventoryItem(
+        policy_domain=_text(entity, "policy_domain"), service_key=_text(entity, "service_key"),
+        status=entity["status"], owner=_optional(entity, "owner"),
+        first_seen=entity["first_seen"], last_seen=entity["last_seen"],
+        messages=_value(entity["messages"]), dmarc_pass=_value(entity["dmarc_pass"]),
+        decided_by=_optional(entity, "decided_by"), decided_at=_optional(entity, "decided_at"),
+    )
+
+
+def _dns_keys(name: str, rdtype: str) -> tuple[str, str]:
+    # 256 partitions by a digest of the name keep lookups spread; the row names the answer.
+    return _digest(name)[:2], f"{_key(rdtype)}:{_key(name)}"
+
+
+# -- the store -------------------------------------------------------------------------------
+
+
+class TableStore:
+    """The store in four tables of one storage account: `<prefix>reports`, `<prefix>rollups`,
+    `<prefix>inventory`, `<prefix>dnscache`, created when first used."""
+
+    def __init__(self, service: TableServiceClient, *, prefix: str = "dmarcbot") -> None:
+        if not _PREFIX.fullmatch(prefix):
+            raise StoreError(f"table prefix {prefix!r} must be a letter then letters or digits "
+                             "(at most 54)")
+        self._service = service
+        self._prefix = prefix
+        self._tables: dict[str, TableClient] = {}
+        #: Distinct rollup rows held in memory before they are written (a report's records
+        #: stream; rows of one report written in several goes add up when read).
+        self._flush_rows = 20_000
+        self.path = f"{_public(service.url)}/{prefix}"  # where the data is; never a key
+
+    @classmethod
+    def from_connection_string(cls, conn: str, *, prefix: str = "dmarcbot") -> TableStore:
+        """Key or SAS access (Azurite, development)."""
+        try:
+            service = TableServiceClient.from_connection_string(conn)
+        except (ValueError, AzureError):
+            raise StoreError("the Table Storage connection string is not valid") from None
+        return cls(service, prefix=prefix)
+
+    @classmethod
+    def from_account(cls, account_url: str, credential: TokenCredential, *,
+                     prefix: str = "dmarcbot", **client_options: Any) -> TableStore:
+        """Identity-based access (a managed identity in Azure): no key to keep or rotate.
+
+        `client_options` go to `TableServiceClient` (`connection_verify`, `retry_total` …).
+        """
+        if urlsplit(account_url).scheme != "https":
+            raise StoreError(f"{_public(account_url)}: identity-based access needs an https URL")
+        try:
+            service = TableServiceClient(endpoint=account_url, credential=credential,
+                                         **client_options)
+        except ValueError:
+            raise StoreError(f"{_public(account_url)}: not a Table Storage account URL") from None
+        return cls(service, prefix=prefix)
+
+    def close(self) -> None:
+        self._service.close()
+
+    def __enter__(self) -> TableStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _name(self, table: str) -> str:
+        return self._prefix + table
+
+    @contextlib.contextmanager
+    def _errors(self, table: str) -> Iterator[None]:
+        """Azure errors as one-line StoreErrors naming the table and the code, nothing secret."""
+        try:
+            yield
+        except HttpResponseError as exc:
+            raise StoreError(f"{self._name(table)}: Table Storage refused the request "
+                             f"({_code(exc)})") from None
+        except AzureError as exc:  # no answer: connection refused, timeout, TLS
+            raise StoreError(f"{self._name(table)}: Table Storage did not answer "
+                             f"({type(exc).__name__})") from None
+
+    def _table(self, table: str) -> TableClient:
+        client = self._tables.get(table)
+        if client is None:
+            with self._errors(table):
+                client = self._service.create_table_if_not_exists(self._name(table))
+            self._tables[table] = client
+        return client
+
+    def _get(self, table: str, partition: str, row: str) -> TableEntity | None:
+        with self._errors(table):
+            try:
+                return self._table(table).get_entity(partition, row)
+            except ResourceNotFoundError:
+                return None
+
+    def _query(self, table: str, query: str | None, parameters: dict[str, Any] | None = None,
+               select: list[str] | None = None) -> Iterator[TableEntity]:
+        client = self._table(table)
+        with self._errors(table):
+            if query:
+                yield from client.query_entities(query, parameters=parameters, select=select)
+            else:
+                yield from client.list_entities(select=select)
+
+    def _submit(self, table: str, operations: list[Operation]) -> None:
+        """Every write goes through here: one transaction, in one partition (raw Azure errors)."""
+        self._table(table).submit_transaction(operations)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def add_report(self, report: Report) -> AddResult:
+        key = ledger_key(report)
+        partition, row = _key(key.policy_domain), _digest(*dataclasses.astuple(key))
+        if self._get(LEDGER, partition, row) is not None:
+            return "duplicate"
+        attempt = uuid.uuid4().hex[:12]
+        written: list[tuple[str, list[str]]] = []  # (partition, row keys) per transaction
+        try:
+            if isinstance(report, AggregateReport):
+                records, messages = self._add_rollups(report, row, attempt, written)
+                details = None
+            elif isinstance(report, TlsReport):
+                records, messages, details = _tls_details(report)
+            else:
+                records, messages, details = _failure_details(report)
+            org, schema = _org_schema(report)
+            committed = self._commit({
+                "PartitionKey": partition, "RowKey": row,
+                **_props(kind=key.kind, reporter=key.reporter, report_id=key.report_id,
+                         policy_domain=key.policy_domain, begin_ts=key.begin, end_ts=key.end,
+                         org_name=org, schema=schema, source=report.source, records=records,
+                         messages=messages, errors=_errors_json(report.errors),
+                         stored_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                         attempt=attempt, details=details),
+            })
+        except Exception:
+            self._forget(partition, row, attempt, written)
+            raise
+        if not committed:  # another process stored the report meanwhile
+            self._forget(partition, row, attempt, written)
+            return "duplicate"
+        return "stored"
+
+    def _add_rollups(self, report: AggregateReport, ledger_row: str, attempt: str,
+                     written: list[tuple[str, list[str]]]) -> tuple[int, int]:
+        """Write the report's rollup rows under `attempt`; identical rows add up first."""
+        days = report_days(report.begin, report.end)
+        pending: dict[RollupKey, int] = {}
+        records = messages = 0
+        for record in report.records:
+            records += 1
+            messages += record.count
+            for key, count in rollup_rows(report, record, days):
+                pending[key] = pending.get(key, 0) + count
+            if len(pending) >= self._flush_rows:
+                self._write_rollups(pending, f"{ledger_row}-{attempt}-{len(written):x}", written)
+                pending = {}
+        if pending:
+            self._write_rollups(pending, f"{ledger_row}-{attempt}-{len(written):x}", written)
+        return records, messages
+
+    def _write_rollups(self, rows: dict[RollupKey, int], row_prefix: str,
+                       written: list[tuple[str, list[str]]]) -> None:
+        def partition(key: RollupKey) -> str:
+            return f"{_key(key.policy_domain)}!{key.day}"
+
+        ordered = sorted(rows.items(), key=lambda item: partition(item[0]))
+        for part, group in itertools.groupby(ordered, key=lambda item: partition(item[0])):
+            entities = (
+                {"PartitionKey": part,
+                 "RowKey": f"{row_prefix}-{_digest(*dataclasses.astuple(key))}",
+                 **_props(**{name: getattr(key, name) for name in _ROLLUP_TEXT}, day=key.day,
+                          dkim_aligned=key.dkim_aligned, spf_aligned=key.spf_aligned,
+                          messages=count)}
+                for key, count in group)
+            for batch in _batches(entities):
+                with self._errors(ROLLUPS):
+                    self._submit(ROLLUPS, [("upsert", e, {"mode": UpdateMode.REPLACE})
+                                           for e in batch])
+                written.append((part, [e["RowKey"] for e in batch]))
+
+    def _commit(self, entity: dict[str, Any]) -> bool:
+        """Create the ledger entity; False when one exists from another attempt."""
+        with self._errors(LEDGER):
+            try:
+                self._submit(LEDGER, [("create", entity)])
+                return True
+            except HttpResponseError as exc:
+                if _code(exc) != "EntityAlreadyExists":
+                    raise
+        # Ours if a retried request had created it before its answer was lost.
+        current = self._get(LEDGER, entity["PartitionKey"], entity["RowKey"])
+        return current is not None and current.get("attempt") == entity["attempt"]
+
+    def _forget(self, partition: str, row: str, attempt: str,
+                written: list[tuple[str, list[str]]]) -> None:
+        """Best effort: delete this attempt's rollup rows unless it committed after all.
+
+        The rows are invisible anyway; this only keeps the table tidy.
+        """
+        if not written:
+            return
+        with contextlib.suppress(Exception):
+            current = self._get(LEDGER, partition, row)
+            if current is not None and current.get("attempt") == attempt:
+                return
+            for part, rows in written:
+                self._submit(ROLLUPS, [("delete", {"PartitionKey": part, "RowKey": r})
+                                       for r in rows])
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def reports(self, *, domain: str | None = None, since: str | None = None,
+                kind: str | None = None) -> Iterator[LedgerEntry]:
+        clauses: list[str] = []
+        parameters: dict[str, Any] = {}
+        if domain is not None:
+            clauses.append("PartitionKey eq @pk")
+            parameters["pk"] = _key(domain.lower())
+        if since is not None:
+            midnight = int(datetime.fromisoformat(since).replace(tzinfo=UTC).timestamp())
+            clauses.append(f"end_ts ge {midnight}L")  # an Int64 literal, as the property is
+        if kind is not None:
+            clauses.append("kind eq @kind")
+            parameters["kind"] = kind
+        entries = [_ledger_entry(e)
+                   for e in self._query(LEDGER, " and ".join(clauses), parameters)]
+        yield from sorted(entries, key=lambda e: (e.key.begin, e.key.end, e.key.kind,
+                                                  e.key.reporter, e.key.report_id,
+                                                  e.key.policy_domain))
+
+    def _committed(self, domain: str | None) -> dict[str, tuple[str, dict[str, str]]]:
+        """Per ledger partition: its policy domain and the committed attempt of each report."""
+        query, parameters = "kind eq @kind", {"kind": "aggregate"}
+        if domain is not None:
+            query += " and PartitionKey eq @pk"
+            parameters["pk"] = _key(domain.lower())
+        out: dict[str, tuple[str, dict[str, str]]] = {}
+        for e in self._query(LEDGER, query, parameters,
+                             select=["PartitionKey", "RowKey", "policy_domain", "attempt"]):
+            out.setdefault(e["PartitionKey"], (e["policy_domain"], {}))[1][e["RowKey"]] = (
+                e["attempt"])
+        return out
+
+    def rollups(self, *, domain: str | None = None,
+                since: str | None = None) -> Iterator[tuple[RollupKey, int]]:
+        """Rows summed per key at read time, counting only committed attempts; one (domain,
+        day) partition in memory at a time, in SqliteStore's order."""
+        committed = self._committed(domain)
+        for partition, (_, attempts) in sorted(committed.items(), key=lambda kv: kv[1][0]):
+            rows = self._query(ROLLUPS, "PartitionKey ge @low and PartitionKey lt @high",
+                               {"low": f"{partition}!{since or ''}", "high": f"{partition}!~"})
+            for _, day_rows in itertools.groupby(rows, key=lambda e: e["PartitionKey"]):
+                totals: dict[RollupKey, int] = {}
+                for e in day_rows:
+                    report, attempt = e["RowKey"].split("-", 2)[:2]
+                    if attempts.get(report) == attempt:
+                        key = _rollup_key(e)
+                        totals[key] = totals.get(key, 0) + _value(e["messages"])
+                yield from sorted(totals.items(), key=lambda kv: dataclasses.astuple(kv[0]))
+
+    # -- DNS cache (analysis.dnsevidence.DnsCache) ------------------------------------------
+
+    def get_answer(self, name: str, rdtype: str, now: float) -> Answer | None:
+        entity = self._get(DNS, *_dns_keys(name, rdtype))
+        if entity is None or not float(_value(entity["expires"])) > now:
+            return None
+        return Answer(name, rdtype, tuple(json.loads(_text(entity, "records"))),
+                      _text(entity, "canonical"), bool(entity["nxdomain"]),
+                      float(_value(entity["expires"])))
+
+    def put_answer(self, answer: Answer) -> None:
+        partition, row = _dns_keys(answer.name, answer.rdtype)
+        entity = {"PartitionKey": partition, "RowKey": row,
+                  **_props(name=answer.name, rdtype=answer.rdtype,
+                           records=json.dumps(answer.records), canonical=answer.canonical,
+                           nxdomain=answer.nxdomain, expires=float(answer.expires))}
+        with self._errors(DNS):
+            self._submit(DNS, [("upsert", entity, {"mode": UpdateMode.REPLACE})])
+
+    # -- inventory ----------------------------------------------------------------------------
+
+    def inventory(self, domain: str | None = None) -> dict[tuple[str, str], InventoryItem]:
+        query = "PartitionKey eq @pk" if domain is not None else None
+        parameters = {"pk": _key(domain.lower())} if domain is not None else None
+        items = sorted((_item(e) for e in self._query(INVENTORY, query, parameters)),
+                       key=lambda i: (i.policy_domain, i.service_key))
+        return {(i.policy_domain, i.service_key): i for i in items}
+
+    def note_seen(self, domain: str, service_key: str, first_seen: str, last_seen: str,
+                  messages: int, dmarc_pass: int, *, whole_history: bool = True) -> InventoryItem:
+        """Record a sender as seen; a new one starts `Pending`, a known one keeps its status.
+
+        Volumes change only from a look at the whole history (`whole_history`). A concurrent
+        writer is detected by the entity's ETag and the change is made again on fresh data.
+        """
+        domain = domain.lower()
+        partition, row = _key(domain), _key(service_key)
+        for _ in range(20):
+            current = self._get(INVENTORY, partition, row)
+            if current is None:
+                item = InventoryItem(domain, service_key, "Pending", None, first_seen,
+                                     last_seen, messages, dmarc_pass, None, None)
+                operation: Operation = ("create", {
+                    "PartitionKey": partition, "RowKey": row,
+                    **_props(**dataclasses.asdict(item))})
+            else:
+                old = _item(current)
+                volumes = {"messages": messages, "dmarc_pass": dmarc_pass} if whole_history \
+                    else {}
+                item = dataclasses.replace(old, first_seen=min(old.first_seen, first_seen),
+                                           last_seen=max(old.last_seen, last_seen), **volumes)
+                # MERGE: properties written by others (owner, decision) stay as they are.
+                operation = ("update", {
+                    "PartitionKey": partition, "RowKey": row,
+                    **_props(first_seen=item.first_seen, last_seen=item.last_seen,
+                             messages=item.messages, dmarc_pass=item.dmarc_pass)},
+                    {"mode": UpdateMode.MERGE, "etag": current.metadata["etag"],
+                     "match_condition": MatchConditions.IfNotModified})
+            with self._errors(INVENTORY):
+                try:
+                    self._submit(INVENTORY, [operation])
+                    return item
+                except HttpResponseError as exc:
+                    if _code(exc) not in _CONFLICTS:
+                        raise
+        raise StoreError(f"{self._name(INVENTORY)}: {domain} {service_key} keeps changing "
+                         "under concurrent writers")
+
+
+def table_store_from_settings(env: Mapping[str, str] | None = None, *,
+                              prefix: str = "dmarcbot") -> TableStore:
+    """The store the settings name: a connection string, or an account URL and managed identity.
+
+    `DMARCBOT_TABLES_CLIENT_ID` picks a user-assigned identity; without it the app's
+    system-assigned identity is used. ManagedIdentityCredential rather than
+    DefaultAzureCredential: in Azure it is the one that should work, and it fails plainly.
+    """
+    env = os.environ if env is None else env
+    conn = env.get(CONNECTION_ENV, "").strip()
+    url = env.get(ACCOUNT_URL_ENV, "").strip()
+    if conn and url:
+        raise StoreError(f"set {CONNECTION_ENV} or {ACCOUNT_URL_ENV}, not both")
+    if conn:
+        return TableStore.from_connection_string(conn, prefix=prefix)
+    if url:
+        from azure.identity import ManagedIdentityCredential  # only Azure needs azure-identity
+
+        client_id = env.get(CLIENT_ID_ENV, "").strip() or None
+        return TableStore.from_account(url, ManagedIdentityCredential(client_id=client_id),
+                                       prefix=prefix)
+    raise StoreError(f"Table Storage is not configured: set {ACCOUNT_URL_ENV} (with a managed "
+                     f"identity) or {CONNECTION_ENV} (a connection string)")
