@@ -5,9 +5,16 @@ which re-exports `app` from here. Triggers live in blueprints; nothing at import
 settings, secrets or the network.
 """
 
+import logging
+
 import azure.functions as func
 
 from function_app.mailbox_functions import bp as mailbox_functions
+
+# httpx logs every request's URL at INFO, and the Azure SDK its URLs and headers: with mailbox,
+# message ids and table keys (domains, IPs) in them. Warnings and errors still get through.
+for _name in ("httpx", "azure"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_blueprint(mailbox_functions)

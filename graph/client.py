@@ -46,11 +46,13 @@ class GraphConnection:
     client: GraphServiceClient
     adapter: GraphRequestAdapter
     http: httpx.AsyncClient
+    transport: httpx.AsyncHTTPTransport
     credential: MsalCredential
     base_url: str
 
     async def aclose(self) -> None:
         await self.http.aclose()
+        await self.transport.aclose()
 
     async def __aenter__(self) -> GraphConnection:
         return self
@@ -72,11 +74,15 @@ def connect(credential: MsalCredential, *, base_url: str = GRAPH_V1,
     from msgraph_core import GraphClientFactory
 
     verify: Any = ssl.create_default_context(cafile=str(ca_bundle)) if ca_bundle else True
-    http = httpx.AsyncClient(
+    # Our own transport: msgraph-core wraps it in a transport whose aclose() does nothing, so
+    # closing the client alone would leave the pool's sockets open.
+    transport = httpx.AsyncHTTPTransport(
         verify=verify,
-        headers={"Prefer": IMMUTABLE_IDS},
         limits=httpx.Limits(max_connections=max_concurrent,
-                            max_keepalive_connections=max_concurrent),
+                            max_keepalive_connections=max_concurrent))
+    http = httpx.AsyncClient(
+        transport=transport,
+        headers={"Prefer": IMMUTABLE_IDS},
         # waiting for one of the 4 connections is the design, not a fault: no pool timeout
         timeout=httpx.Timeout(60.0, pool=None),
     )
@@ -89,5 +95,5 @@ def connect(credential: MsalCredential, *, base_url: str = GRAPH_V1,
                                                allowed_hosts=[host])
     adapter = GraphRequestAdapter(auth, client=http)
     adapter.base_url = base_url.rstrip("/")  # before the client copies it into its paths
-    return GraphConnection(GraphServiceClient(request_adapter=adapter), adapter, http, credential,
-                           adapter.base_url)
+    return GraphConnection(GraphServiceClient(request_adapter=adapter), adapter, http, transport,
+                           credential, adapter.base_url)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.dnslab.fixtures", "tests.azurite"]
+pytest_plugins = ["tests.dnslab.fixtures", "tests.azurite", "tests.fakes.fixtures"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT.parent / "shared" / "samples" / "real-world"

@@ -1,0 +1,383 @@
+"""The shared mailbox, read with the real msal and msgraph-sdk from fake Entra ID and Graph.
+
+The fakes are HTTPS servers on loopback that refuse what Graph would not route (the route table
+comes from the installed msgraph-sdk), so every request here is one the real service accepts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from analysis import Limits
+from function_app.mailjob import MailResult, ingest_mail, ingest_queued, open_mailbox, run_mailbox
+from function_app.settings import MailboxSettings, SettingsError, mailbox_settings
+from graph.client import RetryPolicy
+from graph.errors import CredentialError
+from graph.mailbox import Mailbox
+from store import SqliteStore
+from tests.builders import aggregate_xml, forwarded, gzipped, record_xml, report_email, zipped
+from tests.fakes.entra import FakeEntra
+from tests.fakes.fixtures import TENANT_ID
+from tests.fakes.graph import FakeGraph
+from tests.fakes.mailbox import FileAttachment, ItemAttachment
+from tests.fakes.tls import TestCA
+
+MAILBOX = "dmarc@contoso.com"
+CLIENT_ID = "3f1c1a52-5b1e-4b7b-9a59-6b0c4ad0e0d1"
+SECRET = "dev-secret-that-must-never-be-logged"
+FAST = RetryPolicy(max_retries=2, delay=0)
+
+
+def env_for(entra: FakeEntra, graph: FakeGraph, test_ca: TestCA, **extra: str) -> dict[str, str]:
+    return {
+        "DMARCBOT_TENANT_ID": TENANT_ID,
+        "DMARCBOT_CLIENT_ID": CLIENT_ID,
+        "DMARCBOT_CLIENT_SECRET": SECRET,
+        "DMARCBOT_MAILBOX": MAILBOX,
+        "DMARCBOT_GRAPH_URL": graph.base_url,
+        "DMARCBOT_AUTHORITY_HOST": entra.authority.rsplit("/", 1)[0],
+        "DMARCBOT_CA_BUNDLE": str(test_ca.ca_pem),
+        **extra,
+    }
+
+
+@pytest.fixture
+def settings(entra: FakeEntra, graph: FakeGraph, test_ca: TestCA) -> MailboxSettings:
+    entra.add_client(CLIENT_ID, secret=SECRET)
+    graph.add_mailbox(MAILBOX)
+    return mailbox_settings(env_for(entra, graph, test_ca))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SqliteStore:
+    with SqliteStore(tmp_path / "s.sqlite3") as s:
+        yield s  # type: ignore[misc]
+
+
+def report(report_id: str, *records: tuple[str, int], org: str = "Example Receiver") -> bytes:
+    return aggregate_xml("".join(record_xml(ip, n) for ip, n in records), report_id=report_id,
+                         org=org)
+
+
+def run(settings: MailboxSettings, store: SqliteStore, limits: Limits | None = None,
+        retry: RetryPolicy = FAST) -> list[MailResult]:
+    async def go() -> list[MailResult]:
+        async with open_mailbox(settings, retry=retry) as mailbox:
+            return await run_mailbox(mailbox, store, limits or Limits())
+
+    return asyncio.run(go())
+
+
+def totals(store: SqliteStore) -> tuple[int, int]:
+    return len(list(store.reports())), sum(n for _, n in store.rollups())
+
+
+def folder(graph: FakeGraph, name: str) -> list[str]:
+    box = graph.mailbox(MAILBOX)
+    assert box is not None
+    return [m.internet_message_id for m in box.messages_in(name)]
+
+
+def add(graph: FakeGraph, *attachments: FileAttachment | ItemAttachment, mid: str,
+        body: str = "") -> str:
+    box = graph.mailbox(MAILBOX)
+    assert box is not None
+    return box.add_message(internet_message_id=mid, attachments=attachments, body=body,
+                           subject="Report domain: contoso.com")
+
+
+def assert_well_behaved(graph: FakeGraph) -> None:
+    """What every run must hold to: routable requests, immutable ids, 4 in flight, no delete."""
+    assert graph.rejected == [] and graph.unimplemented == []
+    assert graph.deleted == []
+    assert graph.requests
+    for request in graph.requests:
+        assert request.headers.get("prefer") == 'IdType="ImmutableId"', request.path
+        assert request.headers.get("authorization") == "<redacted>"
+    assert max(graph.max_in_flight.values()) <= 4
+
+
+# -- every kind of report e-mail -----------------------------------------------------------------
+
+
+def test_every_attachment_kind_is_read_and_the_mail_sorted(
+        settings: MailboxSettings, graph: FakeGraph, store: SqliteStore) -> None:
+    add(graph, FileAttachment("google.com!contoso.com!1.xml", report("x", ("192.0.2.1", 1)),
+                              "text/xml"), mid="<xml@r>")
+    add(graph, FileAttachment("r.xml.gz", gzipped(report("g", ("192.0.2.2", 2))),
+                              "application/gzip"), mid="<gz@r>")
+    add(graph, FileAttachment("r.zip", zipped(("a.xml", report("z1", ("192.0.2.3", 4))),
+                                              ("b.xml", report("z2", ("192.0.2.4", 8)))),
+                              "application/zip"), mid="<zip@r>")
+    add(graph, FileAttachment("fwd.eml", report_email(gzipped(report("e", ("192.0.2.5", 16)))),
+                              "message/rfc822"), mid="<eml@r>")
+    add(graph, ItemAttachment("Report", forwarded(report_email(gzipped(
+        report("i", ("192.0.2.6", 32)))))), mid="<item@r>")
+    # a logo beside the report is not a report, and that is fine
+    add(graph, FileAttachment("logo.png", b"\x89PNG\r\n\x1a\n" + bytes(64), "image/png",
+                              is_inline=True),
+        FileAttachment("r.xml", report("l", ("192.0.2.7", 64)), "application/octet-stream"),
+        mid="<logo@r>")
+
+    results = run(settings, store)
+
+    assert {r.message: r.status for r in results} == {
+        "<xml@r>": "processed", "<gz@r>": "processed", "<zip@r>": "processed",
+        "<eml@r>": "processed", "<item@r>": "processed", "<logo@r>": "processed"}
+    assert totals(store) == (7, 127)
+    assert folder(graph, "inbox") == []
+    assert len(folder(graph, "Processed")) == 6
+    assert_well_behaved(graph)
+    # listing asks only for the fields it uses, oldest first, with the attachments' metadata
+    listing = next(r for r in graph.requests if r.path.endswith("/messages"))
+    assert listing.query["$orderby"] == "receivedDateTime asc"
+    assert set(listing.query["$select"].split(",")) == {
+        "id", "parentFolderId", "receivedDateTime", "internetMessageId"}
+    assert "contentBytes" not in listing.query["$expand"]
+
+
+def test_a_report_in_the_body_is_read_from_the_whole_message(
+        settings: MailboxSettings, graph: FakeGraph, store: SqliteStore) -> None:
+    add(graph, mid="<body@r>", body=report("b", ("192.0.2.9", 5)).decode())
+    (result,) = run(settings, store)
+    assert result.status == "processed"
+    assert totals(store) == (1, 5)
+
+
+def test_a_bad_report_goes_to_failed_with_the_reason_and_nothing_is_stored(
+        settings: MailboxSettings, graph: FakeGraph, store: SqliteStore) -> None:
+    truncated = gzipped(report("t", ("192.0.2.1", 3)))[:-40]
+    add(graph, FileAttachment("broken.xml.gz", truncated, "application/gzip"), mid="<bad@r>")
+    add(graph, FileAttachment("invoice.pdf", b"%PDF-1.7\n" + bytes(100), "application/pdf"),
+        mid="<pdf@r>")
+
+    results = {r.message: r for r in run(settings, store)}
+
+    assert results["<bad@r>"].status == "failed"
+    assert results["<pdf@r>"].status == "failed"
+    assert totals(store) == (0, 0)
+    box = graph.mailbox(MAILBOX)
+    assert box is not None
+    failed = {m.internet_message_id: m.categories for m in box.messages_in("Failed")}
+    (bad,) = failed["<bad@r>"]
+    assert bad.startswith("dmarcbot: <bad@r>/broken.xml.gz: ") and len(bad) <= 255
+    assert failed["<pdf@r>"][0].startswith("dmarcbot: ")
+    assert "not a" in failed["<pdf@r>"][0] or "no DMARC" in failed["<pdf@r>"][0]
+    assert folder(graph, "inbox") == []
+    assert_well_behaved(graph)
+
+
+def test_a_report_mailed_twice_is_stored_once(
+        settings: MailboxSettings, graph: FakeGraph, store: SqliteStore) -> None:
+    data = gzipped(report("twice", ("192.0.2.1", 7)))
+    add(graph, FileAttachment("a.xml.gz", data), mid="<first@r>")
+    add(graph, ItemAttachment("Fwd", report_email(data)), mid="<again@r>")
+
+    results = run(settings, store)
+
+    statuses = Counter(o.status for r in results for o in r.outcomes)
+    assert statuses == {"stored": 1, "duplicate": 1}
+    assert {r.status for r in results} == {"processed"}
+    assert totals(store) == (1, 7)
+
+
+def test_a_second_run_over_the_same_mail_stores_nothing_twice(
+        settings: MailboxSettings, graph: FakeGraph, store: SqliteStore) -> None:
+    for n in range(12):
+        add(graph, FileAttachment(f"{n}.xml", report(f"r{n}", ("192.0.2.1", n + 1))),
+            mid=f"<{n}@r>")
+    run(settings, store)
+    first = totals(store)
+    # a person moves everything back to the inbox, say to try again
+    box = graph.mailbox(MAILBOX)
+    assert box is not None
+    inbox = box.resolve_folder("inbox")
+    assert inbox is not None
+    for message in box.messages_in("Processed"):
+        box.move(box.find(message.id), inbox, new_immutable=False)  # type: ignore[arg-type]
+    again = run(settings, store)
+    assert {o.status for r in again for o in r.outcomes} == {"duplicate"}
+    assert totals(store) == first == (12, 78)
+    assert len(folder(graph, "Processed")) == 12
+
+
+def test_pages_are_followed_oldest_first(
+        settings: MailboxSettings, graph: FakeGraph, store: SqliteStore) -> None:
+    import datetime as dt
+
+    box = graph.mailbox(MAILBOX)
+    assert box is not None
+    start = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    for n in reversed(range(120)):  # added newest first
+        box.add_message(received=start + dt.timedelta(minutes=n), internet_message_id=f"<{n}@r>",
+                        attachments=[FileAttachment("r.xml", report(f"p{n}", ("192.0.2.1", 1)))])
+
+    async def listed() -> list[str | None]:
+        async with open_mailbox(settings, retry=FAST) as mailbox:
+            return [ref.internet_message_id async for ref in mailbox.messages()]
+
+    assert asyncio.run(listed()) == [f"<{n}@r>" for n in range(120)]
+    pages = [r for r in graph.requests if r.path.endswith("/messages")]
+    assert len(pages) == 3 and "$skiptoken" in pages[1].query
+
+
+# -- limits --------------------------------------------------------------------------------------
+
+
+def test_an_attachment_over_the_size_limit_is_refused_before_download(
+        settings: MailboxSettings, graph: FakeGraph, store: SqliteStore) -> None:
+    big = gzipped(report("big", *((f"192.0.2.{n}", 1) for n in range(1, 200))))
+    add(graph, FileAttachment("big.xml.gz", big), mid="<big@r>")
+    (result,) = run(settings, store, Limits(max_input_bytes=len(big) - 1))
+    assert result.status == "failed" and "max_input_bytes" in (result.reason or "")
+    assert not any(r.path.endswith("/$value") for r in graph.requests)
+    assert totals(store) == (0, 0)
+
+
+def test_a_forwarded_item_is_cut_off_while_streaming_when_too_big(
+        settings: MailboxSettings, graph: FakeGraph, store: SqliteStore) -> None:
+    mime = report_email(report("fw", *((f"192.0.2.{n}", 1) for n in range(1, 250))),
+                        content_type="text/xml", filename="r.xml")
+    add(graph, ItemAttachment("Fwd", mime), mid="<fw@r>")
+    (result,) = run(settings, store, Limits(max_input_bytes=4096))
+    assert result.status == "failed" and "max_input_bytes" in (result.reason or "")
+    assert totals(store) == (0, 0)
+
+
+# -- Graph's ways of saying no -------------------------------------------------------------------
+
+
+def test_throttling_and_unavailable_answers_are_retried(
+        settings: MailboxSettings, graph: FakeGraph, store: SqliteStore) -> None:
+    add(graph, FileAttachment("r.xml", report("t", ("192.0.2.1", 2))), mid="<t@r>")
+    graph.inject(429, path_contains="/messages", method="GET", headers={"Retry-After": "0"})
+    graph.inject(503, path_contains="/$value")
+    graph.inject(504, path_contains="/move")
+    (result,) = run(settings, store)
+    assert result.status == "processed"
+    assert totals(store) == (1, 2)
+    retried = [r for r in graph.requests if "retry-attempt" in r.headers]
+    assert len(retried) == 3
+
+
+def test_an_expired_token_is_replaced(entra: FakeEntra, settings: MailboxSettings,
+                                      graph: FakeGraph, store: SqliteStore) -> None:
+    add(graph, FileAttachment("r.xml", report("a", ("192.0.2.1", 1))), mid="<a@r>")
+    run(settings, store)
+    issued = entra.issued_tokens
+    entra.expire_all()  # msal still holds the token in its cache, and believes it good
+    add(graph, FileAttachment("r.xml", report("b", ("192.0.2.1", 1))), mid="<b@r>")
+    (result,) = run(settings, store)
+    assert result.status == "processed"
+    assert entra.issued_tokens == issued + 1
+    assert totals(store) == (2, 2)
+
+
+def test_folders_are_reused_and_a_concurrent_create_is_not_an_error(
+        settings: MailboxSettings, graph: FakeGraph, store: SqliteStore,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    box = graph.mailbox(MAILBOX)
+    assert box is not None
+    box.add_folder("Processed")
+    add(graph, FileAttachment("r.xml", report("a", ("192.0.2.1", 1))), mid="<a@r>")
+    add(graph, FileAttachment("r.txt", b"not a report"), mid="<b@r>")
+    # another instance creates `Failed` between our look and our create: Graph answers 409
+    real_find = Mailbox._find_folder
+    looks: list[str] = []
+
+    async def racing_find(self: Mailbox, name: str) -> str | None:
+        looks.append(name)
+        if name == "Failed" and looks.count("Failed") == 1:
+            box.add_folder("Failed")  # type: ignore[union-attr]
+            return None
+        return await real_find(self, name)
+
+    monkeypatch.setattr(Mailbox, "_find_folder", racing_find)
+    results = run(settings, store)
+    assert sorted(r.status for r in results) == ["failed", "processed"]
+    assert [f.display_name for f in box.folders()].count("Processed") == 1
+    assert [f.display_name for f in box.folders()].count("Failed") == 1
+    assert len(folder(graph, "Failed")) == 1
+
+
+def test_a_move_that_changes_the_id_is_followed(
+        settings: MailboxSettings, graph: FakeGraph, store: SqliteStore) -> None:
+    graph.ids_change_on_move = True
+    old = add(graph, FileAttachment("r.xml", report("a", ("192.0.2.1", 1))), mid="<a@r>")
+
+    async def go() -> tuple[str, MailResult]:
+        async with open_mailbox(settings, retry=FAST) as mailbox:
+            (ref,) = [r async for r in mailbox.messages()]
+            assert (await ingest_mail(mailbox, ref, store, Limits())).status == "processed"
+            # the queue delivers the same id again: the old id is gone, which means done
+            return ref.id, await ingest_queued(mailbox, ref.id, store, Limits(), attempt=2)
+
+    listed_id, again = asyncio.run(go())
+    assert again.status == "skipped"
+    (moved,) = graph.mailbox(MAILBOX).messages_in("Processed")  # type: ignore[union-attr]
+    assert moved.immutable_id != listed_id and moved.id != old
+    assert totals(store) == (1, 1)
+
+
+# -- credentials ---------------------------------------------------------------------------------
+
+
+def test_a_certificate_credential_gets_a_token(
+        entra: FakeEntra, graph: FakeGraph, test_ca: TestCA, tmp_path: Path,
+        store: SqliteStore) -> None:
+    cert = test_ca.issue_client_certificate()
+    entra.add_client(CLIENT_ID, certificate_pem=cert.cert_pem)
+    graph.add_mailbox(MAILBOX)
+    pem = tmp_path / "app.pem"
+    pem.write_text(cert.private_key_pem + cert.cert_pem)
+    env = env_for(entra, graph, test_ca, DMARCBOT_CERTIFICATE_PATH=str(pem))
+    del env["DMARCBOT_CLIENT_SECRET"]
+    add(graph, FileAttachment("r.xml", report("c", ("192.0.2.1", 3))), mid="<c@r>")
+    (result,) = run(mailbox_settings(env), store)
+    assert result.status == "processed"
+
+
+def test_a_refused_secret_names_entras_error_code_and_never_the_secret(
+        entra: FakeEntra, graph: FakeGraph, test_ca: TestCA, store: SqliteStore,
+        caplog: pytest.LogCaptureFixture) -> None:
+    entra.add_client(CLIENT_ID, secret="the-right-one")
+    graph.add_mailbox(MAILBOX)
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(CredentialError) as raised:
+        run(mailbox_settings(env_for(entra, graph, test_ca)), store)
+    assert raised.value.code == "invalid_client"
+    assert "AADSTS7000215" in str(raised.value) and SECRET not in str(raised.value)
+    assert SECRET not in caplog.text
+    assert "client secret" in caplog.text  # the warning that secrets are for development only
+
+
+def test_settings_name_what_is_missing_or_contradictory() -> None:
+    with pytest.raises(SettingsError, match="DMARCBOT_CERTIFICATE_PATH"):
+        mailbox_settings({"DMARCBOT_TENANT_ID": "t", "DMARCBOT_CLIENT_ID": "c"})
+    with pytest.raises(SettingsError, match="DMARCBOT_MAILBOX is missing"):
+        mailbox_settings({"DMARCBOT_TENANT_ID": "t", "DMARCBOT_CLIENT_ID": "c",
+                          "DMARCBOT_CLIENT_SECRET": "s"})
+    with pytest.raises(SettingsError, match="DMARCBOT_TENANT_ID is missing"):
+        mailbox_settings({"DMARCBOT_CLIENT_SECRET": "s", "DMARCBOT_MAILBOX": "a@b.c"})
+    with pytest.raises(SettingsError, match="use one credential"):
+        mailbox_settings({"DMARCBOT_CLIENT_SECRET": "s", "DMARCBOT_CERTIFICATE_PATH": "/x.pem"})
+
+
+def test_logs_hold_no_secret_token_subject_or_report_content(
+        entra: FakeEntra, settings: MailboxSettings, graph: FakeGraph, store: SqliteStore,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import function_app  # noqa: F401  (quiets httpx and the Azure SDK, as the app does)
+
+    caplog.set_level(logging.DEBUG)
+    add(graph, FileAttachment("r.xml", report("secretive", ("198.51.100.77", 9),
+                                              org="Confidential Receiver")), mid="<l@r>")
+    run(settings, store)
+    text = caplog.text
+    for leak in (SECRET, "198.51.100.77", "Confidential Receiver", "Report domain",
+                 graph.mailbox(MAILBOX).messages_in("Processed")[0].id):  # type: ignore[union-attr]
+        assert leak not in text, leak
