@@ -9,7 +9,7 @@ import logging
 
 import azure.functions as func
 
-from function_app.mailbox_functions import bp as mailbox_functions
+from function_app import mailbox_functions
 
 # httpx logs every request's URL at INFO, and the Azure SDK its URLs and headers: with mailbox,
 # message ids and table keys (domains, IPs) in them. Warnings and errors still get through.
@@ -17,4 +17,4 @@ for _name in ("httpx", "azure"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
-app.register_blueprint(mailbox_functions)
+app.register_blueprint(mailbox_functions.bp)

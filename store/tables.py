@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 CONNECTION_ENV = "DMARCBOT_TABLES_CONNECTION"
 ACCOUNT_URL_ENV = "DMARCBOT_TABLES_ACCOUNT_URL"
 CLIENT_ID_ENV = "DMARCBOT_TABLES_CLIENT_ID"
+PREFIX_ENV = "DMARCBOT_TABLES_PREFIX"
 
 LEDGER, ROLLUPS, INVENTORY, DNS = "reports", "rollups", "inventory", "dnscache"
 
@@ -566,15 +567,20 @@ class TableStore:
                          "under concurrent writers")
 
 
-def table_store_from_settings(env: Mapping[str, str] | None = None, *,
-                              prefix: str = "dmarcbot") -> TableStore:
+def table_store_from_settings(env: Mapping[str, str] | None = None) -> TableStore:
     """The store the settings name: a connection string, or an account URL and managed identity.
 
     `DMARCBOT_TABLES_CLIENT_ID` picks a user-assigned identity; without it the app's
     system-assigned identity is used. ManagedIdentityCredential rather than
     DefaultAzureCredential: in Azure it is the one that should work, and it fails plainly.
+    `DMARCBOT_TABLES_PREFIX` (default `dmarcbot`) starts every table's name, so several
+    deployments can share one storage account.
     """
     env = os.environ if env is None else env
+    prefix = env.get(PREFIX_ENV, "").strip() or "dmarcbot"
+    if not _PREFIX.fullmatch(prefix):
+        raise StoreError(f"{PREFIX_ENV} {prefix!r} is not a table name prefix (a letter, then "
+                         "letters and digits, at most 54)")
     conn = env.get(CONNECTION_ENV, "").strip()
     url = env.get(ACCOUNT_URL_ENV, "").strip()
     if conn and url:

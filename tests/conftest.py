@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.dnslab.fixtures", "tests.azurite", "tests.fakes.fixtures"]
+pytest_plugins = ["tests.dnslab.fixtures", "tests.azurite", "tests.fakes.fixtures",
+                  "tests.mailbox_env"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT.parent / "shared" / "samples" / "real-world"

@@ -22,35 +22,10 @@ from graph.mailbox import Mailbox
 from store import SqliteStore
 from tests.builders import aggregate_xml, forwarded, gzipped, record_xml, report_email, zipped
 from tests.fakes.entra import FakeEntra
-from tests.fakes.fixtures import TENANT_ID
 from tests.fakes.graph import FakeGraph
 from tests.fakes.mailbox import FileAttachment, ItemAttachment
 from tests.fakes.tls import TestCA
-
-MAILBOX = "dmarc@contoso.com"
-CLIENT_ID = "3f1c1a52-5b1e-4b7b-9a59-6b0c4ad0e0d1"
-SECRET = "dev-secret-that-must-never-be-logged"
-FAST = RetryPolicy(max_retries=2, delay=0)
-
-
-def env_for(entra: FakeEntra, graph: FakeGraph, test_ca: TestCA, **extra: str) -> dict[str, str]:
-    return {
-        "DMARCBOT_TENANT_ID": TENANT_ID,
-        "DMARCBOT_CLIENT_ID": CLIENT_ID,
-        "DMARCBOT_CLIENT_SECRET": SECRET,
-        "DMARCBOT_MAILBOX": MAILBOX,
-        "DMARCBOT_GRAPH_URL": graph.base_url,
-        "DMARCBOT_AUTHORITY_HOST": entra.authority.rsplit("/", 1)[0],
-        "DMARCBOT_CA_BUNDLE": str(test_ca.ca_pem),
-        **extra,
-    }
-
-
-@pytest.fixture
-def settings(entra: FakeEntra, graph: FakeGraph, test_ca: TestCA) -> MailboxSettings:
-    entra.add_client(CLIENT_ID, secret=SECRET)
-    graph.add_mailbox(MAILBOX)
-    return mailbox_settings(env_for(entra, graph, test_ca))
+from tests.mailbox_env import CLIENT_ID, FAST, MAILBOX, SECRET, env_for
 
 
 @pytest.fixture

@@ -555,17 +555,20 @@ def test_settings_choose_the_connection(azurite: Azurite,
     with table_store_from_settings({"DMARCBOT_TABLES_ACCOUNT_URL": url,
                                     "DMARCBOT_TABLES_CLIENT_ID": "1234"}) as store:
         assert store.path == f"{url}/dmarcbot"
-    with table_store_from_settings({"DMARCBOT_TABLES_ACCOUNT_URL": url}, prefix="p2") as store:
+    with table_store_from_settings({"DMARCBOT_TABLES_ACCOUNT_URL": url,
+                                    "DMARCBOT_TABLES_PREFIX": "p2"}) as store:
         assert store.path == f"{url}/p2"
     assert made == [{"client_id": "1234"}, {"client_id": None}]
     conn = {"DMARCBOT_TABLES_CONNECTION": azurite.connection_string}
-    with table_store_from_settings(conn, prefix=unique_prefix()) as store:
+    with table_store_from_settings({**conn, "DMARCBOT_TABLES_PREFIX": unique_prefix()}) as store:
         assert store.path.startswith(f"http://127.0.0.1:{azurite.table_port}/{ACCOUNT}/")
         assert KEY not in store.path and list(store.reports()) == []
     with pytest.raises(StoreError, match=r"DMARCBOT_TABLES_ACCOUNT_URL.*_CONNECTION"):
         table_store_from_settings({})
     with pytest.raises(StoreError, match="not both"):
         table_store_from_settings({**conn, "DMARCBOT_TABLES_ACCOUNT_URL": url})
+    with pytest.raises(StoreError, match="DMARCBOT_TABLES_PREFIX"):
+        table_store_from_settings({**conn, "DMARCBOT_TABLES_PREFIX": "no-dashes"})
 
 
 def test_what_does_not_fit_an_entity_is_cut_with_a_note() -> None:
