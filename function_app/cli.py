@@ -38,7 +38,7 @@ from function_app.pipeline import (
     Outcome,
     domain_posture,
     find_senders,
-    identify_recent,
+    identify_domains,
     ingest_paths,
 )
 from store import SqliteStore, StoreError
@@ -345,18 +345,18 @@ def cmd_demo(args: argparse.Namespace, limits: Limits) -> int:
 
 def cmd_run(args: argparse.Namespace, limits: Limits) -> int:
     """The scheduled job, once: bring new reports in, then name the senders in them."""
-    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     with _open_store(args) as store:
         evidence = _evidence(args, store)
         if args.source == "graph":
-            status = asyncio.run(_run_graph(store, limits))
+            status, outcomes = asyncio.run(_run_graph(store, limits))
         else:
-            status = 0
+            outcomes = []
             for outcome in ingest_paths([args.source], store, limits):
                 print(_outcome_line(outcome), flush=True)
-                status = 1 if outcome.status == "rejected" else status
-        verdicts = asyncio.run(identify_recent(store, load_catalog(), evidence,
-                                               stored_since=started))
+                outcomes.append(outcome)
+            status = 1 if any(o.status == "rejected" for o in outcomes) else 0
+        new = {o.domain for o in outcomes if o.status == "stored" and o.domain}
+        verdicts = asyncio.run(identify_domains(store, load_catalog(), evidence, new))
         inventory = store.inventory()
         pending = [v for v in verdicts if v.needs_decision
                    and inventory[v.domain, v.service_key].status == "Pending"]
@@ -367,7 +367,7 @@ def cmd_run(args: argparse.Namespace, limits: Limits) -> int:
     return status
 
 
-async def _run_graph(store: SqliteStore, limits: Limits) -> int:
+async def _run_graph(store: SqliteStore, limits: Limits) -> tuple[int, list[Outcome]]:
     from function_app.mailjob import open_mailbox, run_mailbox
     from function_app.settings import SettingsError, mailbox_settings
     from graph.errors import GraphError
@@ -381,12 +381,13 @@ async def _run_graph(store: SqliteStore, limits: Limits) -> int:
             results = await run_mailbox(mailbox, store, limits)
     except GraphError as exc:
         _say(f"dmarcbot: error: {config.address}: {exc}")
-        return 1
+        return 1, []
     for result in results:
         reports = sum(o.status in ("stored", "duplicate") for o in result.outcomes)
         detail = f": {result.reason}" if result.reason else f": {reports} reports"
         print(f"{result.status} {result.message}{detail}", flush=True)
-    return 1 if any(r.status in ("failed", "retry") for r in results) else 0
+    status = 1 if any(r.status in ("failed", "retry") for r in results) else 0
+    return status, [o for r in results for o in r.outcomes]
 
 
 # -- plumbing ----------------------------------------------------------------------------------

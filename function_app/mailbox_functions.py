@@ -17,7 +17,7 @@ from analysis import Limits
 from analysis.catalog import load_catalog
 from analysis.dnsevidence import DnsEvidence, make_resolver
 from function_app import mailjob
-from function_app.pipeline import identify_recent
+from function_app.pipeline import domains_stored_since, identify_domains
 from function_app.settings import mailbox_settings, nameservers
 from store import Store
 
@@ -43,8 +43,9 @@ async def poll_mailbox(timer: func.TimerRequest, mail: func.Out[list[str]]) -> N
     log.info("queued %d report e-mails%s", len(ids), " (past due)" if timer.past_due else "")
     yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     with app_store() as store:
-        await identify_recent(store, load_catalog(), dns_evidence(store),
-                              stored_since=yesterday.isoformat())
+        domains = domains_stored_since(store, yesterday.isoformat())
+        await identify_domains(store, load_catalog(), dns_evidence(store), domains)
+    log.info("named the senders of %d domains with new reports", len(domains))
 
 
 @bp.function_name("ingest_mail")

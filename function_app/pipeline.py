@@ -12,6 +12,7 @@ from analysis import Limits, RejectedInput, iter_files, read_reports
 from analysis.catalog import Catalog
 from analysis.dnsevidence import DnsEvidence
 from analysis.posture import Posture, assess
+from analysis.rollup import ledger_key
 from analysis.senders import analyse_rollups
 from analysis.verdicts import ServiceVerdict
 from store import Store
@@ -28,6 +29,7 @@ class Outcome:
     kind: str | None = None
     reason: str | None = None  # the one-line rejection, for `rejected`
     rule: str | None = None  # which rule refused it (analysis.errors), for `rejected`
+    domain: str | None = None  # the report's policy domain
     errors: int = 0  # problems recovered from while reading (skipped records, XML repairs)
 
 
@@ -43,7 +45,8 @@ def ingest_input(source: str | os.PathLike[str] | bytes, store: Store, limits: L
         for report in read_reports(source, limits, name=name):
             status = store.add_report(report)
             log.info("%s report %s from %s", status, report.kind, report.source)
-            yield Outcome(report.source, status, report.kind, errors=len(report.errors))
+            yield Outcome(report.source, status, report.kind, errors=len(report.errors),
+                          domain=ledger_key(report).policy_domain)
     except RejectedInput as exc:
         log.warning("rejected input (%s)", exc.rule)
         yield Outcome(exc.source or label, "rejected", reason=str(exc), rule=exc.rule)
@@ -92,19 +95,21 @@ async def domain_posture(store: Store, catalog: Catalog, dns: DnsEvidence, domai
     return await assess(domain, dns, services, by_service, catalog)
 
 
-async def identify_recent(store: Store, catalog: Catalog, dns: DnsEvidence | None, *,
-                          stored_since: str) -> list[ServiceVerdict]:
-    """Name the senders of every domain that received a report stored since `stored_since`.
+def domains_stored_since(store: Store, stamp: str) -> set[str]:
+    """Policy domains with an aggregate report stored at or after `stamp` (ISO 8601, UTC)."""
+    return {entry.key.policy_domain for entry in store.reports(kind="aggregate")
+            if entry.stored_at >= stamp}
 
-    The scheduled job runs this after ingesting, so a new sender reaches the inventory (and
-    from there its owner) without a person running anything. Each such domain is looked at over
-    its whole history, so inventory volumes stay whole.
+
+async def identify_domains(store: Store, catalog: Catalog, dns: DnsEvidence | None,
+                           domains: Iterable[str]) -> list[ServiceVerdict]:
+    """Name the senders of each domain that has new reports, so a new sender reaches the
+    inventory (and from there its owner) without a person running anything.
+
+    Each domain is looked at over its whole history, so inventory volumes stay whole.
     """
-    domains = sorted({entry.key.policy_domain for entry in store.reports(kind="aggregate")
-                      if entry.stored_at >= stored_since})
     verdicts: list[ServiceVerdict] = []
-    for domain in domains:
+    for domain in sorted(set(domains)):
         services, _ = await find_senders(store, catalog, dns, domain=domain)
         verdicts.extend(services)
-    log.info("identified senders of %d domains with new reports", len(domains))
     return verdicts

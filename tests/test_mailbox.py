@@ -21,8 +21,9 @@ from graph.errors import CredentialError
 from graph.mailbox import Mailbox
 from store import SqliteStore
 from tests.builders import aggregate_xml, forwarded, gzipped, record_xml, report_email, zipped
-from tests.fakes.entra import FakeEntra
+from tests.fakes.entra import FakeEntra, FakeManagedIdentity
 from tests.fakes.graph import FakeGraph
+from tests.fakes.identity import FakeIdentityEndpoint
 from tests.fakes.mailbox import FileAttachment, ItemAttachment
 from tests.fakes.tls import TestCA
 from tests.mailbox_env import CLIENT_ID, FAST, MAILBOX, SECRET, env_for
@@ -315,6 +316,25 @@ def test_a_certificate_credential_gets_a_token(
     add(graph, FileAttachment("r.xml", report("c", ("192.0.2.1", 3))), mid="<c@r>")
     (result,) = run(mailbox_settings(env), store)
     assert result.status == "processed"
+
+
+def test_the_managed_identity_vouches_for_the_app(
+        entra: FakeEntra, graph: FakeGraph, test_ca: TestCA, store: SqliteStore,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    identity = FakeManagedIdentity(issuer=f"{entra.authority}/v2.0")
+    entra.add_client(CLIENT_ID, federated=[identity.credential()])  # no secret, no certificate
+    graph.add_mailbox(MAILBOX)
+    add(graph, FileAttachment("r.xml", report("f", ("192.0.2.1", 2))), mid="<f@r>")
+    managed_identity = "9d0c8a9e-6f57-4c41-9f3e-2f1d8a7c6b5a"
+    with FakeIdentityEndpoint(identity, managed_identity) as endpoint:
+        monkeypatch.setenv("IDENTITY_ENDPOINT", endpoint.url)  # what the Functions host sets
+        monkeypatch.setenv("IDENTITY_HEADER", endpoint.header)
+        env = env_for(entra, graph, test_ca, DMARCBOT_MANAGED_IDENTITY_CLIENT_ID=managed_identity)
+        del env["DMARCBOT_CLIENT_SECRET"]
+        (result,) = run(mailbox_settings(env), store)
+    assert result.status == "processed"
+    assert [(q["resource"], q["client_id"]) for q in endpoint.requests] == [
+        ("api://AzureADTokenExchange", managed_identity)]
 
 
 def test_a_refused_secret_names_entras_error_code_and_never_the_secret(
