@@ -355,7 +355,8 @@ def cmd_run(args: argparse.Namespace, limits: Limits) -> int:
                 print(_outcome_line(outcome), flush=True)
                 outcomes.append(outcome)
             status = 1 if any(o.status == "rejected" for o in outcomes) else 0
-        new = {o.domain for o in outcomes if o.status == "stored" and o.domain}
+        new = {o.domain for o in outcomes
+               if o.status == "stored" and o.kind == "aggregate" and o.domain}
         verdicts = asyncio.run(identify_domains(store, load_catalog(), evidence, new))
         inventory = store.inventory()
         pending = [v for v in verdicts if v.needs_decision

@@ -7,6 +7,7 @@ stay in the mailbox until read). Settings are read when a function runs, never a
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ from analysis.catalog import load_catalog
 from analysis.dnsevidence import DnsEvidence, make_resolver
 from function_app import mailjob
 from function_app.pipeline import domains_stored_since, identify_domains
-from function_app.settings import mailbox_settings, nameservers
+from function_app.settings import SettingsError, mailbox_settings, nameservers
 from store import Store
 
 log = logging.getLogger("dmarcbot.functions")
@@ -36,16 +37,16 @@ async def poll_mailbox(timer: func.TimerRequest, mail: func.Out[list[str]]) -> N
     A message queued twice (still waiting from the last tick) is harmless: the second attempt
     finds it sorted already, or finds its reports stored already.
     """
-    async with mailjob.open_mailbox(mailbox_settings()) as mailbox:
-        ids = [ref.id async for ref in mailbox.messages()]
+    mailbox = mailjob.shared_mailbox(mailbox_settings())
+    ids = await mailbox.message_ids()
     if ids:
         mail.set([json.dumps({"id": message_id}) for message_id in ids])
     log.info("queued %d report e-mails%s", len(ids), " (past due)" if timer.past_due else "")
-    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
-    with app_store() as store:
-        domains = domains_stored_since(store, yesterday.isoformat())
-        await identify_domains(store, load_catalog(), dns_evidence(store), domains)
-    log.info("named the senders of %d domains with new reports", len(domains))
+    try:
+        await name_new_senders()
+    except Exception as exc:  # the queue output is only written if this function returns
+        log.error("naming senders failed (%s); the next tick tries again", type(exc).__name__,
+                  exc_info=log.isEnabledFor(logging.DEBUG))
 
 
 @bp.function_name("ingest_mail")
@@ -56,13 +57,19 @@ async def ingest_mail(msg: func.QueueMessage) -> None:
     if message_id is None:
         log.error("queue message %s is not {\"id\": ...}; dropped", msg.id)
         return
-    attempt = msg.dequeue_count or 1
-    with app_store() as store:
-        async with mailjob.open_mailbox(mailbox_settings()) as mailbox:
-            result = await mailjob.ingest_queued(mailbox, message_id, store, Limits.from_env(),
-                                                 attempt=attempt)
-    log.info("%s %s%s", result.status, result.message,
-             f" ({result.reason})" if result.reason else "")
+    mailbox = mailjob.shared_mailbox(mailbox_settings())
+    result = await mailjob.ingest_queued(mailbox, message_id, app_store(), Limits.from_env(),
+                                         attempt=msg.dequeue_count or 1)
+    log.info("%s %s", result.status, result.message)
+
+
+async def name_new_senders() -> None:
+    """Identification over the domains with reports stored since yesterday (UTC)."""
+    store = app_store()
+    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    domains = domains_stored_since(store, yesterday.isoformat())
+    await identify_domains(store, load_catalog(), dns_evidence(store), domains)
+    log.info("named the senders of %d domains with new reports", len(domains))
 
 
 def queued_id(body: bytes) -> str | None:
@@ -74,8 +81,10 @@ def queued_id(body: bytes) -> str | None:
     return message_id if isinstance(message_id, str) and message_id else None
 
 
+@functools.cache
 def app_store() -> Store:
-    """The app's store: Azure Table Storage (see store.tables for its settings)."""
+    """The app's store, Azure Table Storage (store.tables names its settings), one per process:
+    its clients, credential and tables are made once, not per invocation."""
     from store.tables import table_store_from_settings
 
     return table_store_from_settings(os.environ)
@@ -83,5 +92,8 @@ def app_store() -> Store:
 
 def dns_evidence(store: Store) -> DnsEvidence:
     servers = nameservers()
-    resolver = None if servers is None else make_resolver(servers)
+    try:
+        resolver = None if servers is None else make_resolver(servers)
+    except ValueError as exc:
+        raise SettingsError(f"app setting DMARCBOT_NAMESERVERS: {exc}") from None
     return DnsEvidence(resolver, cache=store)

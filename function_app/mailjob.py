@@ -10,10 +10,13 @@ deleted.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import logging
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
 from analysis import Limits
@@ -21,7 +24,7 @@ from function_app.pipeline import Outcome, ingest_input
 from function_app.settings import MailboxSettings
 from graph.client import GraphConnection, RetryPolicy, connect
 from graph.credentials import credential_for
-from graph.errors import GraphError, NotFound, TooLarge
+from graph.errors import GraphError, TooLarge
 from graph.mailbox import Mailbox, MailRef
 from store import Store
 
@@ -50,30 +53,70 @@ class MailResult:
 async def open_mailbox(settings: MailboxSettings, *, retry: RetryPolicy | None = None,
                        http_client: Any = None) -> AsyncIterator[Mailbox]:
     """The configured mailbox over a Graph connection that lives as long as the block."""
-    credential = credential_for(settings.credential, http_client=http_client)
-    graph: GraphConnection = connect(credential, base_url=settings.graph_url,
-                                     ca_bundle=settings.credential.ca_bundle,
-                                     retry=retry or RetryPolicy())
+    graph = _connect(settings, retry, http_client)
     async with graph:
         yield Mailbox(graph, settings.address, settings.folders)
 
 
-async def ingest_mail(mailbox: Mailbox, ref: MailRef, store: Store, limits: Limits) -> MailResult:
+def shared_mailbox(settings: MailboxSettings) -> Mailbox:
+    """The mailbox every invocation on this event loop shares (the Functions worker has one).
+
+    Sharing one connection makes its pool the limit of 4 requests in flight for the whole
+    worker process, not per invocation, and keeps folder ids and TLS sessions between calls.
+    """
+    loop = asyncio.get_running_loop()
+    mailboxes = _shared.setdefault(loop, {})
+    if settings not in mailboxes:
+        graph = _connect(settings, None, None)
+        mailboxes[settings] = Mailbox(graph, settings.address, settings.folders)
+    return mailboxes[settings]
+
+
+async def close_shared_mailboxes() -> None:
+    """Close this event loop's shared connections (when a worker or a test is done with it)."""
+    for mailbox in _shared.pop(asyncio.get_running_loop(), {}).values():
+        await mailbox.graph.aclose()
+
+
+_shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[MailboxSettings, Mailbox]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _connect(settings: MailboxSettings, retry: RetryPolicy | None,
+             http_client: Any) -> GraphConnection:
+    credential = credential_for(settings.credential, http_client=http_client)
+    return connect(credential, base_url=settings.graph_url,
+                   ca_bundle=settings.credential.ca_bundle, retry=retry or RetryPolicy())
+
+
+# Reading and storing reports is CPU and (for Table Storage) blocking I/O: it runs on one
+# thread of its own, so Graph requests keep flowing meanwhile, and the store is used by one
+# thread at a time.
+_STORE_THREAD = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dmarcbot-store")
+
+
+async def ingest_message(mailbox: Mailbox, ref: MailRef, store: Store,
+                         limits: Limits) -> MailResult:
     """Store every report in one message, then sort it. Graph errors propagate (retry later)."""
     outcomes: list[Outcome] = []
-    if not ref.attachments:  # a report sent as the body: read the whole message
-        data = await _download(mailbox.message_bytes(ref, limits.max_input_bytes), ref.label,
-                               outcomes)
-        if data is not None:
-            outcomes.extend(ingest_input(data, store, limits, name=ref.label))
-    for attachment in ref.attachments:
-        label = f"{ref.label}/{attachment.name}"
-        data = await _download(mailbox.attachment_bytes(ref, attachment, limits.max_input_bytes),
-                               label, outcomes)
-        if data is not None:
-            outcomes.extend(ingest_input(data, store, limits, name=label))
+    limit = limits.max_input_bytes
+    parts: list[tuple[str, Callable[[], Awaitable[bytes]]]] = [
+        (f"{ref.label}/{a.name}", functools.partial(mailbox.attachment_bytes, ref, a, limit))
+        for a in ref.attachments]
+    if not parts:  # a report sent as the body: read the whole message
+        parts = [(ref.label, functools.partial(mailbox.message_bytes, ref, limit))]
+    loop = asyncio.get_running_loop()
+    for label, download in parts:
+        try:
+            data = await download()
+        except TooLarge as exc:
+            outcomes.append(Outcome(label, "rejected", reason=f"{label}: {exc}", rule="limit"))
+            continue
+        outcomes += await loop.run_in_executor(_STORE_THREAD, _ingest, data, store, limits,
+                                               label)
     reason = _failure(outcomes)
-    await mailbox.move(ref, "failed" if reason else "processed", reason=reason)
+    await mailbox.mark(ref, reason)
+    await mailbox.move(ref, "failed" if reason else "processed")
     status: MailStatus = "failed" if reason else "processed"
     log.info("%s %s: %d reports stored, %d duplicates", status, ref.label,
              sum(o.status == "stored" for o in outcomes),
@@ -81,12 +124,8 @@ async def ingest_mail(mailbox: Mailbox, ref: MailRef, store: Store, limits: Limi
     return MailResult(ref.label, status, tuple(outcomes), reason)
 
 
-async def _download(request: Any, label: str, outcomes: list[Outcome]) -> bytes | None:
-    try:
-        return await request
-    except TooLarge as exc:
-        outcomes.append(Outcome(label, "rejected", reason=f"{label}: {exc}", rule="limit"))
-        return None
+def _ingest(data: bytes, store: Store, limits: Limits, label: str) -> list[Outcome]:
+    return list(ingest_input(data, store, limits, name=label))
 
 
 def _failure(outcomes: list[Outcome]) -> str | None:
@@ -108,63 +147,59 @@ def _failure(outcomes: list[Outcome]) -> str | None:
 
 async def ingest_queued(mailbox: Mailbox, message_id: str, store: Store, limits: Limits, *,
                         attempt: int, max_attempts: int = MAX_DEQUEUE_COUNT) -> MailResult:
-    """One queued message: as `ingest_mail`, after checking it still waits to be sorted.
+    """One queued message: as `ingest_message`, if it still waits to be sorted.
 
     A failure raises so the queue tries again, except on the last attempt, which files the
-    message under `Failed` with the error instead of leaving it for the poison queue.
+    message under `Failed` with the error instead of leaving it for the poison queue (and the
+    timer re-queueing it forever).
     """
     try:
-        ref = await mailbox.message(message_id)
-    except NotFound:
-        return MailResult(f"message {message_id[-12:]}", "skipped", reason="no longer in the "
-                          "mailbox")
-    if not await mailbox.waiting(ref):
-        return MailResult(ref.label, "skipped", reason="sorted already")
-    try:
-        return await ingest_mail(mailbox, ref, store, limits)
+        ref = await mailbox.waiting_message(message_id)
+        if ref is None:
+            return MailResult(MailRef(message_id).label, "skipped", reason="sorted already")
+        return await ingest_message(mailbox, ref, store, limits)
     except Exception as exc:
         if attempt < max_attempts:
             raise
+        ref = MailRef(message_id)  # enough to label and move it, whatever failed above
         reason = f"gave up after {attempt} attempts: {_one_line(exc)}"
-        log.error("%s: %s", ref.label, reason)
-        await mailbox.move(ref, "failed", reason=reason)
+        log.error("%s: gave up after %d attempts (%s %s)", ref.label, attempt,
+                  type(exc).__name__, getattr(exc, "code", None) or "")
+        await mailbox.mark(ref, reason)
+        await mailbox.move(ref, "failed")
         return MailResult(ref.label, "failed", reason=reason)
 
 
 async def run_mailbox(mailbox: Mailbox, store: Store, limits: Limits, *,
                       workers: int = 8) -> list[MailResult]:
-    """Every message waiting in the mailbox, listed and ingested concurrently.
+    """Every message waiting in the mailbox, listed first, then ingested concurrently.
 
-    Listing pages and the messages' downloads overlap; the Graph connection's pool keeps at
-    most 4 requests in flight, and more workers than that keep all 4 busy while one parses.
-    A message whose Graph calls fail stays where it is for the next run.
+    The connection's pool keeps at most 4 requests in flight; more workers than that keep
+    all 4 busy while one waits for its reports to be stored. A message whose Graph calls fail
+    stays where it is for the next run.
     """
-    queue: asyncio.Queue[MailRef | None] = asyncio.Queue(maxsize=workers * 4)
+    waiting = await mailbox.messages()
+    queue: asyncio.Queue[MailRef] = asyncio.Queue()
+    for ref in waiting:
+        queue.put_nowait(ref)
     results: list[MailResult] = []
 
-    async def lister() -> None:
-        try:
-            async for ref in mailbox.messages():
-                await queue.put(ref)
-        finally:
-            for _ in range(workers):
-                await queue.put(None)
-
     async def worker() -> None:
-        while (ref := await queue.get()) is not None:
+        while not queue.empty():
+            ref = queue.get_nowait()
             try:
-                results.append(await ingest_mail(mailbox, ref, store, limits))
+                results.append(await ingest_message(mailbox, ref, store, limits))
             except GraphError as exc:
                 log.warning("%s left for the next run: %s", ref.label, exc)
                 results.append(MailResult(ref.label, "retry", reason=_one_line(exc)))
 
-    tasks = [asyncio.create_task(lister())]
-    tasks += [asyncio.create_task(worker()) for _ in range(workers)]
+    tasks = [asyncio.create_task(worker()) for _ in range(workers)]
     try:
         await asyncio.gather(*tasks)
     finally:
         for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
     return results
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -45,6 +46,7 @@ class SettingsError(Exception):
     """An app setting is missing or wrong; the message names it."""
 
 
+_GUID = re.compile(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _CREDENTIAL_SETTINGS = ("DMARCBOT_CERTIFICATE_PATH", "DMARCBOT_MANAGED_IDENTITY_CLIENT_ID",
                         "DMARCBOT_CLIENT_SECRET")
 
@@ -84,14 +86,18 @@ def mailbox_settings(environ: Mapping[str, str] | None = None) -> MailboxSetting
         ca_bundle=Path(ca_bundle) if ca_bundle else None,
     )
     address = _required(env, "DMARCBOT_MAILBOX", "the shared mailbox's address")
-    if "@" not in address:
-        raise SettingsError(f"app setting DMARCBOT_MAILBOX is not an e-mail address: {address!r}")
-    folders = Folders(
-        source=env.get("DMARCBOT_MAILBOX_FOLDER", "").strip() or "inbox",
-        processed=env.get("DMARCBOT_PROCESSED_FOLDER", "").strip() or "Processed",
-        failed=env.get("DMARCBOT_FAILED_FOLDER", "").strip() or "Failed",
-    )
-    return MailboxSettings(address, folders, credential,
+    if "@" not in address and not _GUID.fullmatch(address):
+        raise SettingsError("app setting DMARCBOT_MAILBOX is neither an e-mail address nor an "
+                            f"object id: {address!r}")
+    folders = [env.get(name, "").strip() for name in (
+        "DMARCBOT_MAILBOX_FOLDER", "DMARCBOT_PROCESSED_FOLDER", "DMARCBOT_FAILED_FOLDER")]
+    chosen = Folders(source=folders[0] or "inbox", processed=folders[1] or "Processed",
+                     failed=folders[2] or "Failed")
+    names = [chosen.source.casefold(), chosen.processed.casefold(), chosen.failed.casefold()]
+    if len(set(names)) < 3:
+        raise SettingsError("app settings DMARCBOT_MAILBOX_FOLDER, DMARCBOT_PROCESSED_FOLDER and "
+                            "DMARCBOT_FAILED_FOLDER must name three different folders")
+    return MailboxSettings(address, chosen, credential,
                            env.get("DMARCBOT_GRAPH_URL", "").strip() or GRAPH_V1)
 
 

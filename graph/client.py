@@ -51,14 +51,26 @@ class GraphConnection:
     base_url: str
 
     async def aclose(self) -> None:
-        await self.http.aclose()
-        await self.transport.aclose()
+        try:
+            await self.http.aclose()
+        finally:
+            await self.transport.aclose()
 
     async def __aenter__(self) -> GraphConnection:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def graph_scope(base_url: str) -> str:
+    """The token scope for a Graph endpoint: its own host's `.default` (national clouds have
+    their own Graph hosts); an IP address or localhost (a test or a proxy) stands for the
+    public cloud's."""
+    host = urlsplit(base_url).hostname or ""
+    if host == "localhost" or host.replace(".", "").isdigit() or ":" in host:
+        return GRAPH_SCOPE
+    return f"https://{host}/.default"
 
 
 def connect(credential: MsalCredential, *, base_url: str = GRAPH_V1,
@@ -91,7 +103,7 @@ def connect(credential: MsalCredential, *, base_url: str = GRAPH_V1,
         delay=retry.delay, max_retries=retry.max_retries)
     http = GraphClientFactory.create_with_default_middleware(client=http, options=options)
     host = urlsplit(base_url).hostname or ""
-    auth = AzureIdentityAuthenticationProvider(credential, scopes=[GRAPH_SCOPE],
+    auth = AzureIdentityAuthenticationProvider(credential, scopes=[graph_scope(base_url)],
                                                allowed_hosts=[host])
     adapter = GraphRequestAdapter(auth, client=http)
     adapter.base_url = base_url.rstrip("/")  # before the client copies it into its paths

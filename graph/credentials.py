@@ -8,11 +8,14 @@ credential and reused by every invocation the worker process runs.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import functools
 import logging
 import re
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -62,15 +65,23 @@ class AppCredential:
 
 
 class MsalCredential:
-    """An azure.core `TokenCredential` over msal's confidential client (what kiota asks for)."""
+    """An async azure.core token credential over msal's confidential client (kiota's input).
+
+    msal is synchronous (requests), so a token request runs in a worker thread: a slow Entra
+    ID or identity endpoint must not stall the other invocations on the event loop.
+    """
 
     def __init__(self, app: Any, kind: CredentialKind) -> None:
         self._app = app
         self.kind = kind
         self._lock = threading.Lock()
 
-    def get_token(self, *scopes: str, claims: str | None = None, tenant_id: str | None = None,
-                  enable_cae: bool = False, **kwargs: Any) -> AccessToken:
+    async def get_token(self, *scopes: str, claims: str | None = None,
+                        tenant_id: str | None = None, enable_cae: bool = False,
+                        **kwargs: Any) -> AccessToken:
+        return await asyncio.to_thread(self.get_token_sync, *scopes, claims=claims)
+
+    def get_token_sync(self, *scopes: str, claims: str | None = None) -> AccessToken:
         with self._lock:  # one refresh at a time; msal answers the rest from its cache
             try:
                 result = self._app.acquire_token_for_client(
@@ -108,14 +119,15 @@ def credential_for(app: AppCredential, *, http_client: Any = None) -> MsalCreden
 
 def _build(app: AppCredential, http_client: Any) -> MsalCredential:
     import msal
-    import requests
 
     if http_client is None:
-        http_client = requests.Session()
+        http_client = _timely_session()
         if app.ca_bundle is not None:
             http_client.verify = str(app.ca_bundle)
-            # requests lets REQUESTS_CA_BUNDLE override `verify` unless the environment is ignored
+            # requests lets REQUESTS_CA_BUNDLE override `verify` unless the environment is
+            # ignored; proxies come from the environment still, as they would have
             http_client.trust_env = False
+            http_client.proxies = urllib.request.getproxies()
     if app.kind == "secret":
         log.warning("using a client secret for Microsoft Graph: fine for a development tenant, "
                     "use a certificate or the managed identity in production")
@@ -130,6 +142,17 @@ def _build(app: AppCredential, http_client: Any) -> MsalCredential:
     except (OSError, ValueError) as exc:
         raise CredentialError(f"cannot use the {app.kind} credential: {_first_line(exc)}") from None
     return MsalCredential(client, app.kind)
+
+
+def _timely_session() -> Any:
+    """A requests session whose calls time out: msal gives none to a session it is handed."""
+    import requests
+
+    session = requests.Session()
+    session.mount("https://", requests.adapters.HTTPAdapter(max_retries=1))
+    session.request = functools.partial(  # type: ignore[method-assign]
+        session.request, timeout=(5.0, 30.0))  # connect, read
+    return session
 
 
 def _proof(app: AppCredential, http_client: Any) -> Any:
@@ -167,7 +190,7 @@ def _managed_identity_assertion(app: AppCredential, http_client: Any) -> Callabl
     import msal
 
     identity: Any
-    if app.managed_identity_client_id in (None, "", "system"):
+    if app.managed_identity_client_id == "system":
         identity = msal.SystemAssignedManagedIdentity()
     else:
         identity = msal.UserAssignedManagedIdentity(client_id=app.managed_identity_client_id)

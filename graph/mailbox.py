@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
+import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,10 +30,11 @@ log = logging.getLogger("dmarcbot.graph")
 T = TypeVar("T")
 Destination = Literal["processed", "failed"]
 
-_ATTACHMENT_FIELDS = "id,name,contentType,size,isInline"
-_MESSAGE_FIELDS = ["id", "parentFolderId", "receivedDateTime", "internetMessageId"]
+_ATTACHMENT_FIELDS = "id,name,size"
+_MESSAGE_FIELDS = ["id", "internetMessageId", "categories"]
 _EXPAND = [f"attachments($select={_ATTACHMENT_FIELDS})"]
-MAX_CATEGORY = 255  # Outlook's limit on a category name
+CATEGORY_PREFIX = "dmarcbot: "
+MAX_CATEGORY = 255  # Outlook's limit on a category name, in UTF-16 code units
 _CHUNK = 1 << 16
 
 
@@ -44,8 +45,7 @@ class Attachment:
     id: str
     name: str
     kind: Literal["file", "item"]
-    size: int
-    inline: bool
+    size: int  # as Graph reports it: a little over the content's size
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -53,15 +53,16 @@ class MailRef:
     """A message in the mailbox and its attachments' metadata."""
 
     id: str
-    folder_id: str | None
-    received: dt.datetime | None
-    internet_message_id: str | None
-    attachments: tuple[Attachment, ...]
+    internet_message_id: str | None = None
+    attachments: tuple[Attachment, ...] = ()
+    categories: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
         """How logs and the ledger name the message: its Message-ID, never its subject."""
-        return self.internet_message_id or f"message {self.id[-12:]}"
+        if self.internet_message_id:
+            return self.internet_message_id
+        return f"message #{hashlib.sha256(self.id.encode()).hexdigest()[:12]}"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -88,8 +89,20 @@ class Mailbox:
 
     # -- listing ---------------------------------------------------------------------------------
 
-    async def messages(self, *, page_size: int = 50) -> AsyncIterator[MailRef]:
-        """Every message in the source folder, oldest first, page by page."""
+    async def message_ids(self, *, page_size: int = 1000) -> list[str]:
+        """The ids of every message waiting in the source folder, oldest first (for the queue)."""
+        return [ref.id async for ref in self._list(["id"], None, page_size)]
+
+    async def messages(self, *, page_size: int = 100) -> list[MailRef]:
+        """Every message waiting in the source folder, oldest first, with its attachments' sizes.
+
+        The whole listing is read before anything is moved: a nextLink is a position in the
+        folder, so moving messages while paging would skip some.
+        """
+        return [ref async for ref in self._list(_MESSAGE_FIELDS, _EXPAND, page_size)]
+
+    async def _list(self, fields: list[str], expand: list[str] | None,
+                    page_size: int) -> AsyncIterator[MailRef]:
         from kiota_abstractions.base_request_configuration import RequestConfiguration
         from msgraph.generated.users.item.mail_folders.item.messages.messages_request_builder import (  # noqa: E501
             MessagesRequestBuilder,
@@ -97,8 +110,7 @@ class Mailbox:
 
         builder = self._user.mail_folders.by_mail_folder_id(self.folders.source).messages
         query = MessagesRequestBuilder.MessagesRequestBuilderGetQueryParameters(
-            select=_MESSAGE_FIELDS, orderby=["receivedDateTime asc"], top=page_size,
-            expand=_EXPAND)
+            select=fields, orderby=["receivedDateTime asc"], top=page_size, expand=expand)
         page = await self._call(lambda: builder.get(RequestConfiguration(query_parameters=query)))
         while page is not None:
             for message in page.value or ():
@@ -108,28 +120,27 @@ class Mailbox:
             # Graph's nextLink is absolute and followed verbatim
             page = await self._call(builder.with_url(page.odata_next_link).get)
 
-    async def message(self, message_id: str) -> MailRef:
-        """One message by id; `NotFound` when it has been moved or deleted since it was listed."""
+    async def waiting_message(self, message_id: str) -> MailRef | None:
+        """The message if it still waits in the source folder; None once it has been sorted.
+
+        Asked of the source folder itself: immutable ids survive moves, so a message found by id
+        anywhere in the mailbox may have been sorted already.
+        """
         from kiota_abstractions.base_request_configuration import RequestConfiguration
-        from msgraph.generated.users.item.messages.item.message_item_request_builder import (
+        from msgraph.generated.users.item.mail_folders.item.messages.item.message_item_request_builder import (  # noqa: E501
             MessageItemRequestBuilder,
         )
 
         query = MessageItemRequestBuilder.MessageItemRequestBuilderGetQueryParameters(
             select=_MESSAGE_FIELDS, expand=_EXPAND)
-        builder = self._user.messages.by_message_id(message_id)
-        message = await self._call(
-            lambda: builder.get(RequestConfiguration(query_parameters=query)))
-        if message is None:
-            raise NotFound("the message is gone", status=404)
-        return _mail_ref(message)
-
-    async def waiting(self, ref: MailRef) -> bool:
-        """Whether the message is still in the source folder, not yet sorted by an earlier run.
-
-        Immutable ids survive moves, so finding a message by id does not mean it still waits.
-        """
-        return ref.folder_id == await self._source_id()
+        builder = self._user.mail_folders.by_mail_folder_id(
+            self.folders.source).messages.by_message_id(message_id)
+        try:
+            message = await self._call(
+                lambda: builder.get(RequestConfiguration(query_parameters=query)))
+        except NotFound:
+            return None
+        return _mail_ref(message) if message is not None else None
 
     # -- downloading -----------------------------------------------------------------------------
 
@@ -140,8 +151,8 @@ class Mailbox:
         when the bytes outgrow it (for an item, Graph's size is not the MIME's size).
         """
         if attachment.kind == "file" and attachment.size > limit:
-            raise TooLarge(f"{attachment.size} bytes, over the input size limit of {limit} bytes "
-                           "(max_input_bytes)")
+            raise TooLarge(f"Graph reports {attachment.size} bytes, over the input size limit of "
+                           f"{limit} bytes (max_input_bytes)")
         return await self._download(
             f"/users/{_q(self.address)}/messages/{_q(ref.id)}/attachments/{_q(attachment.id)}"
             "/$value", limit)
@@ -181,46 +192,37 @@ class Mailbox:
 
     # -- sorting ---------------------------------------------------------------------------------
 
-    async def move(self, ref: MailRef, to: Destination, *, reason: str | None = None) -> str:
-        """Move the message out of the source folder; returns its id in the new folder.
+    async def mark(self, ref: MailRef, reason: str | None) -> None:
+        """Put the reason a message failed into a category (None clears an old one).
 
-        For `failed`, the reason goes into a category first, so it travels with the message.
+        A person's own categories stay; only dmarcbot's is replaced, so a message moved back to
+        be read again loses the reason it failed last time once it succeeds.
         """
         from msgraph.generated.models.message import Message
+
+        wanted = [c for c in ref.categories if not c.startswith(CATEGORY_PREFIX)]
+        if reason is not None:
+            wanted.append(category(reason))
+        if wanted != list(ref.categories):
+            builder = self._user.messages.by_message_id(ref.id)
+            await self._call(lambda: builder.patch(Message(categories=wanted)))
+
+    async def move(self, ref: MailRef, to: Destination) -> None:
+        """Move the message out of the source folder into `Processed` or `Failed`."""
         from msgraph.generated.users.item.messages.item.move.move_post_request_body import (
             MovePostRequestBody,
         )
 
-        builder = self._user.messages.by_message_id(ref.id)
-        if reason is not None:
-            category = f"dmarcbot: {' '.join(reason.split())}"[:MAX_CATEGORY]
-            await self._call(lambda: builder.patch(Message(categories=[category])))
         folder = await self.folder_id(self.folders.failed if to == "failed"
                                       else self.folders.processed)
-        moved = await self._call(lambda: builder.move.post(
-            MovePostRequestBody(destination_id=folder)))
-        return moved.id if moved is not None and moved.id else ref.id
+        builder = self._user.messages.by_message_id(ref.id)
+        await self._call(lambda: builder.move.post(MovePostRequestBody(destination_id=folder)))
 
     async def folder_id(self, name: str) -> str:
         """The id of a top-level folder, created when missing (and cached)."""
         if name not in self._folder_ids:
             self._folder_ids[name] = await self._find_or_create(name)
         return self._folder_ids[name]
-
-    async def _source_id(self) -> str:
-        from kiota_abstractions.base_request_configuration import RequestConfiguration
-        from msgraph.generated.users.item.mail_folders.item.mail_folder_item_request_builder import (  # noqa: E501
-            MailFolderItemRequestBuilder,
-        )
-
-        if self.folders.source not in self._folder_ids:
-            query = MailFolderItemRequestBuilder.MailFolderItemRequestBuilderGetQueryParameters(
-                select=["id"])
-            builder = self._user.mail_folders.by_mail_folder_id(self.folders.source)
-            folder = await self._call(
-                lambda: builder.get(RequestConfiguration(query_parameters=query)))
-            self._folder_ids[self.folders.source] = folder.id if folder and folder.id else ""
-        return self._folder_ids[self.folders.source]
 
     async def _find_or_create(self, name: str) -> str:
         from msgraph.generated.models.mail_folder import MailFolder
@@ -255,7 +257,8 @@ class Mailbox:
         page = await self._call(lambda: self._user.mail_folders.get(
             RequestConfiguration(query_parameters=query)))
         for folder in (page.value if page else None) or ():
-            if folder.display_name == name and folder.id:
+            # Exchange folder names ignore case: `processed` is the `Processed` folder
+            if (folder.display_name or "").casefold() == name.casefold() and folder.id:
                 return folder.id
         return None
 
@@ -263,13 +266,14 @@ class Mailbox:
 
     async def _call(self, request: Callable[[], Awaitable[T]]) -> T:
         """Run an SDK request, translating its errors into graph.errors types."""
+        from kiota_abstractions.api_error import APIError
         from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
         async def once() -> T:
             try:
                 return await request()
-            except ODataError as exc:
-                code = exc.error.code if exc.error else None
+            except APIError as exc:  # ODataError, or a gateway's HTML page
+                code = exc.error.code if isinstance(exc, ODataError) and exc.error else None
                 raise _error(exc.response_status_code, code) from None
             except httpx.HTTPError as exc:
                 raise GraphError(f"cannot reach Microsoft Graph ({type(exc).__name__})") from None
@@ -295,10 +299,18 @@ def _mail_ref(message: Any) -> MailRef:
                 "#microsoft.graph.itemAttachment": "item"}.get(a.odata_type or "")
         if kind is None or not a.id:  # reference attachments are links, not content
             continue
-        attachments.append(
-            Attachment(a.id, a.name or "attachment", kind, a.size or 0, bool(a.is_inline)))
-    return MailRef(message.id, message.parent_folder_id, message.received_date_time,
-                   message.internet_message_id, tuple(attachments))
+        attachments.append(Attachment(a.id, a.name or "attachment", kind, a.size or 0))
+    return MailRef(message.id, message.internet_message_id, tuple(attachments),
+                   tuple(message.categories or ()))
+
+
+def category(reason: str) -> str:
+    """A category naming why a message failed: one line, no `,` or `;` (Outlook splits on
+    them), at most 255 UTF-16 code units."""
+    text = CATEGORY_PREFIX + " ".join(reason.replace(",", " ").replace(";", " ").split())
+    while len(text.encode("utf-16-le")) > 2 * MAX_CATEGORY:
+        text = text[:-1]
+    return text
 
 
 def _q(segment: str) -> str:
@@ -306,7 +318,8 @@ def _q(segment: str) -> str:
 
 
 def _error(status: int | None, code: str | None) -> GraphError:
-    cls = NotFound if status == 404 else GraphError
+    # only a missing item is "gone"; an unknown mailbox (ErrorInvalidUser) is a real error
+    cls = NotFound if status == 404 and code == "ErrorItemNotFound" else GraphError
     return cls(f"Microsoft Graph answered {status} {code or ''}".rstrip(), code=code,
                status=status)
 

@@ -38,7 +38,10 @@ class SqliteStore:
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            # one thread at a time, not always the one that opened it (the mailbox job stores
+            # from a thread of its own)
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30,
+                                       check_same_thread=False)
             self._db.execute("PRAGMA journal_mode = WAL")
             # WAL keeps the file consistent without a disk flush per commit (the DNS cache
             # commits once per answer).

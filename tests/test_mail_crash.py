@@ -2,9 +2,10 @@
 
 A crash is a `BaseException` no `except Exception` sees, as when the worker process dies. For
 each boundary in turn (after a download, in the middle of storing a report, after storing one,
-before a move, after a move) the queued mail is ingested until that boundary, the process "dies",
-and the queue delivers the message again. The totals must equal a clean run's, every e-mail must
-end in the folder a clean run puts it in, and no e-mail is ever deleted.
+before and after the failure reason is set, after the move) the queued mail is ingested up to
+that boundary, the process "dies", and the queue delivers the message again. The totals must
+equal a clean run's, every e-mail must end in the folder a clean run puts it in, and no e-mail
+is ever deleted.
 """
 
 from __future__ import annotations
@@ -91,26 +92,30 @@ def seed(graph: FakeGraph, address: str) -> None:
 def ingest_with_crash(settings: MailboxSettings, store: Store, crasher: Crasher,
                       monkeypatch: pytest.MonkeyPatch) -> int:
     """Every waiting e-mail through the queue path; a crash means a redelivery. Returns crashes."""
-    real_download, real_move = Mailbox._download, Mailbox.move
+    real_download, real_mark, real_move = Mailbox._download, Mailbox.mark, Mailbox.move
 
     async def download(self: Mailbox, path: str, limit: int) -> bytes:
         data = await real_download(self, path, limit)
         crasher.boundary("after fetch")
         return data
 
-    async def move(self: Mailbox, ref: Any, to: Any, *, reason: str | None = None) -> str:
-        crasher.boundary("before move")
-        moved = await real_move(self, ref, to, reason=reason)
+    async def mark(self: Mailbox, ref: Any, reason: str | None) -> None:
+        crasher.boundary("before mark")
+        await real_mark(self, ref, reason)
+        crasher.boundary("after mark")
+
+    async def move(self: Mailbox, ref: Any, to: Any) -> None:
+        await real_move(self, ref, to)
         crasher.boundary("after move")
-        return moved
 
     monkeypatch.setattr(Mailbox, "_download", download)
+    monkeypatch.setattr(Mailbox, "mark", mark)
     monkeypatch.setattr(Mailbox, "move", move)
     crashing = CrashingStore(store, crasher)
 
     async def list_ids() -> list[str]:
         async with open_mailbox(settings, retry=FAST) as mailbox:
-            return [ref.id async for ref in mailbox.messages()]
+            return await mailbox.message_ids()
 
     async def deliver(message_id: str, attempt: int) -> None:
         async with open_mailbox(settings, retry=FAST) as mailbox:  # a fresh worker process
@@ -170,7 +175,8 @@ def test_a_crash_at_any_step_then_a_retry_equals_a_clean_run(
     }
     assert [r[0] for r in clean["reports"]] == ["a", "b1", "b2"]  # type: ignore[union-attr]
     boundaries = set(walk.passed)
-    assert boundaries == {"after fetch", "mid-store", "after store", "before move", "after move"}
+    assert boundaries == {"after fetch", "mid-store", "after store", "before mark", "after mark",
+                          "after move"}
 
     for at in range(1, len(walk.passed) + 1):
         result, crasher, crashes = one_run(at)

@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from analysis import Limits
-from function_app.mailjob import MailResult, ingest_mail, ingest_queued, open_mailbox, run_mailbox
+from function_app.mailjob import (
+    MailResult,
+    ingest_message,
+    ingest_queued,
+    open_mailbox,
+    run_mailbox,
+)
 from function_app.settings import MailboxSettings, SettingsError, mailbox_settings
 from graph.client import RetryPolicy
 from graph.errors import CredentialError
@@ -112,8 +118,7 @@ def test_every_attachment_kind_is_read_and_the_mail_sorted(
     # listing asks only for the fields it uses, oldest first, with the attachments' metadata
     listing = next(r for r in graph.requests if r.path.endswith("/messages"))
     assert listing.query["$orderby"] == "receivedDateTime asc"
-    assert set(listing.query["$select"].split(",")) == {
-        "id", "parentFolderId", "receivedDateTime", "internetMessageId"}
+    assert set(listing.query["$select"].split(",")) == {"id", "internetMessageId", "categories"}
     assert "contentBytes" not in listing.query["$expand"]
 
 
@@ -195,7 +200,7 @@ def test_pages_are_followed_oldest_first(
 
     async def listed() -> list[str | None]:
         async with open_mailbox(settings, retry=FAST) as mailbox:
-            return [ref.internet_message_id async for ref in mailbox.messages()]
+            return [ref.internet_message_id for ref in await mailbox.messages(page_size=50)]
 
     assert asyncio.run(listed()) == [f"<{n}@r>" for n in range(120)]
     pages = [r for r in graph.requests if r.path.endswith("/messages")]
@@ -288,8 +293,8 @@ def test_a_move_that_changes_the_id_is_followed(
 
     async def go() -> tuple[str, MailResult]:
         async with open_mailbox(settings, retry=FAST) as mailbox:
-            (ref,) = [r async for r in mailbox.messages()]
-            assert (await ingest_mail(mailbox, ref, store, Limits())).status == "processed"
+            (ref,) = await mailbox.messages()
+            assert (await ingest_message(mailbox, ref, store, Limits())).status == "processed"
             # the queue delivers the same id again: the old id is gone, which means done
             return ref.id, await ingest_queued(mailbox, ref.id, store, Limits(), attempt=2)
 
@@ -373,6 +378,94 @@ def test_logs_hold_no_secret_token_subject_or_report_content(
                                               org="Confidential Receiver")), mid="<l@r>")
     run(settings, store)
     text = caplog.text
-    for leak in (SECRET, "198.51.100.77", "Confidential Receiver", "Report domain",
-                 graph.mailbox(MAILBOX).messages_in("Processed")[0].id):  # type: ignore[union-attr]
+    (message,) = graph.mailbox(MAILBOX).messages_in("Processed")  # type: ignore[union-attr]
+    assert "<l@r>" in text  # messages are named by their Message-ID
+    for leak in (SECRET, "198.51.100.77", "Confidential Receiver", "Report domain", MAILBOX,
+                 message.immutable_id[-12:], message.id[-12:]):
         assert leak not in text, leak
+
+
+def test_an_existing_folder_is_found_whatever_its_case(
+        settings: MailboxSettings, graph: FakeGraph, store: SqliteStore) -> None:
+    box = graph.mailbox(MAILBOX)
+    assert box is not None
+    box.add_folder("processed")  # a person made it, in lower case
+    add(graph, FileAttachment("r.xml", report("a", ("192.0.2.1", 1))), mid="<a@r>")
+    (result,) = run(settings, store)
+    assert result.status == "processed"
+    assert [f.display_name for f in box.folders()].count("Processed") == 0
+    assert len(box.messages_in("processed")) == 1
+
+
+def test_a_gateway_error_page_leaves_the_mail_for_the_next_run(
+        settings: MailboxSettings, graph: FakeGraph, store: SqliteStore) -> None:
+    add(graph, FileAttachment("r.xml", report("a", ("192.0.2.1", 1))), mid="<a@r>")
+    add(graph, FileAttachment("r.xml", report("b", ("192.0.2.1", 1))), mid="<b@r>")
+    graph.inject(502, path_contains="/move", body="<html><body>Bad gateway</body></html>",
+                 headers={"Content-Type": "text/html"})
+    results = {r.message: r for r in run(settings, store)}
+    assert sorted(r.status for r in results.values()) == ["processed", "retry"]
+    (retry,) = [r for r in results.values() if r.status == "retry"]
+    assert retry.reason == "Microsoft Graph answered 502"
+    assert len(folder(graph, "inbox")) == 1
+    assert totals(store) == (2, 2)  # stored already: the next run only moves it
+
+
+def test_retry_after_is_honoured(settings: MailboxSettings, graph: FakeGraph,
+                                 store: SqliteStore) -> None:
+    import time
+
+    add(graph, FileAttachment("r.xml", report("a", ("192.0.2.1", 1))), mid="<a@r>")
+    graph.inject(429, path_contains="/$value", headers={"Retry-After": "2"})
+    started = time.monotonic()
+    (result,) = run(settings, store)
+    assert result.status == "processed"
+    assert time.monotonic() - started >= 2.0
+
+
+def test_a_person_s_categories_stay_and_an_old_reason_goes_once_the_mail_is_read(
+        settings: MailboxSettings, graph: FakeGraph, store: SqliteStore) -> None:
+    box = graph.mailbox(MAILBOX)
+    assert box is not None
+    box.add_message(internet_message_id="<back@r>", categories=[
+        "Finance", "dmarcbot: <back@r>/r.xml: over the limit (max_input_bytes)"],
+        attachments=[FileAttachment("r.xml", report("a", ("192.0.2.1", 1)))])
+    (result,) = run(settings, store)
+    assert result.status == "processed"
+    (message,) = box.messages_in("Processed")
+    assert message.categories == ["Finance"]
+
+
+def test_a_category_is_one_line_without_separators_and_fits_outlook() -> None:
+    from graph.mailbox import category
+
+    text = category("a, b; c\n" + "\U0001F4E7" * 300)
+    assert text.startswith("dmarcbot: a b c \U0001F4E7")
+    assert "," not in text and ";" not in text and "\n" not in text
+    assert len(text.encode("utf-16-le")) <= 2 * 255
+
+
+def test_a_pfx_certificate_credential_gets_a_token(
+        entra: FakeEntra, graph: FakeGraph, test_ca: TestCA, tmp_path: Path,
+        store: SqliteStore) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import (
+        BestAvailableEncryption,
+        load_pem_private_key,
+        pkcs12,
+    )
+
+    cert = test_ca.issue_client_certificate()
+    entra.add_client(CLIENT_ID, certificate_pem=cert.cert_pem)
+    graph.add_mailbox(MAILBOX)
+    pfx = tmp_path / "app.pfx"
+    pfx.write_bytes(pkcs12.serialize_key_and_certificates(
+        b"dmarcbot", load_pem_private_key(cert.private_key_pem.encode(), None),  # type: ignore[arg-type]
+        x509.load_pem_x509_certificate(cert.cert_pem.encode()), None,
+        BestAvailableEncryption(b"pfx-password")))
+    env = env_for(entra, graph, test_ca, DMARCBOT_CERTIFICATE_PATH=str(pfx),
+                  DMARCBOT_CERTIFICATE_PASSWORD="pfx-password")
+    del env["DMARCBOT_CLIENT_SECRET"]
+    add(graph, FileAttachment("r.xml", report("p", ("192.0.2.1", 3))), mid="<p@r>")
+    (result,) = run(mailbox_settings(env), store)
+    assert result.status == "processed"

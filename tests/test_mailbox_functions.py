@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
-from function_app import mailbox_functions
+from function_app import mailbox_functions, mailjob
 from function_app.settings import SettingsError
 from graph.errors import GraphError
 from store.tables import table_store_from_settings
@@ -45,7 +46,7 @@ class Out:
 
 @pytest.fixture
 def app_env(monkeypatch: pytest.MonkeyPatch, entra: FakeEntra, graph: FakeGraph,
-            test_ca: TestCA, azurite: Any) -> dict[str, str]:
+            test_ca: TestCA, azurite: Any) -> Iterator[dict[str, str]]:
     entra.add_client(CLIENT_ID, secret=SECRET)
     graph.add_mailbox(MAILBOX)
     env = env_for(entra, graph, test_ca,
@@ -54,7 +55,9 @@ def app_env(monkeypatch: pytest.MonkeyPatch, entra: FakeEntra, graph: FakeGraph,
                   DMARCBOT_NAMESERVERS="none")
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    return env
+    mailbox_functions.app_store.cache_clear()  # one store per process: this test's settings
+    yield env
+    mailbox_functions.app_store.cache_clear()
 
 
 def sendgrid_report(report_id: str, count: int) -> bytes:
@@ -68,6 +71,17 @@ def queued(out: Out, attempt: int = 1) -> list[QueueMessage]:
             for n, body in enumerate(out.value or [])]
 
 
+def in_worker(scenario: Callable[[], Awaitable[None]]) -> None:
+    """Run as the Functions worker does: every invocation on one event loop, which lives on."""
+    async def main() -> None:
+        try:
+            await scenario()
+        finally:
+            await mailjob.close_shared_mailboxes()
+
+    asyncio.run(main())
+
+
 def test_timer_queues_ids_and_the_queue_trigger_ingests_each_mail(
         app_env: dict[str, str], graph: FakeGraph) -> None:
     box = graph.mailbox(MAILBOX)
@@ -77,33 +91,53 @@ def test_timer_queues_ids_and_the_queue_trigger_ingests_each_mail(
             FileAttachment(f"{n}.xml.gz", sendgrid_report(f"r{n}", 10 + n))])
     box.add_message(internet_message_id="<junk@r>",
                     attachments=[FileAttachment("x.txt", b"hello")])
+    first, second = Out(), Out()
 
-    out = Out()
-    asyncio.run(mailbox_functions.poll_mailbox(TimerRequest(past_due=False), out))
-    messages = queued(out)
-    assert len(messages) == 4
-    for message in messages:  # ids only: nothing of the report travels through the queue
+    async def scenario() -> None:
+        await mailbox_functions.poll_mailbox(TimerRequest(past_due=False), first)
+        messages = queued(first)
+        assert len(messages) == 4
+        # the host runs up to 4 at once (host.json batchSize)
+        await asyncio.gather(*(mailbox_functions.ingest_mail(m) for m in messages))
+        # the same ids delivered again (the timer ticked before the queue drained): no change
+        await asyncio.gather(*(mailbox_functions.ingest_mail(m)
+                               for m in queued(first, attempt=2)))
+        # the next tick queues nothing and names the senders of what arrived
+        await mailbox_functions.poll_mailbox(TimerRequest(past_due=True), second)
+
+    in_worker(scenario)
+
+    for message in queued(first):  # ids only: nothing of the report travels through the queue
         assert set(json.loads(message.get_body())) == {"id"}
-        asyncio.run(mailbox_functions.ingest_mail(message))
-    # the same ids delivered again (the timer ticked before the queue drained): no change
-    for message in queued(out, attempt=2):
-        asyncio.run(mailbox_functions.ingest_mail(message))
-
+    listing = next(r for r in graph.requests if r.path.endswith("/messages"))
+    assert listing.query["$select"] == "id" and listing.query["$top"] == "1000"
     assert [m.internet_message_id for m in box.messages_in("inbox")] == []
     assert len(box.messages_in("Processed")) == 3 and len(box.messages_in("Failed")) == 1
+    assert second.value is None
     with table_store_from_settings(app_env) as store:
         assert len(list(store.reports())) == 3
         assert sum(n for _, n in store.rollups()) == 33
-
-    # the next tick queues nothing and names the senders of what arrived
-    out = Out()
-    asyncio.run(mailbox_functions.poll_mailbox(TimerRequest(past_due=True), out))
-    assert out.value is None
-    with table_store_from_settings(app_env) as store:
         inventory = store.inventory("example.com")
     assert {(key, item.status) for key, item in inventory.items()} == {
         (("example.com", "sendgrid"), "Pending")}
     assert graph.deleted == [] and graph.rejected == []
+    # one connection for the whole worker: 4 requests in flight at most, across invocations
+    assert graph.max_in_flight[MAILBOX] <= 4
+    assert sum(r.path.endswith("/mailFolders") and not r.query for r in graph.requests) <= 2
+
+
+def test_naming_senders_failing_does_not_lose_the_queued_ids(
+        app_env: dict[str, str], graph: FakeGraph, monkeypatch: pytest.MonkeyPatch) -> None:
+    graph.mailbox(MAILBOX).add_message(  # type: ignore[union-attr]
+        attachments=[FileAttachment("r.xml.gz", sendgrid_report("x", 1))])
+
+    async def broken() -> None:
+        raise RuntimeError("DNS fell over")
+
+    monkeypatch.setattr(mailbox_functions, "name_new_senders", broken)
+    out = Out()
+    in_worker(lambda: mailbox_functions.poll_mailbox(TimerRequest(), out))
+    assert len(queued(out)) == 1
 
 
 def test_the_last_attempt_files_the_mail_under_failed(
@@ -113,16 +147,16 @@ def test_the_last_attempt_files_the_mail_under_failed(
     box.add_message(internet_message_id="<x@r>",
                     attachments=[FileAttachment("r.xml.gz", sendgrid_report("x", 1))])
     out = Out()
-    asyncio.run(mailbox_functions.poll_mailbox(TimerRequest(), out))
+    in_worker(lambda: mailbox_functions.poll_mailbox(TimerRequest(), out))
     graph.inject(500, path_contains="/$value", times=10)  # not retried by the SDK
 
     (first,) = queued(out, attempt=1)
     with pytest.raises(GraphError, match="500"):
-        asyncio.run(mailbox_functions.ingest_mail(first))  # the queue will try again
+        in_worker(lambda: mailbox_functions.ingest_mail(first))  # the queue will try again
     assert len(box.messages_in("inbox")) == 1
 
     (last,) = queued(out, attempt=5)
-    asyncio.run(mailbox_functions.ingest_mail(last))
+    in_worker(lambda: mailbox_functions.ingest_mail(last))
     (failed,) = box.messages_in("Failed")
     assert failed.categories == [
         "dmarcbot: gave up after 5 attempts: Microsoft Graph answered 500 InternalServerError"]
@@ -130,11 +164,28 @@ def test_the_last_attempt_files_the_mail_under_failed(
         assert list(store.reports()) == []
 
 
+def test_the_last_attempt_files_the_mail_even_when_it_cannot_be_read(
+        app_env: dict[str, str], graph: FakeGraph) -> None:
+    box = graph.mailbox(MAILBOX)
+    assert box is not None
+    box.add_message(internet_message_id="<y@r>",
+                    attachments=[FileAttachment("r.xml.gz", sendgrid_report("y", 1))])
+    out = Out()
+    in_worker(lambda: mailbox_functions.poll_mailbox(TimerRequest(), out))
+    graph.inject(500, method="GET", path_contains="/messages/", times=1)  # the look itself
+    (last,) = queued(out, attempt=5)
+    in_worker(lambda: mailbox_functions.ingest_mail(last))
+    (failed,) = box.messages_in("Failed")
+    assert failed.categories[0].startswith("dmarcbot: gave up after 5 attempts: ")
+
+
 def test_a_queue_message_without_an_id_is_dropped(app_env: dict[str, str],
                                                    graph: FakeGraph) -> None:
-    for body in (b"not json", b"[]", b'{"id": 7}', b'{"id": ""}'):
-        asyncio.run(mailbox_functions.ingest_mail(QueueMessage(id="q", body=body,
-                                                               dequeue_count=1)))
+    async def scenario() -> None:
+        for body in (b"not json", b"[]", b'{"id": 7}', b'{"id": ""}'):
+            await mailbox_functions.ingest_mail(QueueMessage(id="q", body=body, dequeue_count=1))
+
+    in_worker(scenario)
     assert graph.requests == []
 
 
@@ -142,4 +193,4 @@ def test_a_missing_setting_is_named(app_env: dict[str, str],
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DMARCBOT_MAILBOX")
     with pytest.raises(SettingsError, match="DMARCBOT_MAILBOX is missing"):
-        asyncio.run(mailbox_functions.poll_mailbox(TimerRequest(), Out()))
+        in_worker(lambda: mailbox_functions.poll_mailbox(TimerRequest(), Out()))
