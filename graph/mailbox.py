@@ -8,6 +8,7 @@ from a listing still names the message after a move.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import hashlib
@@ -82,6 +83,7 @@ class Mailbox:
         self.address = address
         self.folders = folders
         self._folder_ids: dict[str, str] = {}
+        self._folder_lock = asyncio.Lock()  # one look (and create) per folder, not one per worker
 
     @property
     def _user(self) -> UserItemRequestBuilder:
@@ -220,8 +222,9 @@ class Mailbox:
 
     async def folder_id(self, name: str) -> str:
         """The id of a top-level folder, created when missing (and cached)."""
-        if name not in self._folder_ids:
-            self._folder_ids[name] = await self._find_or_create(name)
+        async with self._folder_lock:
+            if name not in self._folder_ids:
+                self._folder_ids[name] = await self._find_or_create(name)
         return self._folder_ids[name]
 
     async def _find_or_create(self, name: str) -> str:
