@@ -75,11 +75,19 @@ class MsalCredential:
         self._app = app
         self.kind = kind
         self._lock = threading.Lock()
+        self._tokens: dict[tuple[str, ...], AccessToken] = {}
 
     async def get_token(self, *scopes: str, claims: str | None = None,
                         tenant_id: str | None = None, enable_cae: bool = False,
                         **kwargs: Any) -> AccessToken:
-        return await asyncio.to_thread(self.get_token_sync, *scopes, claims=claims)
+        # kiota asks before every request: answer from memory while the token has 5 minutes
+        # left, as msal's own cache would, without a trip to a thread
+        token = self._tokens.get(scopes)
+        if token is not None and claims is None and token.expires_on - time.time() > 300:
+            return token
+        token = await asyncio.to_thread(self.get_token_sync, *scopes, claims=claims)
+        self._tokens[scopes] = token
+        return token
 
     def get_token_sync(self, *scopes: str, claims: str | None = None) -> AccessToken:
         with self._lock:  # one refresh at a time; msal answers the rest from its cache
@@ -100,6 +108,7 @@ class MsalCredential:
     def invalidate(self) -> None:
         """Forget cached access tokens: Graph said the one we sent has expired or was revoked."""
         cache = self._app.token_cache
+        self._tokens.clear()
         with self._lock:
             for item in list(cache.search(cache.CredentialType.ACCESS_TOKEN)):
                 cache.remove_at(item)
