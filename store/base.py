@@ -43,6 +43,9 @@ class InventoryItem:
     dmarc_pass: int
     decided_by: str | None
     decided_at: str | None
+    asked_at: str | None = None  # when its owner was last sent the approval card
+    reminded_at: str | None = None  # when its owner was last reminded
+    alerted_at: str | None = None  # when its owner was last told a rejected sender still sends
 
 
 class Store(Protocol):
@@ -78,6 +81,12 @@ class Store(Protocol):
                   messages: int, dmarc_pass: int, *, whole_history: bool = True
                   ) -> InventoryItem:
         """Record a sender as seen; a new one starts `Pending`, a known one keeps its status."""
+        ...
+
+    def update_item(self, item: InventoryItem, *, if_status: str) -> bool:
+        """Write an item's owner, decision and notification times, if its status is still
+        `if_status`; False when someone else changed it first (so two decisions cannot both
+        win). Volumes and first/last seen are `note_seen`'s."""
         ...
 
     def close(self) -> None: ...

@@ -245,7 +245,8 @@ class SqliteStore:
 
     def inventory(self, domain: str | None = None) -> dict[tuple[str, str], InventoryItem]:
         sql = ("SELECT policy_domain, service_key, status, owner, first_seen, last_seen, messages,"
-               " dmarc_pass, decided_by, decided_at FROM inventory")
+               " dmarc_pass, decided_by, decided_at, asked_at, reminded_at, alerted_at"
+               " FROM inventory")
         params: tuple[object, ...] = ()
         if domain is not None:
             sql += " WHERE policy_domain = ?"
@@ -270,6 +271,17 @@ class SqliteStore:
             (domain, service_key, first_seen, last_seen, messages, dmarc_pass),
         )
         return self.inventory(domain)[domain, service_key]
+
+    def update_item(self, item: InventoryItem, *, if_status: str) -> bool:
+        cursor = self._db.execute(
+            "UPDATE inventory SET owner = ?, status = ?, decided_by = ?, decided_at = ?,"
+            " asked_at = ?, reminded_at = ?, alerted_at = ?"
+            " WHERE policy_domain = ? AND service_key = ? AND status = ?",
+            (item.owner, item.status, item.decided_by, item.decided_at, item.asked_at,
+             item.reminded_at, item.alerted_at, item.policy_domain.lower(), item.service_key,
+             if_status),
+        )
+        return cursor.rowcount == 1
 
 
 def _statements(script: str) -> Iterator[str]:

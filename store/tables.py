@@ -115,7 +115,7 @@ def _text(entity: Mapping[str, Any], name: str) -> str:
 
 
 def _optional(entity: Mapping[str, Any], name: str) -> str | None:
-    return _text(entity, name) if name in entity else None
+    return (_text(entity, name) if name in entity else None) or None
 
 
 def _fit(items: list[Any], limit: int) -> tuple[list[Any], int]:
@@ -239,6 +239,8 @@ def _item(entity: Mapping[str, Any]) -> InventoryItem:
         first_seen=entity["first_seen"], last_seen=entity["last_seen"],
         messages=_value(entity["messages"]), dmarc_pass=_value(entity["dmarc_pass"]),
         decided_by=_optional(entity, "decided_by"), decided_at=_optional(entity, "decided_at"),
+        asked_at=_optional(entity, "asked_at"), reminded_at=_optional(entity, "reminded_at"),
+        alerted_at=_optional(entity, "alerted_at"),
     )
 
 
@@ -565,6 +567,30 @@ class TableStore:
                         raise
         raise StoreError(f"{self._name(INVENTORY)}: {domain} {service_key} keeps changing "
                          "under concurrent writers")
+
+    def update_item(self, item: InventoryItem, *, if_status: str) -> bool:
+        partition, row = _key(item.policy_domain.lower()), _key(item.service_key)
+        current = self._get(INVENTORY, partition, row)
+        if current is None or current["status"] != if_status:
+            return False
+        fields = {name: getattr(item, name) for name in (
+            "owner", "status", "decided_by", "decided_at", "asked_at", "reminded_at",
+            "alerted_at")}
+        # MERGE on the ETag read above: a decision made meanwhile makes this one lose
+        # MERGE keeps what it is not given, so an unset field is written as "" (read as None)
+        operation: Operation = ("update", {
+            "PartitionKey": partition, "RowKey": row,
+            **_props(**{k: "" if v is None else v for k, v in fields.items()})},
+            {"mode": UpdateMode.MERGE, "etag": current.metadata["etag"],
+             "match_condition": MatchConditions.IfNotModified})
+        with self._errors(INVENTORY):
+            try:
+                self._submit(INVENTORY, [operation])
+            except HttpResponseError as exc:
+                if _code(exc) not in _CONFLICTS:
+                    raise
+                return False
+        return True
 
 
 def table_store_from_settings(env: Mapping[str, str] | None = None) -> TableStore:

@@ -163,10 +163,10 @@ def test_tls_and_failure_reports_are_stored_once(store: AnyStore, samples: Path)
 def test_schema_is_versioned(tmp_path: Path) -> None:
     path = tmp_path / "v.sqlite3"
     with SqliteStore(path) as s:
-        assert s.schema_version == 2
+        assert s.schema_version == 3
         add_all(s, aggregate_xml())
     with SqliteStore(path) as s:  # reopening migrates nothing and keeps the data
-        assert s.schema_version == 2 and len(list(s.reports())) == 1
+        assert s.schema_version == 3 and len(list(s.reports())) == 1
     db = sqlite3.connect(path)
     db.execute("PRAGMA user_version = 99")
     db.close()
@@ -188,7 +188,7 @@ def test_a_version_1_database_is_migrated_keeping_its_data(tmp_path: Path) -> No
     db.commit()
     db.close()
     with SqliteStore(path) as s:
-        assert s.schema_version == 2
+        assert s.schema_version == 3
         assert [e.key.report_id for e in s.reports()] == ["id"]
         assert s.inventory() == {}
 
@@ -353,6 +353,32 @@ def test_inventory_round_trips(store: AnyStore) -> None:
     assert everything["a#b", "svc/ü#?"].messages == 2**40
     assert set(store.inventory("EXAMPLE.com")) == {("example.com", "google")}
     assert set(store.inventory("a/b")) == {("a/b", "svc/ü#?")}
+
+
+def test_a_decision_is_written_once_and_only_over_the_status_it_saw(store: AnyStore) -> None:
+    import dataclasses
+
+    pending = store.note_seen("Example.com", "sendgrid", "2025-11-28", "2025-11-29", 10, 8)
+    asked = dataclasses.replace(pending, owner="ann@example.com", asked_at="2025-11-30T08:00Z")
+    assert store.update_item(asked, if_status="Pending")
+    approved = dataclasses.replace(asked, status="Approved", decided_by="ann@example.com",
+                                   decided_at="2025-11-30T09:00Z")
+    rejected = dataclasses.replace(asked, status="Rejected", decided_by="bob@example.com",
+                                   decided_at="2025-11-30T09:00Z")
+    assert store.update_item(approved, if_status="Pending")
+    assert not store.update_item(rejected, if_status="Pending")  # the second click loses
+    assert store.inventory()["example.com", "sendgrid"] == approved
+    # seen again later: the decision and the owner stay, volumes move on
+    later = store.note_seen("example.com", "sendgrid", "2025-11-28", "2025-12-02", 12, 9)
+    assert (later.status, later.owner, later.decided_by, later.messages) == (
+        "Approved", "ann@example.com", "ann@example.com", 12)
+    # a field can be cleared again (Not mine hands the sender to someone else: asked anew)
+    handed = dataclasses.replace(later, status="Pending", owner="carl@example.com",
+                                 asked_at=None, decided_by=None, decided_at=None)
+    assert store.update_item(handed, if_status="Approved")
+    assert store.inventory()["example.com", "sendgrid"] == handed
+    missing = dataclasses.replace(handed, service_key="nobody")
+    assert not store.update_item(missing, if_status="Pending")
 
 
 # -- Table Storage: crashes, races, connections -------------------------------------------------
