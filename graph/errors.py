@@ -26,3 +26,35 @@ class NotFound(GraphError):
 
 class TooLarge(GraphError):
     """An attachment is over the input size limit; it is refused before or while downloading."""
+
+
+class Conflict(GraphError):
+    """Someone changed the item first: its eTag no longer matches `If-Match` (412). For a
+    decision, the first one stands; read the item again to see it."""
+
+
+class BotAuthError(Exception):
+    """An inbound bot activity failed authentication; `reason` is a short code for logs
+    (`missing_token`, `bad_signature`, `unknown_key`, `wrong_tenant`...), never the token."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class BotConnectorError(GraphError):
+    """The Bot Connector (Teams messaging) refused a call; `code` is its error code."""
+
+
+class Blocked(BotConnectorError):
+    """The user blocked the bot or uninstalled it (403 `MessageWritesBlocked`,
+    `ConversationBlockedByUser`) or an admin disabled it: stop posting, tell an admin."""
+
+
+class BotNotInstalled(BotConnectorError):
+    """The bot is not installed for the user (403 `ForbiddenOperationException`,
+    `BotNotInConversationRoster`): install it (graph.bot_connector.ensure_app_installed) first."""
+
+
+class ConversationNotFound(NotFound, BotConnectorError):
+    """404 from the Bot Connector: the conversation or the activity is gone."""
