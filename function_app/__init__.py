@@ -5,16 +5,12 @@ which re-exports `app` from here. Triggers live in blueprints; nothing at import
 settings, secrets or the network.
 """
 
-import logging
-
 import azure.functions as func
 
 from function_app import mailbox_functions
+from graph.client import quiet_transport_logs
 
-# httpx logs every request's URL at INFO, and the Azure SDK its URLs and headers: with mailbox,
-# message ids and table keys (domains, IPs) in them. Warnings and errors still get through.
-for _name in ("httpx", "azure"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
+quiet_transport_logs()  # request URLs carry mailbox and message ids; see graph.client
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_blueprint(mailbox_functions.bp)

@@ -119,9 +119,9 @@ def decide(item: InventoryItem, verb: Verb, who: str, now: dt.datetime,
 class DecisionRecords(Protocol):
     """Where decisions are kept: the store's inventory, or the SharePoint list."""
 
-    def get(self, domain: str, service_key: str) -> InventoryItem | None: ...
+    async def get(self, domain: str, service_key: str) -> InventoryItem | None: ...
 
-    def save(self, item: InventoryItem, *, if_status: str) -> bool: ...
+    async def save(self, item: InventoryItem, *, if_status: str) -> bool: ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -130,11 +130,11 @@ class Outcome:
     changed: bool  # False: decided already (a double click), nothing written
 
 
-def take_decision(records: DecisionRecords, domain: str, service_key: str, verb: Verb,
+async def take_decision(records: DecisionRecords, domain: str, service_key: str, verb: Verb,
                   who: str, now: dt.datetime, settings: ApprovalSettings, *,
                   new_owner: str | None = None) -> Outcome:
     """Decide for one sender, once: a sender decided already keeps its decision."""
-    item = records.get(domain.lower(), service_key)
+    item = await records.get(domain.lower(), service_key)
     if item is None:
         raise Refused("unknown-sender", f"no sender {service_key!r} is known for {domain}")
     if item.status != "Pending":
@@ -142,8 +142,8 @@ def take_decision(records: DecisionRecords, domain: str, service_key: str, verb:
             raise Refused("not-owner", "only the sender's owner or an admin can decide")
         return Outcome(item, changed=False)
     after = decide(item, verb, who, now, settings, new_owner=new_owner)
-    if not records.save(after, if_status=item.status):
-        current = records.get(domain.lower(), service_key)
+    if not await records.save(after, if_status=item.status):
+        current = await records.get(domain.lower(), service_key)
         return Outcome(current or item, changed=False)  # someone decided a moment earlier
     return Outcome(after, changed=True)
 
@@ -154,10 +154,10 @@ class StoreRecords:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def get(self, domain: str, service_key: str) -> InventoryItem | None:
+    async def get(self, domain: str, service_key: str) -> InventoryItem | None:
         return self.store.inventory(domain).get((domain, service_key))
 
-    def save(self, item: InventoryItem, *, if_status: str) -> bool:
+    async def save(self, item: InventoryItem, *, if_status: str) -> bool:
         return self.store.update_item(item, if_status=if_status)
 
 

@@ -24,6 +24,7 @@ from analysis import AggregateReport, Limits, RejectedInput, iter_files, read_re
 from analysis.catalog import load_catalog
 from analysis.dnsevidence import DnsEvidence, answers_from_zone, make_resolver
 from analysis.posture import Posture
+from analysis.senders import analyse_rollups
 from analysis.serialize import (
     AGGREGATE_CSV_FIELDS,
     aggregate_header,
@@ -33,7 +34,19 @@ from analysis.serialize import (
 )
 from analysis.summary import DomainSummary, summarise
 from analysis.verdicts import ServiceVerdict
+from cards.digest import digest_card
+from cards.facts import digest_facts_from
 from function_app import settings
+from function_app.approvals import (
+    ApprovalSettings,
+    Refused,
+    StoreRecords,
+    Verb,
+    due,
+    take_decision,
+)
+from function_app.notify import decided_card, notify
+from function_app.outbox import Outbox
 from function_app.pipeline import (
     Outcome,
     domain_posture,
@@ -327,6 +340,16 @@ def cmd_demo(args: argparse.Namespace, limits: Limits) -> int:
         services, statuses = asyncio.run(find_senders(store, catalog, evidence))
         postures = [asyncio.run(domain_posture(store, catalog, evidence, s.domain))
                     for s in summaries]
+        outbox = Outbox(Path(args.outbox) if args.outbox else folder / "outbox")
+        owners = ApprovalSettings(default_owners={s.domain: f"it@{s.domain}" for s in summaries})
+        sent = asyncio.run(notify(store, services, outbox, owners, dt.datetime.now(dt.UTC)))
+        period = (yesterday - dt.timedelta(days=6), yesterday)
+        for posture in postures:
+            statuses_here = {k: v for (d, k), v in statuses.items() if d == posture.domain}
+            digest = digest_card(digest_facts_from(posture, services, statuses_here,
+                                                   period=period))
+            asyncio.run(outbox.send(f"it@{posture.domain}", digest, kind="digest",
+                                    domain=posture.domain))
     print(f"Wrote {len(files)} sample report files to {reports}")
     print(f"Ingested them into {args.db}: {counts['stored']} reports stored, "
           f"{counts['duplicate']} duplicates, {counts['rejected']} rejected")
@@ -336,6 +359,8 @@ def cmd_demo(args: argparse.Namespace, limits: Limits) -> int:
     print("\nThe road to enforcement:")
     for posture in postures:
         print(f"  {posture.domain}: {posture.next_step}")
+    print(f"\n{len(sent)} approval cards and {len(postures)} weekly digests are in the outbox:"
+          f" {outbox.index}")
     print(f"\nExplore further: dmarcbot --db {args.db} summary --domain contoso.com")
     return 1 if counts["rejected"] else 0
 
@@ -357,14 +382,25 @@ def cmd_run(args: argparse.Namespace, limits: Limits) -> int:
             status = 1 if any(o.status == "rejected" for o in outcomes) else 0
         new = {o.domain for o in outcomes
                if o.status == "stored" and o.kind == "aggregate" and o.domain}
-        verdicts = asyncio.run(identify_domains(store, load_catalog(), evidence, new))
+        approvals = _approval_settings()
+        now = dt.datetime.now(dt.UTC)
+        # domains with new reports, and those with a reminder or an alert due
+        domains = new | {d for (d, _), item in store.inventory().items()
+                         if due(item, now, approvals) is not None}
+        verdicts = asyncio.run(identify_domains(store, load_catalog(), evidence, domains))
+        outbox = Outbox(Path(args.outbox) if args.outbox else settings.default_outbox())
+        sent = asyncio.run(notify(store, verdicts, outbox, approvals, now))
         inventory = store.inventory()
         pending = [v for v in verdicts if v.needs_decision
                    and inventory[v.domain, v.service_key].status == "Pending"]
         if pending:
             print(f"\n{len(pending)} senders wait for their owner's decision:")
             for v in pending:
-                print(f"  {v.domain}: {v.service_name} ({v.messages:,} messages, {v.verdict})")
+                owner = inventory[v.domain, v.service_key].owner or "no owner yet"
+                print(f"  {v.domain}: {v.service_name} ({v.messages:,} messages, {v.verdict};"
+                      f" {owner})")
+        if sent:
+            print(f"\n{len(sent)} cards written to the outbox: {outbox.index}")
     return status
 
 
@@ -389,6 +425,51 @@ async def _run_graph(store: SqliteStore, limits: Limits) -> tuple[int, list[Outc
         print(f"{result.status} {result.message}{detail}", flush=True)
     status = 1 if any(r.status in ("failed", "retry") for r in results) else 0
     return status, [o for r in results for o in r.outcomes]
+
+
+# -- decide ------------------------------------------------------------------------------------
+
+
+def cmd_decide(args: argparse.Namespace, limits: Limits) -> int:
+    """An owner's decision from the command line, through the same code as the Teams bot."""
+    verb: Verb = "approve" if args.approve else "reject" if args.reject else "notmine"
+    approvals = _approval_settings()
+    now = dt.datetime.now(dt.UTC)
+    with _open_store(args) as store:
+        try:
+            outcome = asyncio.run(take_decision(StoreRecords(store), args.domain, args.service,
+                                                verb, args.as_, now, approvals,
+                                                new_owner=args.not_mine))
+        except Refused as exc:
+            _say(f"dmarcbot: {exc}")
+            return 2 if exc.code in ("unknown-sender", "no-owner") else 1
+        item = outcome.item
+        evidence = DnsEvidence(None, cache=store)  # what the cache knows; no lookups here
+        _, services, _ = asyncio.run(analyse_rollups(store.rollups(domain=item.policy_domain),
+                                                     load_catalog(), evidence))
+        verdict = next((v for v in services if v.service_key == item.service_key), None)
+        outbox = Outbox(Path(args.outbox) if args.outbox else settings.default_outbox())
+        if verdict is not None and outcome.changed:
+            asyncio.run(outbox.send(args.as_, decided_card(verdict, item), kind="decision",
+                                    domain=item.policy_domain, service=item.service_key))
+            if verb == "notmine":  # the new owner is asked now, not at the next run
+                asyncio.run(notify(store, [verdict], outbox, approvals, now))
+    if not outcome.changed:
+        print(f"{item.policy_domain} {item.service_key}: {item.status} already, decided by "
+              f"{item.decided_by or 'nobody'}; nothing changed")
+        return 0
+    said = {"approve": "approved", "reject": "rejected"}.get(verb, f"handed to {item.owner}")
+    print(f"{item.policy_domain} {item.service_key}: {said} by {args.as_}")
+    if verdict is not None:
+        print(f"Its card: {outbox.index}")
+    return 0
+
+
+def _approval_settings() -> ApprovalSettings:
+    try:
+        return settings.approval_settings()
+    except settings.SettingsError as exc:
+        raise UsageError(str(exc)) from None
 
 
 # -- plumbing ----------------------------------------------------------------------------------
@@ -474,9 +555,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, metavar="graph|PATH",
                    help="graph: the shared mailbox in the DMARCBOT_* settings; or a folder, "
                         "mbox or file")
+    p.add_argument("--outbox", metavar="DIR",
+                   help="where cards go (default: $DMARCBOT_OUTBOX or the data folder's outbox)")
     p.set_defaults(handler=cmd_run)
 
+    p = sub.add_parser("decide", help="an owner's decision on a sender: approve, reject, not mine")
+    p.add_argument("service", metavar="SERVICE", help="the service key, as `senders --json` shows")
+    p.add_argument("--domain", required=True, type=str.lower, help="the policy domain")
+    choice = p.add_mutually_exclusive_group(required=True)
+    choice.add_argument("--approve", action="store_true", help="an authorized sender")
+    choice.add_argument("--reject", action="store_true", help="not allowed to send as the domain")
+    choice.add_argument("--not-mine", metavar="OWNER", help="hand it to its real owner (UPN)")
+    p.add_argument("--as", dest="as_", required=True, metavar="UPN",
+                   help="who decides: the sender's owner or an admin ($DMARCBOT_ADMINS)")
+    p.add_argument("--outbox", metavar="DIR",
+                   help="where cards go (default: $DMARCBOT_OUTBOX or the data folder's outbox)")
+    p.set_defaults(handler=cmd_decide)
+
     p = sub.add_parser("demo", help="generate a week of sample reports, ingest and summarise them")
+    p.add_argument("--outbox", metavar="DIR", help="where the demo's cards go (default: beside"
+                   " its reports)")
     p.set_defaults(handler=cmd_demo)
     return parser
 

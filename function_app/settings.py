@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from function_app.approvals import ApprovalSettings
     from graph.credentials import AppCredential
     from graph.mailbox import Folders
 
@@ -119,3 +120,31 @@ def nameservers(environ: Mapping[str, str] | None = None) -> list[str] | None:
     if value.lower() == "none":
         return None
     return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def approval_settings(environ: Mapping[str, str] | None = None) -> ApprovalSettings:
+    """Default owners per domain, admins, and the days before a reminder.
+
+    DMARCBOT_OWNERS `contoso.com=ann@contoso.com,...`; DMARCBOT_ADMINS `sec@contoso.com,...`;
+    DMARCBOT_REMIND_AFTER_DAYS (default 7).
+    """
+    from function_app.approvals import ApprovalSettings, parse_owners
+
+    env = os.environ if environ is None else environ
+    try:
+        owners = parse_owners(env.get("DMARCBOT_OWNERS", ""))
+    except ValueError as exc:
+        raise SettingsError(f"app setting DMARCBOT_OWNERS: {exc}") from None
+    admins = frozenset(a.strip().lower() for a in env.get("DMARCBOT_ADMINS", "").split(",")
+                       if a.strip())
+    days = env.get("DMARCBOT_REMIND_AFTER_DAYS", "").strip() or "7"
+    if not days.isdigit() or int(days) < 1:
+        raise SettingsError(f"app setting DMARCBOT_REMIND_AFTER_DAYS is not a whole number of "
+                            f"days, at least 1: {days!r}")
+    return ApprovalSettings(owners, admins, int(days))
+
+
+def default_outbox(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the local mode writes its cards: DMARCBOT_OUTBOX, else the data directory's."""
+    env = os.environ if environ is None else environ
+    return Path(env["DMARCBOT_OUTBOX"]) if env.get("DMARCBOT_OUTBOX") else data_dir(env) / "outbox"

@@ -13,6 +13,7 @@ invocation (cheap), never at import time.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,6 +64,19 @@ class GraphConnection:
         await self.aclose()
 
 
+def quiet_transport_logs() -> None:
+    """httpx logs every request's URL at INFO, and the Azure SDK its URLs and headers: with the
+    mailbox, message ids and table keys (domains, IPs) in them. Warnings still get through.
+
+    Applied on every connection, not once: other libraries (the Teams SDK among them) reset
+    logging when they are imported.
+    """
+    for name in ("httpx", "httpcore", "azure"):
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.WARNING:
+            logger.setLevel(logging.WARNING)
+
+
 def graph_scope(base_url: str) -> str:
     """The token scope for a Graph endpoint: its own host's `.default` (national clouds have
     their own Graph hosts); an IP address or localhost (a test or a proxy) stands for the
@@ -85,6 +99,7 @@ def connect(credential: MsalCredential, *, base_url: str = GRAPH_V1,
     from msgraph.graph_request_adapter import options as default_options
     from msgraph_core import GraphClientFactory
 
+    quiet_transport_logs()
     verify: Any = ssl.create_default_context(cafile=str(ca_bundle)) if ca_bundle else True
     # Our own transport: msgraph-core wraps it in a transport whose aclose() does nothing, so
     # closing the client alone would leave the pool's sockets open.

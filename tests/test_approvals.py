@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 from pathlib import Path
@@ -87,27 +88,27 @@ def test_a_double_click_decides_once_and_a_late_rival_loses(tmp_path: Path) -> N
     with SqliteStore(tmp_path / "s.sqlite3") as store:
         store.note_seen("contoso.com", "sendgrid", "2026-11-01", "2026-11-28", 100, 90)
         records = StoreRecords(store)
-        first = take_decision(records, "contoso.com", "sendgrid", "approve", "ann@contoso.com",
-                              NOW, SETTINGS)
-        again = take_decision(records, "contoso.com", "sendgrid", "reject", "sec@contoso.com",
-                              NOW, SETTINGS)
+        first = asyncio.run(take_decision(records, "contoso.com", "sendgrid", "approve",
+                                          "ann@contoso.com", NOW, SETTINGS))
+        again = asyncio.run(take_decision(records, "contoso.com", "sendgrid", "reject",
+                                          "sec@contoso.com", NOW, SETTINGS))
         assert first.changed and not again.changed
         assert again.item.status == "Approved" and again.item.decided_by == "ann@contoso.com"
         with pytest.raises(Refused, match="no sender"):
-            take_decision(records, "contoso.com", "mailchimp", "approve", "ann@contoso.com", NOW,
-                          SETTINGS)
+            asyncio.run(take_decision(records, "contoso.com", "mailchimp", "approve",
+                                      "ann@contoso.com", NOW, SETTINGS))
 
         class Racing(StoreRecords):
             """Someone else decides between our read and our write."""
 
-            def save(self, item: InventoryItem, *, if_status: str) -> bool:
+            async def save(self, item: InventoryItem, *, if_status: str) -> bool:
                 rival = dataclasses.replace(item, status="Rejected", decided_by="sec@contoso.com")
                 self.store.update_item(rival, if_status=if_status)
-                return super().save(item, if_status=if_status)
+                return await super().save(item, if_status=if_status)
 
         store.note_seen("contoso.com", "mailchimp", "2026-11-01", "2026-11-28", 5, 5)
-        lost = take_decision(Racing(store), "contoso.com", "mailchimp", "approve",
-                             "ann@contoso.com", NOW, SETTINGS)
+        lost = asyncio.run(take_decision(Racing(store), "contoso.com", "mailchimp", "approve",
+                                         "ann@contoso.com", NOW, SETTINGS))
         assert not lost.changed and lost.item.status == "Rejected"
 
 

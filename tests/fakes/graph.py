@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import Message
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from urllib.parse import quote, unquote, urlencode
 
 from tests.fakes.mail_json import (
@@ -56,6 +56,9 @@ from tests.fakes.odata import (
 from tests.fakes.routes import Route, RouteError, RouteTable
 from tests.fakes.server import LoopbackServer, Request, Response
 from tests.fakes.tls import TestCA
+
+if TYPE_CHECKING:
+    from tests.fakes.sharepoint import FakeSite
 
 ODATA_JSON = ("application/json;odata.metadata=minimal;odata.streaming=true;"
               "IEEE754Compatible=false;charset=utf-8")
@@ -171,6 +174,8 @@ class FakeGraph:
         self._lock = threading.RLock()
         self._mailboxes: dict[str, FakeMailbox] = {}
         self._faults: list[_Fault] = []
+        # more resources (tests.fakes.sharepoint): (method, route template) -> handler
+        self._extra_handlers: dict[tuple[str, str], Callable[[Request, Route], Response]] = {}
         self._server = LoopbackServer(self._handle, tls.server_context() if tls else None)
         self._handlers: dict[tuple[str, str], Callable[[_Ctx], Response]] = {
             ("GET", "/users/{user-id}/mailFolders/{mailFolder-id}/messages"): self._list_messages,
@@ -234,6 +239,19 @@ class FakeGraph:
                 found = next((m for m in self._mailboxes.values()
                               if m.object_id.casefold() == user.casefold()), None)
             return found
+
+    def add_handlers(self, handlers: dict[tuple[str, str],
+                                          Callable[[Request, Route], Response]]) -> None:
+        """Serve more routes: ``(method, route template) -> handler(request, route)``, called
+        under the fake's lock after routing, fault injection and token checks."""
+        with self._lock:
+            self._extra_handlers.update(handlers)
+
+    def add_site(self, site_id: str) -> FakeSite:
+        """A SharePoint site whose lists this fake serves (see tests.fakes.sharepoint)."""
+        from tests.fakes.sharepoint import FakeSharePoint
+
+        return FakeSharePoint.of(self, self._lock).add_site(site_id)
 
     def inject(self, status: int, *, method: str | None = None, path_contains: str | None = None,
                times: int = 1, headers: dict[str, str] | None = None, body: Any = None) -> None:
@@ -359,6 +377,12 @@ class FakeGraph:
             with self._lock:
                 self.deleted.append(path)
             return Response(204)
+        extra = self._extra_handlers.get((route.method, route.template))
+        if extra is not None:
+            with self._lock:
+                response = extra(request, route)
+            response.headers.setdefault("request-id", str(uuid.uuid4()))
+            return response
         template, in_folder = route.template, None
         if template.startswith(_FOLDER_SCOPED):
             in_folder = route.params.get("mailFolder-id")
