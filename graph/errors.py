@@ -58,3 +58,18 @@ class BotNotInstalled(BotConnectorError):
 
 class ConversationNotFound(NotFound, BotConnectorError):
     """404 from the Bot Connector: the conversation or the activity is gone."""
+
+
+_GONE = frozenset({"ErrorItemNotFound", "itemNotFound"})  # Exchange's and SharePoint's codes
+
+
+def from_status(status: int | None, code: str | None) -> GraphError:
+    """The error for a Graph answer: 412 is a Conflict; 404 is NotFound only for a missing item
+    (an unknown mailbox or site is a real error, not "moved already")."""
+    cls: type[GraphError] = GraphError
+    if status == 412:
+        cls = Conflict
+    elif status == 404 and code in _GONE:
+        cls = NotFound
+    return cls(f"Microsoft Graph answered {status} {code or ''}".rstrip(), code=code,
+               status=status)

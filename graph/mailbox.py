@@ -13,23 +13,19 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 import httpx
 
 from graph.client import GraphConnection
-from graph.errors import CredentialError, GraphError, NotFound, TooLarge
+from graph.errors import GraphError, NotFound, TooLarge, from_status
 
 if TYPE_CHECKING:
-    from kiota_abstractions.request_information import RequestInformation
     from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
 
-log = logging.getLogger("dmarcbot.graph")
 
-T = TypeVar("T")
 Destination = Literal["processed", "failed"]
 
 _ATTACHMENT_FIELDS = "id,name,size"
@@ -116,7 +112,7 @@ class Mailbox:
             select=fields, orderby=["receivedDateTime asc"], top=page_size, expand=expand)
         info = builder.to_get_request_information(RequestConfiguration(query_parameters=query))
         while True:
-            page = await self._json(info)
+            page = await self.graph.json(info)
             for message in page.get("value") or ():
                 yield _mail_ref(message)
             link = page.get("@odata.nextLink")
@@ -141,7 +137,7 @@ class Mailbox:
         builder = self._user.mail_folders.by_mail_folder_id(
             self.folders.source).messages.by_message_id(message_id)
         try:
-            message = await self._call(
+            message = await self.graph.call(
                 lambda: builder.get(RequestConfiguration(query_parameters=query)))
         except NotFound:
             return None
@@ -193,7 +189,7 @@ class Mailbox:
             except httpx.HTTPError as exc:
                 raise GraphError(f"cannot reach Microsoft Graph ({type(exc).__name__})") from None
 
-        return await self._with_fresh_token(once)
+        return await self.graph.with_fresh_token(once)
 
     # -- sorting ---------------------------------------------------------------------------------
 
@@ -210,7 +206,7 @@ class Mailbox:
             wanted.append(category(reason))
         if wanted != list(ref.categories):
             builder = self._user.messages.by_message_id(ref.id)
-            await self._call(lambda: builder.patch(Message(categories=wanted)))
+            await self.graph.call(lambda: builder.patch(Message(categories=wanted)))
 
     async def move(self, ref: MailRef, to: Destination) -> None:
         """Move the message out of the source folder into `Processed` or `Failed`."""
@@ -222,7 +218,7 @@ class Mailbox:
                                       else self.folders.processed)
         move = self._user.messages.by_message_id(ref.id).move
         info = move.to_post_request_information(MovePostRequestBody(destination_id=folder))
-        await self._json(info, answer=False)  # the moved message is not needed
+        await self.graph.json(info, answer=False)  # the moved message is not needed
 
     async def folder_id(self, name: str) -> str:
         """The id of a top-level folder, created when missing (and cached)."""
@@ -238,7 +234,7 @@ class Mailbox:
         if found:
             return found
         try:
-            created = await self._call(
+            created = await self.graph.call(
                 lambda: self._user.mail_folders.post(MailFolder(display_name=name)))
         except GraphError as exc:
             if exc.code != "ErrorFolderExists":
@@ -261,70 +257,13 @@ class Mailbox:
         escaped = name.replace("'", "''")
         query = MailFoldersRequestBuilder.MailFoldersRequestBuilderGetQueryParameters(
             filter=f"displayName eq '{escaped}'", select=["id", "displayName"])
-        page = await self._call(lambda: self._user.mail_folders.get(
+        page = await self.graph.call(lambda: self._user.mail_folders.get(
             RequestConfiguration(query_parameters=query)))
         for folder in (page.value if page else None) or ():
             # Exchange folder names ignore case: `processed` is the `Processed` folder
             if (folder.display_name or "").casefold() == name.casefold() and folder.id:
                 return folder.id
         return None
-
-    # -- errors ----------------------------------------------------------------------------------
-
-    async def _call(self, request: Callable[[], Awaitable[T]]) -> T:
-        """Run an SDK request, translating its errors into graph.errors types."""
-        from kiota_abstractions.api_error import APIError
-        from msgraph.generated.models.o_data_errors.o_data_error import ODataError
-
-        async def once() -> T:
-            try:
-                return await request()
-            except APIError as exc:  # ODataError, or a gateway's HTML page
-                code = exc.error.code if isinstance(exc, ODataError) and exc.error else None
-                raise _error(exc.response_status_code, code) from None
-            except httpx.HTTPError as exc:
-                raise GraphError(f"cannot reach Microsoft Graph ({type(exc).__name__})") from None
-
-        return await self._with_fresh_token(once)
-
-    async def _json(self, info: RequestInformation, *, answer: bool = True) -> dict[str, Any]:
-        """Send a request the SDK built and read its JSON answer as plain data.
-
-        The SDK's models cost about 3 ms of CPU per object to build; for listings and moves that
-        is most of the client's work, and the fields needed are a handful.
-        """
-        from msgraph.generated.models.o_data_errors.o_data_error import ODataError
-
-        errors: dict[str, Any] = {"XXX": ODataError}
-        adapter = self.graph.adapter
-
-        def fresh() -> RequestInformation:
-            # the token of an earlier attempt stays on the request unless taken off
-            info.headers.remove("Authorization")
-            return info
-
-        if not answer:
-            await self._call(lambda: adapter.send_no_response_content_async(fresh(), errors))
-            return {}
-        body = await self._call(lambda: adapter.send_primitive_async(fresh(), "bytes", errors))
-        try:
-            value = json.loads(body or b"{}")
-        except ValueError:
-            raise GraphError("Microsoft Graph answered with something that is not JSON") from None
-        if not isinstance(value, dict):
-            raise GraphError("Microsoft Graph answered with JSON that is not an object")
-        return value
-
-    async def _with_fresh_token(self, once: Callable[[], Awaitable[T]]) -> T:
-        """Graph refuses a token msal still thinks is good (revoked, clock skew): retry once."""
-        try:
-            return await once()
-        except GraphError as exc:
-            if exc.status != 401 or isinstance(exc, CredentialError):
-                raise
-            log.info("Graph refused the access token (%s); getting a new one", exc.code)
-            self.graph.credential.invalidate()
-            return await once()
 
 
 def _mail_ref(message: Any) -> MailRef:
@@ -364,15 +303,8 @@ def _q(segment: str) -> str:
     return quote(segment, safe="@")
 
 
-def _error(status: int | None, code: str | None) -> GraphError:
-    # only a missing item is "gone"; an unknown mailbox (ErrorInvalidUser) is a real error
-    cls = NotFound if status == 404 and code == "ErrorItemNotFound" else GraphError
-    return cls(f"Microsoft Graph answered {status} {code or ''}".rstrip(), code=code,
-               status=status)
-
-
 def _status_error(status: int, body: bytes) -> GraphError:
     code = None
     with contextlib.suppress(ValueError, KeyError, TypeError):
         code = json.loads(body)["error"]["code"]
-    return _error(status, code)
+    return from_status(status, code)

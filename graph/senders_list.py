@@ -22,14 +22,12 @@ import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, date, datetime, time
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
-import httpx
-
 from graph.client import GraphConnection
-from graph.errors import Conflict, CredentialError, GraphError, NotFound
+from graph.errors import Conflict, GraphError, NotFound
 
 if TYPE_CHECKING:
     from kiota_abstractions.request_information import RequestInformation
@@ -468,56 +466,10 @@ class SendersList:
             info = follow(link).to_get_request_information()  # absolute, followed verbatim
 
     async def _json(self, info: RequestInformation) -> dict[str, Any]:
-        """Send a request and read its JSON answer as plain data (no SDK models)."""
-        from kiota_abstractions.api_error import APIError
-        from msgraph.generated.models.o_data_errors.o_data_error import ODataError
-
-        errors: dict[str, Any] = {"XXX": ODataError}
-        adapter = self.graph.adapter
-
-        async def once() -> bytes | None:
-            info.headers.remove("Authorization")  # an earlier attempt's token stays otherwise
-            try:
-                return cast("bytes | None",
-                            await adapter.send_primitive_async(info, "bytes", errors))
-            except APIError as exc:  # ODataError, or a gateway's HTML page
-                code = exc.error.code if isinstance(exc, ODataError) and exc.error else None
-                raise _error(exc.response_status_code, code) from None
-            except httpx.HTTPError as exc:
-                raise GraphError(f"cannot reach Microsoft Graph ({type(exc).__name__})") from None
-
-        body = await self._with_fresh_token(once)
-        try:
-            value = json.loads(body or b"{}")
-        except ValueError:
-            raise GraphError("Microsoft Graph answered with something that is not JSON") from None
-        if not isinstance(value, dict):
-            raise GraphError("Microsoft Graph answered with JSON that is not an object")
-        return value
-
-    async def _with_fresh_token(self, once: Callable[[], Awaitable[T]]) -> T:
-        """Graph refuses a token msal still thinks is good (revoked, clock skew): retry once."""
-        try:
-            return await once()
-        except GraphError as exc:
-            if exc.status != 401 or isinstance(exc, CredentialError):
-                raise
-            log.info("Graph refused the access token (%s); getting a new one", exc.code)
-            self.graph.credential.invalidate()
-            return await once()
+        return await self.graph.json(info)
 
 
 # -- mapping -------------------------------------------------------------------------------------
-
-
-def _error(status: int | None, code: str | None) -> GraphError:
-    cls: type[GraphError] = GraphError
-    if status == 412:
-        cls = Conflict
-    elif status == 404 and code in ("itemNotFound", "ErrorItemNotFound"):
-        cls = NotFound
-    return cls(f"Microsoft Graph answered {status} {code or ''}".rstrip(), code=code,
-               status=status)
 
 
 def _sender(row: dict[str, Any]) -> SenderItem:
