@@ -35,7 +35,7 @@ from urllib.parse import unquote
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.fakes.server import LoopbackServer, Request, Response
+from tests.fakes.server import LoopbackServer, Request, Response, Served
 from tests.fakes.tls import TestCA
 
 BOT_SCOPE = "https://api.botframework.com/.default"
@@ -221,7 +221,7 @@ class _ConnectorError(Exception):
         self.headers = dict(headers or {})
 
 
-class FakeBotFramework:
+class FakeBotFramework(Served):
     """OpenID metadata + JWKS + Bot Connector for one bot (app id) in one tenant.
 
     ``tokens`` decides which bearer tokens the Bot Connector accepts (a FakeEntra constructed
@@ -245,24 +245,6 @@ class FakeBotFramework:
         self.jwks_available = True  # False: the key endpoint answers 503
         self._faults: list[_Fault] = []
         self._server = LoopbackServer(self._handle, ca.server_context())
-
-    # ------------------------------------------------------------------ lifecycle
-    def start(self) -> FakeBotFramework:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __enter__(self) -> FakeBotFramework:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def errors(self) -> list[str]:
-        return self._server.errors
 
     @property
     def origin(self) -> str:
@@ -561,7 +543,7 @@ class GraphCall(NamedTuple):
     body: Any
 
 
-class FakeTeamsGraph:
+class FakeTeamsGraph(Served):
     """Graph v1.0 for proactive installation: the org app catalog and users' installed apps.
 
     Requests are routed against the msgraph-sdk route table (an unknown path, method or query
@@ -580,23 +562,6 @@ class FakeTeamsGraph:
         self.post_status: int | None = None  # answer POSTs with this error status instead
         self._lock = threading.Lock()
         self._server = LoopbackServer(self._handle, ca.server_context())
-
-    def start(self) -> FakeTeamsGraph:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __enter__(self) -> FakeTeamsGraph:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def errors(self) -> list[str]:
-        return self._server.errors
 
     @property
     def base_url(self) -> str:

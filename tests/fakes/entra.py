@@ -24,7 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.fakes.server import LoopbackServer, Request, Response
+from tests.fakes.server import LoopbackServer, Request, Response, Served
 from tests.fakes.tls import TestCA
 
 GRAPH_DEFAULT_SCOPE = "https://graph.microsoft.com/.default"
@@ -107,7 +107,7 @@ class _Registry:
     tokens: dict[str, _Issued] = field(default_factory=dict)
 
 
-class FakeEntra:
+class FakeEntra(Served):
     """Token endpoint for one tenant. Register apps with ``add_client`` before use.
 
     ``authority`` is what msal wants (with ``instance_discovery=False``); ``is_valid(token)``
@@ -125,20 +125,6 @@ class FakeEntra:
         self._state = _Registry()
         self._server = LoopbackServer(self._handle, ca.server_context())
 
-    # ------------------------------------------------------------------ lifecycle
-    def start(self) -> FakeEntra:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __enter__(self) -> FakeEntra:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     @property
     def authority(self) -> str:
         return f"{self._server.origin}/{self.tenant_id}"
@@ -150,10 +136,6 @@ class FakeEntra:
     @property
     def issuer(self) -> str:
         return f"{self.authority}/v2.0"
-
-    @property
-    def errors(self) -> list[str]:
-        return self._server.errors
 
     # ------------------------------------------------------------------ registration / state
     def add_client(self, client_id: str, *, secret: str | None = None,

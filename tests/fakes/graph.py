@@ -54,7 +54,7 @@ from tests.fakes.odata import (
     parse_top,
 )
 from tests.fakes.routes import Route, RouteError, RouteTable
-from tests.fakes.server import LoopbackServer, Request, Response
+from tests.fakes.server import LoopbackServer, Request, Response, Served
 from tests.fakes.tls import TestCA
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ def _malformed_or_missing(value: str, prefixes: tuple[str, ...]) -> GraphError:
     return GraphError(400, "ErrorInvalidIdMalformed", "Id is malformed.")
 
 
-class FakeGraph:
+class FakeGraph(Served):
     """Graph v1.0 mail endpoints for mailboxes added with ``add_mailbox``.
 
     ``tokens``: who decides a bearer is valid (a FakeEntra); None accepts any non-empty one.
@@ -199,28 +199,9 @@ class FakeGraph:
                 self._create_folder,
         }
 
-    # ------------------------------------------------------------------ lifecycle
-    def start(self) -> FakeGraph:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __enter__(self) -> FakeGraph:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     @property
     def base_url(self) -> str:
         return f"{self._server.origin}/v1.0"
-
-    @property
-    def errors(self) -> list[str]:
-        """Tracebacks of bugs in the fake itself (each answered 500)."""
-        return self._server.errors
 
     # ------------------------------------------------------------------ setup API
     def add_mailbox(self, upn: str, *, object_id: str | None = None) -> FakeMailbox:

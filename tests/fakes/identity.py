@@ -12,10 +12,10 @@ import threading
 import time
 
 from tests.fakes.entra import FakeManagedIdentity
-from tests.fakes.server import LoopbackServer, Request, Response
+from tests.fakes.server import LoopbackServer, Request, Response, Served
 
 
-class FakeIdentityEndpoint:
+class FakeIdentityEndpoint(Served):
     """`GET /msi/token?api-version=2019-08-01&resource=...&client_id=...` for one identity."""
 
     def __init__(self, identity: FakeManagedIdentity, client_id: str) -> None:
@@ -29,13 +29,6 @@ class FakeIdentityEndpoint:
     @property
     def url(self) -> str:
         return f"{self._server.origin}/msi/token"
-
-    def __enter__(self) -> FakeIdentityEndpoint:
-        self._server.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.stop()
 
     def _handle(self, request: Request) -> Response:
         query = dict(request.query)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socket import socket
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
 
@@ -150,3 +150,27 @@ class LoopbackServer:
             self._thread.join(timeout=5)
         self._server = None
         self._thread = None
+
+
+class Served:
+    """Start, stop and `with` for a fake whose HTTP side is `self._server`."""
+
+    _server: LoopbackServer
+
+    def start(self) -> Self:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def errors(self) -> list[str]:
+        """Tracebacks of bugs in the fake itself (each answered 500)."""
+        return self._server.errors
