@@ -23,7 +23,7 @@ from analysis import Limits
 from function_app.pipeline import Outcome, ingest_input
 from function_app.settings import MailboxSettings
 from graph.client import GraphConnection, RetryPolicy, connect
-from graph.credentials import credential_for
+from graph.credentials import AppCredential, credential_for
 from graph.errors import GraphError, TooLarge
 from graph.mailbox import Mailbox, MailRef
 from store import Store
@@ -64,21 +64,33 @@ def shared_mailbox(settings: MailboxSettings) -> Mailbox:
     Sharing one connection makes its pool the limit of 4 requests in flight for the whole
     worker process, not per invocation, and keeps folder ids and TLS sessions between calls.
     """
-    loop = asyncio.get_running_loop()
-    mailboxes = _shared.setdefault(loop, {})
-    if settings not in mailboxes:
-        graph = _connect(settings, None, None)
-        mailboxes[settings] = Mailbox(graph, settings.address, settings.folders)
-    return mailboxes[settings]
+    mailboxes = _shared.setdefault(asyncio.get_running_loop(), {})
+    key = ("mailbox", settings)
+    if key not in mailboxes:
+        mailboxes[key] = Mailbox(shared_graph(settings.credential, settings.graph_url),
+                                 settings.address, settings.folders)
+    return mailboxes[key]  # type: ignore[return-value]
+
+
+def shared_graph(credential: AppCredential, graph_url: str) -> GraphConnection:
+    """This event loop's Graph connection for the app (the mailbox, the list and the bot's
+    Graph calls go through it)."""
+    objects = _shared.setdefault(asyncio.get_running_loop(), {})
+    key = ("graph", credential, graph_url)
+    if key not in objects:
+        objects[key] = connect(credential_for(credential), base_url=graph_url,
+                               ca_bundle=credential.ca_bundle, retry=RetryPolicy())
+    return objects[key]  # type: ignore[return-value]
 
 
 async def close_shared_mailboxes() -> None:
     """Close this event loop's shared connections (when a worker or a test is done with it)."""
-    for mailbox in _shared.pop(asyncio.get_running_loop(), {}).values():
-        await mailbox.graph.aclose()
+    for value in _shared.pop(asyncio.get_running_loop(), {}).values():
+        if isinstance(value, GraphConnection):
+            await value.aclose()
 
 
-_shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[MailboxSettings, Mailbox]] = (
+_shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[Any, ...], Any]] = (
     weakref.WeakKeyDictionary())
 
 

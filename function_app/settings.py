@@ -59,11 +59,9 @@ def _required(env: Mapping[str, str], name: str, what: str) -> str:
     return value
 
 
-def mailbox_settings(environ: Mapping[str, str] | None = None) -> MailboxSettings:
-    """Which mailbox to read, as which app, with which credential."""
-    from graph.client import GRAPH_V1
+def app_credential(environ: Mapping[str, str] | None = None) -> AppCredential:
+    """Who the app is and how it proves it (the mailbox, the list and the bot share it)."""
     from graph.credentials import PUBLIC_AUTHORITY, AppCredential
-    from graph.mailbox import Folders
 
     env = os.environ if environ is None else environ
     given = [name for name in _CREDENTIAL_SETTINGS if env.get(name, "").strip()]
@@ -75,7 +73,7 @@ def mailbox_settings(environ: Mapping[str, str] | None = None) -> MailboxSetting
         raise SettingsError(f"app settings {' and '.join(given)} are both set: use one credential")
     ca_bundle = env.get("DMARCBOT_CA_BUNDLE", "").strip()
     certificate = env.get("DMARCBOT_CERTIFICATE_PATH", "").strip()
-    credential = AppCredential(
+    return AppCredential(
         tenant_id=_required(env, "DMARCBOT_TENANT_ID", "the Entra tenant id"),
         client_id=_required(env, "DMARCBOT_CLIENT_ID", "the app registration's client id"),
         certificate=Path(certificate) if certificate else None,
@@ -86,6 +84,21 @@ def mailbox_settings(environ: Mapping[str, str] | None = None) -> MailboxSetting
         authority_host=env.get("DMARCBOT_AUTHORITY_HOST", "").strip() or PUBLIC_AUTHORITY,
         ca_bundle=Path(ca_bundle) if ca_bundle else None,
     )
+
+
+def graph_url(environ: Mapping[str, str] | None = None) -> str:
+    from graph.client import GRAPH_V1
+
+    env = os.environ if environ is None else environ
+    return env.get("DMARCBOT_GRAPH_URL", "").strip() or GRAPH_V1
+
+
+def mailbox_settings(environ: Mapping[str, str] | None = None) -> MailboxSettings:
+    """Which mailbox to read, as which app, with which credential."""
+    from graph.mailbox import Folders
+
+    env = os.environ if environ is None else environ
+    credential = app_credential(env)
     address = _required(env, "DMARCBOT_MAILBOX", "the shared mailbox's address")
     if "@" not in address and not _GUID.fullmatch(address):
         raise SettingsError("app setting DMARCBOT_MAILBOX is neither an e-mail address nor an "
@@ -98,8 +111,7 @@ def mailbox_settings(environ: Mapping[str, str] | None = None) -> MailboxSetting
     if len(set(names)) < 3:
         raise SettingsError("app settings DMARCBOT_MAILBOX_FOLDER, DMARCBOT_PROCESSED_FOLDER and "
                             "DMARCBOT_FAILED_FOLDER must name three different folders")
-    return MailboxSettings(address, chosen, credential,
-                           env.get("DMARCBOT_GRAPH_URL", "").strip() or GRAPH_V1)
+    return MailboxSettings(address, chosen, credential, graph_url(env))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -148,3 +160,28 @@ def default_outbox(environ: Mapping[str, str] | None = None) -> Path:
     """Where the local mode writes its cards: DMARCBOT_OUTBOX, else the data directory's."""
     env = os.environ if environ is None else environ
     return Path(env["DMARCBOT_OUTBOX"]) if env.get("DMARCBOT_OUTBOX") else data_dir(env) / "outbox"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TeamsSettings:
+    """The SharePoint list of senders and the bot (the app registration is the bot's id)."""
+
+    credential: AppCredential
+    graph_url: str
+    site_id: str
+    list_id: str
+    openid_metadata_url: str
+
+
+def teams_settings(environ: Mapping[str, str] | None = None) -> TeamsSettings:
+    from graph.bot_auth import DEFAULT_OPENID_METADATA_URL
+
+    env = os.environ if environ is None else environ
+    return TeamsSettings(
+        credential=app_credential(env), graph_url=graph_url(env),
+        site_id=_required(env, "DMARCBOT_SP_SITE_ID", "the SharePoint site of the senders list"),
+        list_id=_required(env, "DMARCBOT_SP_LIST_ID", "the senders list's id (docs/sharepoint.md"
+                          " provisions it)"),
+        openid_metadata_url=env.get("DMARCBOT_BOT_OPENID_URL", "").strip()
+        or DEFAULT_OPENID_METADATA_URL,
+    )

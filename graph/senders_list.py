@@ -72,6 +72,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("ServiceKey", "text", _TEXT, indexed=True),
     Column("ItemKey", "text", _TEXT, indexed=True, unique=True),  # "domain|service"
     Column("ServiceName", "text", _TEXT),
+    Column("Category", "text", _TEXT),
+    Column("Verdict", "text", _TEXT),  # analysis.verdicts code: needs-dkim, compliant …
     Column("Status", "choice", {"choices": list(STATUSES), "displayAs": "dropDownMenu"},
            indexed=True),
     Column("OwnerUpn", "text", _TEXT, indexed=True),
@@ -84,6 +86,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("LastSeen", "dateTime", _WHEN),
     Column("DecidedBy", "text", _TEXT),
     Column("DecidedAt", "dateTime", _WHEN),
+    Column("AskedAt", "dateTime", _WHEN),
     Column("LastAlerted", "dateTime", _WHEN),
     Column("LastReminded", "dateTime", _WHEN),
     Column("CardConversationId", "text", _TEXT),
@@ -93,7 +96,8 @@ COLUMNS: tuple[Column, ...] = (
 # Title is the list's own column (always there): "domain · service name".
 _FIELDS = ("Title", *(c.name for c in COLUMNS))
 _SELECT = f"fields($select={','.join(_FIELDS)})"
-_TOUCHABLE = {"last_alerted": "LastAlerted", "last_reminded": "LastReminded"}
+_TOUCHABLE = {"asked_at": "AskedAt", "last_alerted": "LastAlerted",
+              "last_reminded": "LastReminded"}
 
 When = datetime | date | str
 
@@ -118,8 +122,11 @@ class SenderItem:
     last_seen: datetime | None = None
     decided_by: str | None = None
     decided_at: datetime | None = None
+    asked_at: datetime | None = None
     last_alerted: datetime | None = None
     last_reminded: datetime | None = None
+    category: str | None = None
+    verdict: str | None = None
     card_conversation_id: str | None = None
     card_activity_id: str | None = None
     card_service_url: str | None = None
@@ -148,6 +155,8 @@ class NewSender:
     owner_upn: str | None = None
     owner_id: str | None = None
     evidence: str | None = None
+    category: str | None = None
+    verdict: str | None = None
 
 
 def item_key(domain: str, service_key: str) -> str:
@@ -358,7 +367,8 @@ class SendersList:
             "LastSeen": _stamp(item.last_seen),
         }
         optional = {"PassRate": item.pass_rate, "OwnerUpn": item.owner_upn,
-                    "OwnerId": item.owner_id,
+                    "OwnerId": item.owner_id, "Category": item.category,
+                    "Verdict": item.verdict,
                     "Evidence": _note(item.evidence) if item.evidence else None}
         fields.update({k: v for k, v in optional.items() if v is not None})
         created = await self._json(self._request(self._list.items, "POST", {"fields": fields}))
@@ -372,12 +382,18 @@ class SendersList:
     async def decide(self, item: SenderItem, status: Status, decided_by: str,
                      decided_at: datetime, *, owner_upn: str | None = None) -> SenderItem:
         """Record a decision on the item as read. Raises Conflict when someone decided since
-        (the first decision stands); changes that are not decisions do not get in the way."""
+        (the first decision stands); changes that are not decisions do not get in the way.
+
+        A different `owner_upn` (Not mine) hands the item over: the old owner's id and when
+        they were asked are cleared, so the new owner is asked afresh.
+        """
         _check_status(status)
         fields: dict[str, Any] = {"Status": status, "DecidedBy": _line(decided_by),
                                   "DecidedAt": _stamp(decided_at)}
         if owner_upn is not None:
             fields["OwnerUpn"] = _line(owner_upn)
+            if item.owner_upn and owner_upn.casefold() != item.owner_upn.casefold():
+                fields.update({"OwnerId": None, "AskedAt": None, "LastReminded": None})
         return await self._patch_retrying(item, fields, decision_must_stand=True)
 
     async def set_card(self, item: SenderItem, conversation_id: str, activity_id: str,
@@ -497,8 +513,10 @@ def _sender(row: dict[str, Any]) -> SenderItem:
         pass_rate=float(rate) if isinstance(rate, int | float) else None,
         first_seen=_moment(fields.get("FirstSeen")), last_seen=_moment(fields.get("LastSeen")),
         decided_by=_text(fields.get("DecidedBy")), decided_at=_moment(fields.get("DecidedAt")),
+        asked_at=_moment(fields.get("AskedAt")),
         last_alerted=_moment(fields.get("LastAlerted")),
         last_reminded=_moment(fields.get("LastReminded")),
+        category=_text(fields.get("Category")), verdict=_text(fields.get("Verdict")),
         card_conversation_id=_text(fields.get("CardConversationId")),
         card_activity_id=_text(fields.get("CardActivityId")),
         card_service_url=_text(fields.get("CardServiceUrl")))
@@ -522,6 +540,10 @@ def _seen_changes(existing: SenderItem, new: NewSender) -> dict[str, Any]:
     if new.service_name and _line(new.service_name) != existing.service_name:
         changes["ServiceName"] = _line(new.service_name)
         changes["Title"] = _line(f"{existing.domain} · {new.service_name}")
+    for name, new_value, old_value in (("Category", new.category, existing.category),
+                                       ("Verdict", new.verdict, existing.verdict)):
+        if new_value and _line(new_value) != old_value:
+            changes[name] = _line(new_value)
     if new.owner_upn and not existing.owner_upn:  # a person's choice of owner stays
         changes["OwnerUpn"] = _line(new.owner_upn)
     if new.owner_id and not existing.owner_id:

@@ -54,11 +54,18 @@ def test_worker_indexes_the_functions_with_their_bindings() -> None:
     assert not found["graph_sdk_loaded"]  # the 400 MB SDK loads on first use, not at indexing
     functions = found["functions"]
     assert isinstance(functions, dict)
-    assert set(functions) == {"poll_mailbox", "ingest_mail"}
+    assert set(functions) == {"poll_mailbox", "ingest_mail", "bot_messages"}
     for name, f in functions.items():
         assert f["is_async"], name
-        names = [binding["name"] for binding in f["bindings"]]
+        names = [binding["name"] for binding in f["bindings"] if binding["name"] != "$return"]
         assert sorted(names) == sorted(f["params"]), name
+
+    bot = {b["type"]: b for b in functions["bot_messages"]["bindings"]}
+    # anonymous at the Functions layer: the Bot Connector's token is checked on every request
+    assert bot["httpTrigger"]["authLevel"] == "ANONYMOUS"
+    assert bot["httpTrigger"]["route"] == "messages"
+    assert bot["httpTrigger"]["methods"] == ["POST"]
+    assert bot["http"]["name"] == "$return"
 
     poll = {b["type"]: b for b in functions["poll_mailbox"]["bindings"]}
     assert poll["timerTrigger"]["schedule"] == "%DMARCBOT_POLL_SCHEDULE%"

@@ -1,0 +1,150 @@
+"""Owners' decisions in Teams: the bot's card actions, recorded in the SharePoint list.
+
+A click (Action.Execute) arrives at the bot endpoint with the clicker's Entra object id. The
+decision goes through `approvals.take_decision`, as `dmarcbot decide` does, over the list item
+(its eTag guards the write), and the answer is the card as it now stands: the decision for
+everyone, the buttons only for the owner. Nothing here raises to Teams: a failed write is a card
+with a Retry button.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from cards.approval import approval_card
+from cards.decision import Decision, decision_card, read_only_card, retry_card
+from cards.facts import ApprovalFacts
+from function_app.approvals import VERBS, ApprovalSettings, Refused, Verb, take_decision
+from graph.bot_auth import Caller
+from graph.errors import Conflict, GraphError
+from graph.senders_list import SenderItem, SendersList
+from store.base import InventoryItem
+
+log = logging.getLogger("dmarcbot.teams")
+
+
+class ListRecords:
+    """`approvals.DecisionRecords` over the SharePoint list.
+
+    In Teams a person is their Entra object id, so an item's owner is its OwnerId (filled in
+    when the card is sent); admins may be named by object id in DMARCBOT_ADMINS.
+    """
+
+    def __init__(self, senders: SendersList) -> None:
+        self.senders = senders
+        self.read: dict[tuple[str, str], SenderItem] = {}
+
+    async def get(self, domain: str, service_key: str) -> InventoryItem | None:
+        item = await self.senders.get(domain, service_key)
+        if item is None:
+            return None
+        self.read[domain, service_key] = item
+        return inventory_item(item)
+
+    async def save(self, item: InventoryItem, *, if_status: str) -> bool:
+        current = self.read[item.policy_domain, item.service_key]
+        if current.status != if_status or item.decided_by is None or item.decided_at is None:
+            return False
+        handed_to = item.owner if item.status == "Pending" else None  # Not mine
+        try:
+            await self.senders.decide(current, item.status,  # type: ignore[arg-type]
+                                      item.decided_by, _moment(item.decided_at),
+                                      owner_upn=handed_to)
+        except Conflict:
+            return False  # decided by someone else since it was read
+        return True
+
+
+def inventory_item(item: SenderItem) -> InventoryItem:
+    messages = item.messages
+    return InventoryItem(
+        policy_domain=item.domain, service_key=item.service_key, status=item.status,
+        owner=item.owner_id, first_seen=_day(item.first_seen), last_seen=_day(item.last_seen),
+        messages=messages, dmarc_pass=round((item.pass_rate or 0.0) * messages),
+        decided_by=item.decided_by, decided_at=_stamp(item.decided_at),
+        asked_at=_stamp(item.asked_at), reminded_at=_stamp(item.last_reminded),
+        alerted_at=_stamp(item.last_alerted))
+
+
+def facts(item: SenderItem) -> ApprovalFacts:
+    """The card facts the list keeps (sources and records are on the first card only)."""
+    return ApprovalFacts(
+        domain=item.domain, service_key=item.service_key, service_name=item.service_name,
+        category=item.category or "", messages=item.messages,
+        dmarc_pass=round((item.pass_rate or 0.0) * item.messages),
+        first_seen=_day(item.first_seen), last_seen=_day(item.last_seen),
+        verdict=item.verdict or "", item_id=item.id,
+        request_id=f"{item.id}|{_stamp(item.asked_at) or ''}",
+        evidence=tuple(line for line in (item.evidence or "").splitlines() if line.strip()),
+        owner=item.owner_upn)
+
+
+def card_for(item: SenderItem, viewer: str | None, settings: ApprovalSettings) -> dict[str, Any]:
+    """The card as it stands for `viewer` (an object id): buttons only for who may decide."""
+    f = facts(item)
+    if item.decided_by and item.decided_at:
+        if item.status == "Pending":  # handed on with Not mine
+            return decision_card(f, Decision("notmine", item.decided_by, item.decided_at,
+                                             handed_to=item.owner_upn))
+        verb = "approve" if item.status == "Approved" else "reject"
+        return decision_card(f, Decision(verb, item.decided_by, item.decided_at))
+    if viewer and settings.may_decide(inventory_item(item), viewer):
+        return approval_card(f)
+    return read_only_card(f, item.status)
+
+
+class CardActions:
+    """The bot's `on_action`: Approve, Reject, Not mine and refresh, for one list."""
+
+    def __init__(self, senders: SendersList, settings: ApprovalSettings) -> None:
+        self.senders = senders
+        self.settings = settings
+
+    async def __call__(self, caller: Caller, verb: str, data: Mapping[str, Any]
+                       ) -> dict[str, Any]:
+        domain, service = str(data.get("domain") or ""), str(data.get("service") or "")
+        item = await self.senders.get(domain, service)
+        if item is None:
+            raise LookupError("the card names no sender in the list")  # the endpoint answers
+        who = caller.aad_object_id
+        if verb == "refresh" or verb not in VERBS or who is None:
+            return card_for(item, who, self.settings)
+        new_owner = data.get("owner") if isinstance(data.get("owner"), str) else None
+        try:
+            outcome = await take_decision(ListRecords(self.senders), domain, service,
+                                          _verb(verb), who, dt.datetime.now(dt.UTC),
+                                          self.settings, new_owner=new_owner)
+        except Refused as exc:
+            if exc.code == "no-owner":
+                return retry_card(facts(item), str(exc), verb=verb, new_owner=new_owner)
+            log.info("card action %s refused (%s)", verb, exc.code)
+            return card_for(item, who, self.settings)
+        except GraphError as exc:
+            log.warning("recording a decision failed (%s %s)", exc.status, exc.code)
+            return retry_card(facts(item), "the list of senders could not be updated",
+                              verb=verb, new_owner=new_owner)
+        if outcome.changed:
+            log.info("%s: %s decided %s", verb, domain, service)
+        fresh = await self.senders.get(domain, service) or item
+        return card_for(fresh, who, self.settings)
+
+
+def _verb(verb: str) -> Verb:
+    assert verb in VERBS
+    return verb  # type: ignore[return-value]
+
+
+def _day(value: dt.datetime | None) -> str:
+    return value.date().isoformat() if value else ""
+
+
+def _stamp(value: dt.datetime | None) -> str | None:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+
+
+def _moment(stamp: str) -> dt.datetime:
+    return dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+

@@ -1,0 +1,181 @@
+"""The bot's messaging endpoint as the Functions host calls it: a signed click in, a card out.
+
+Teams (the fake Bot Framework) signs each request with a test key served as JWKS on loopback;
+decisions land in the SharePoint list on the fake Graph, guarded by the item's eTag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import azure.functions as func
+import pytest
+
+from function_app import bot_functions, mailjob
+from function_app.settings import app_credential
+from graph.client import connect
+from graph.credentials import credential_for
+from graph.senders_list import DEFAULT_NAME, NewSender, SendersList
+from tests.fakes.botframework import FakeBotFramework, FakeUser, invoke_activity
+from tests.fakes.entra import FakeEntra
+from tests.fakes.fixtures import TENANT_ID
+from tests.fakes.graph import FakeGraph
+from tests.fakes.sharepoint import FakeList, FakeSite
+from tests.fakes.tls import TestCA
+from tests.mailbox_env import CLIENT_ID, SECRET, env_for
+
+SITE = "contoso.sharepoint.com,2c1b2f4e-6b8e-4a4f-9a0e-3f1d2c3b4a59,7d0c6a1e-5f3b-4c2d-8e9f"
+OWNER = "0b6d2f4c-1111-4a4a-9c9c-000000000001"
+STRANGER = "0b6d2f4c-2222-4a4a-9c9c-000000000002"
+ADMIN = "0b6d2f4c-3333-4a4a-9c9c-000000000003"
+DATA = {"domain": "contoso.com", "service": "mailchimp", "item": "1", "request": "r"}
+
+
+@pytest.fixture
+def bf(test_ca: TestCA) -> Iterator[FakeBotFramework]:
+    with FakeBotFramework(test_ca, app_id=CLIENT_ID, tenant_id=TENANT_ID) as fake:
+        for user in (OWNER, STRANGER, ADMIN):
+            fake.add_user(user)
+        yield fake
+    assert not fake.errors, fake.errors[0]
+
+
+@pytest.fixture
+def the_list(monkeypatch: pytest.MonkeyPatch, entra: FakeEntra, graph: FakeGraph,
+             test_ca: TestCA, bf: FakeBotFramework) -> FakeList:
+    """The senders list with one Pending sender, Mailchimp for contoso.com, owned by OWNER."""
+    entra.add_client(CLIENT_ID, secret=SECRET)
+    site: FakeSite = graph.add_site(SITE)
+    env = env_for(entra, graph, test_ca, DMARCBOT_SP_SITE_ID=SITE,
+                  DMARCBOT_BOT_OPENID_URL=bf.openid_metadata_url, DMARCBOT_ADMINS=ADMIN)
+
+    async def provision() -> str:
+        credential = credential_for(app_credential(env))
+        async with connect(credential, base_url=graph.base_url, ca_bundle=test_ca.ca_pem) as g:
+            senders = SendersList(g, SITE)
+            list_id = await senders.provision()
+            await senders.ensure_pending(NewSender(
+                "contoso.com", "mailchimp", "Mailchimp (Intuit)", "2026-11-01", "2026-11-28",
+                1324, 0.0, owner_upn="ann@contoso.com", owner_id=OWNER, verdict="needs-dkim",
+                category="esp", evidence="DKIM d=mcsv.net passed\nreturn path mcsv.net"))
+            return list_id
+
+    env["DMARCBOT_SP_LIST_ID"] = asyncio.run(provision())
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    found = site.list_named(DEFAULT_NAME)
+    assert found is not None
+    return found
+
+
+def click(bf: FakeBotFramework, user: str, verb: str, data: dict[str, Any] | None = None, *,
+          token: str | None = None) -> tuple[int, Any]:
+    """One Action.Execute click, posted to the function as the host would."""
+    who: FakeUser = bf.users[user]
+    activity = invoke_activity(verb, data or DATA, **bf.who(who))
+    request = func.HttpRequest(
+        method="POST", url="/api/messages", body=json.dumps(activity).encode(),
+        headers={"Authorization": f"Bearer {token or bf.mint()}",
+                 "Content-Type": "application/json"})
+
+    async def post() -> func.HttpResponse:
+        try:
+            return await bot_functions.bot_messages(request)
+        finally:
+            await mailjob.close_shared_mailboxes()
+
+    response = asyncio.run(post())
+    body = response.get_body()
+    return response.status_code, json.loads(body) if body else None
+
+
+def item(the_list: FakeList) -> dict[str, Any]:
+    (only,) = the_list.items.values()
+    return only.fields
+
+
+def buttons(answer: Any) -> list[str]:
+    card = answer["value"]
+    text = json.dumps(card)
+    return [verb for verb in ("approve", "reject", "notmine") if f'"verb": "{verb}"' in text]
+
+
+def test_the_owner_approves_and_everyone_then_sees_the_decision(
+        bf: FakeBotFramework, the_list: FakeList) -> None:
+    status, answer = click(bf, OWNER, "approve")
+    assert status == 200 and answer["type"] == "application/vnd.microsoft.card.adaptive"
+    assert buttons(answer) == []  # the decision card has no buttons
+    assert "Approved" in json.dumps(answer["value"])
+    fields = item(the_list)
+    assert (fields["Status"], fields["DecidedBy"]) == ("Approved", OWNER)
+    decided_at = fields["DecidedAt"]
+    # a double click decides once
+    status, again = click(bf, OWNER, "reject")
+    assert status == 200 and "Approved" in json.dumps(again["value"])
+    assert (item(the_list)["Status"], item(the_list)["DecidedAt"]) == ("Approved", decided_at)
+
+
+def test_someone_else_s_click_changes_nothing(bf: FakeBotFramework, the_list: FakeList) -> None:
+    status, answer = click(bf, STRANGER, "approve")
+    assert status == 200 and buttons(answer) == []  # the read-only card
+    assert "Only ann@contoso.com" in json.dumps(answer["value"])
+    assert item(the_list)["Status"] == "Pending"
+    # the owner's own refresh shows the buttons; an admin may decide
+    _, mine = click(bf, OWNER, "refresh")
+    assert buttons(mine) == ["approve", "reject", "notmine"]
+    click(bf, ADMIN, "reject")
+    assert (item(the_list)["Status"], item(the_list)["DecidedBy"]) == ("Rejected", ADMIN)
+
+
+def test_not_mine_hands_the_sender_to_its_owner(bf: FakeBotFramework,
+                                                the_list: FakeList) -> None:
+    _, missing = click(bf, OWNER, "notmine", DATA)  # no address typed: ask again
+    assert "Retry" in json.dumps(missing["value"]) and item(the_list)["OwnerId"] == OWNER
+    status, answer = click(bf, OWNER, "notmine", {**DATA, "owner": "marketing@contoso.com"})
+    assert status == 200 and "marketing@contoso.com" in json.dumps(answer["value"])
+    fields = item(the_list)
+    assert (fields["Status"], fields["OwnerUpn"]) == ("Pending", "marketing@contoso.com")
+    assert "OwnerId" not in fields  # the new owner's id is found when their card is sent
+    _, late = click(bf, OWNER, "approve")  # no longer the owner
+    assert buttons(late) == [] and item(the_list)["Status"] == "Pending"
+
+
+def test_a_decision_someone_made_meanwhile_wins(bf: FakeBotFramework, the_list: FakeList,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    real_get = SendersList.get
+    calls = 0
+
+    async def stale_get(self: SendersList, domain: str, service_key: str) -> Any:
+        nonlocal calls
+        calls += 1
+        found = await real_get(self, domain, service_key)
+        if calls == 2:  # between our read and our write, the admin rejects it
+            (fake_item,) = list(the_list.items.values())
+            the_list.update_item(fake_item, {"Status": "Rejected", "DecidedBy": ADMIN,
+                                             "DecidedAt": "2026-11-29T08:00:00Z"})
+        return found
+
+    monkeypatch.setattr(SendersList, "get", stale_get)
+    status, answer = click(bf, OWNER, "approve")  # the PATCH meets 412 Precondition Failed
+    assert status == 200 and "Rejected" in json.dumps(answer["value"])
+    assert (item(the_list)["Status"], item(the_list)["DecidedBy"]) == ("Rejected", ADMIN)
+
+
+def test_a_failed_list_write_answers_with_a_card_to_retry(
+        bf: FakeBotFramework, the_list: FakeList, graph: FakeGraph) -> None:
+    graph.inject(500, method="PATCH", path_contains="/fields", times=3)
+    status, answer = click(bf, OWNER, "approve")
+    assert status == 200
+    card = json.dumps(answer["value"])
+    assert "was not saved" in card and '"verb": "approve"' in card
+    assert item(the_list)["Status"] == "Pending"
+
+
+def test_a_request_without_a_valid_token_is_refused(bf: FakeBotFramework,
+                                                    the_list: FakeList) -> None:
+    status, answer = click(bf, OWNER, "approve", token=bf.mint(audience="api://someone-else"))
+    assert (status, answer) == (401, {"error": "Unauthorized"})
+    assert item(the_list)["Status"] == "Pending"
