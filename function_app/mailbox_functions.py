@@ -17,9 +17,17 @@ import azure.functions as func
 from analysis import Limits
 from analysis.catalog import load_catalog
 from analysis.dnsevidence import DnsEvidence, make_resolver
+from analysis.verdicts import ServiceVerdict
 from function_app import mailjob
 from function_app.pipeline import domains_stored_since, identify_domains
-from function_app.settings import SettingsError, mailbox_settings, nameservers
+from function_app.settings import (
+    SettingsError,
+    approval_settings,
+    mailbox_settings,
+    nameservers,
+    teams_configured,
+    teams_settings,
+)
 from store import Store
 
 log = logging.getLogger("dmarcbot.functions")
@@ -43,10 +51,23 @@ async def poll_mailbox(timer: func.TimerRequest, mail: func.Out[list[str]]) -> N
         mail.set([json.dumps({"id": message_id}) for message_id in ids])
     log.info("queued %d report e-mails%s", len(ids), " (past due)" if timer.past_due else "")
     try:
-        await name_new_senders()
+        await name_and_ask()
     except Exception as exc:  # the queue output is only written if this function returns
-        log.error("naming senders failed (%s); the next tick tries again", type(exc).__name__,
-                  exc_info=log.isEnabledFor(logging.DEBUG))
+        log.error("naming senders or asking owners failed (%s); the next tick tries again",
+                  type(exc).__name__, exc_info=log.isEnabledFor(logging.DEBUG))
+
+
+async def name_and_ask() -> None:
+    """Identification over what is new, then each new sender's owner asked in Teams."""
+    if not teams_configured():
+        await name_new_senders(set())
+        return
+    from function_app.teams import ask_owners, domains_waiting
+
+    config = teams_settings()
+    verdicts = await name_new_senders(await domains_waiting(config))
+    sent = await ask_owners(config, verdicts, approval_settings())
+    log.info("sent %d cards to owners", len(sent))
 
 
 @bp.function_name("ingest_mail")
@@ -63,13 +84,15 @@ async def ingest_mail(msg: func.QueueMessage) -> None:
     log.info("%s %s", result.status, result.message)
 
 
-async def name_new_senders() -> None:
-    """Identification over the domains with reports stored since yesterday (UTC)."""
+async def name_new_senders(also: set[str]) -> list[ServiceVerdict]:
+    """Identification over the domains with reports stored since yesterday (UTC), and `also`
+    (domains whose senders wait for an owner: their reminders need the verdicts too)."""
     store = app_store()
     yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
-    domains = domains_stored_since(store, yesterday.isoformat())
-    await identify_domains(store, load_catalog(), dns_evidence(store), domains)
-    log.info("named the senders of %d domains with new reports", len(domains))
+    domains = domains_stored_since(store, yesterday.isoformat()) | also
+    verdicts = await identify_domains(store, load_catalog(), dns_evidence(store), domains)
+    log.info("named the senders of %d domains", len(domains))
+    return verdicts
 
 
 def queued_id(body: bytes) -> str | None:

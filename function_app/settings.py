@@ -171,6 +171,8 @@ class TeamsSettings:
     site_id: str
     list_id: str
     openid_metadata_url: str
+    teams_app_id: str  # the app's id in its Teams manifest (the org catalog's externalId)
+    service_url: str  # the Bot Connector's, until Teams tells us the user's own
 
 
 def teams_settings(environ: Mapping[str, str] | None = None) -> TeamsSettings:
@@ -184,4 +186,15 @@ def teams_settings(environ: Mapping[str, str] | None = None) -> TeamsSettings:
                           " provisions it)"),
         openid_metadata_url=env.get("DMARCBOT_BOT_OPENID_URL", "").strip()
         or DEFAULT_OPENID_METADATA_URL,
+        teams_app_id=_required(env, "DMARCBOT_TEAMS_APP_ID", "the id in the Teams app's manifest"),
+        service_url=env.get("DMARCBOT_BOT_SERVICE_URL", "").strip() or PUBLIC_SERVICE_URL,
     )
+
+
+PUBLIC_SERVICE_URL = "https://smba.trafficmanager.net/teams/"
+
+
+def teams_configured(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether owners are asked in Teams (a SharePoint site is set) or not yet."""
+    env = os.environ if environ is None else environ
+    return bool(env.get("DMARCBOT_SP_SITE_ID", "").strip())

@@ -9,18 +9,34 @@ with a Retry button.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Mapping
-from typing import Any
+import ssl
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
+from analysis.verdicts import ServiceVerdict
 from cards.approval import approval_card
 from cards.decision import Decision, decision_card, read_only_card, retry_card
-from cards.facts import ApprovalFacts
-from function_app.approvals import VERBS, ApprovalSettings, Refused, Verb, take_decision
+from cards.facts import ApprovalFacts, approval_facts_from
+from function_app.approvals import (
+    VERBS,
+    ApprovalSettings,
+    Notice,
+    Refused,
+    Verb,
+    due,
+    take_decision,
+)
 from graph.bot_auth import Caller
+from graph.bot_connector import BotConnector, ensure_app_installed, user_object_id
+from graph.client import GraphConnection
 from graph.errors import Conflict, GraphError
-from graph.senders_list import SenderItem, SendersList
+from graph.senders_list import NewSender, SenderItem, SendersList
+
+if TYPE_CHECKING:
+    from function_app.settings import TeamsSettings
 from store.base import InventoryItem
 
 log = logging.getLogger("dmarcbot.teams")
@@ -148,3 +164,115 @@ def _stamp(value: dt.datetime | None) -> str | None:
 def _moment(stamp: str) -> dt.datetime:
     return dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
 
+
+
+# -- asking owners in Teams ------------------------------------------------------------------
+
+
+class TeamsNotifier:
+    """Sends a card to a person's 1:1 chat with the bot, installing the app for them first."""
+
+    def __init__(self, graph: GraphConnection, connector: BotConnector, tenant_id: str,
+                 teams_app_id: str, service_url: str) -> None:
+        self.graph = graph
+        self.connector = connector
+        self.tenant_id = tenant_id
+        self.teams_app_id = teams_app_id
+        self.service_url = service_url
+
+    async def send(self, to: str, card: dict[str, Any]) -> SentCard:
+        user = await user_object_id(self.graph, to)
+        await ensure_app_installed(self.graph, user, self.teams_app_id)
+        conversation = await self.connector.create_conversation(self.service_url, user,
+                                                                self.tenant_id)
+        activity = await self.connector.send_card(self.service_url, conversation, card)
+        return SentCard(user, conversation, activity, self.service_url)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SentCard:
+    user_id: str
+    conversation_id: str
+    activity_id: str
+    service_url: str
+
+
+async def notify_owners(senders: SendersList, verdicts: Iterable[ServiceVerdict],
+                        notifier: TeamsNotifier, settings: ApprovalSettings,
+                        now: dt.datetime) -> list[Notice]:
+    """The notify step in Microsoft 365: the list is the record, Teams the way to the owner.
+
+    Each sender that needs a decision gets its list item (Pending when new; never reset once
+    decided). Whatever `approvals.due` says is due is recorded on the item first, then sent, so
+    a crash in between never asks twice; the card's ids are kept to update it later.
+    """
+    sent: list[Notice] = []
+    for verdict in verdicts:
+        if not verdict.needs_decision:
+            continue
+        item, _ = await senders.ensure_pending(NewSender(
+            verdict.domain, verdict.service_key, verdict.service_name, verdict.first_day,
+            verdict.last_day, verdict.messages,
+            verdict.dmarc_pass / verdict.messages if verdict.messages else None,
+            owner_upn=settings.default_owners.get(verdict.domain),
+            evidence="\n".join(verdict.evidence), category=verdict.category,
+            verdict=verdict.verdict))
+        owner = item.owner_upn
+        notice = due(inventory_item(item), now, settings) if owner else None
+        if owner is None or notice is None:
+            continue
+        stamp = {"ask": "asked_at", "remind": "last_reminded", "alert": "last_alerted"}[notice]
+        try:
+            item = await senders.touch(item, **{stamp: now})
+        except Conflict:
+            continue  # decided a moment ago: nothing to ask
+        item_facts = approval_facts_from(verdict, item_id=item.id,
+                                         request_id=f"{item.id}|{_stamp(now)}", owner=owner)
+        card = (approval_card(item_facts) if notice != "alert" else read_only_card(
+            item_facts, "Rejected", Decision("reject", item.decided_by or "", item.decided_at
+                                             or now)))
+        try:
+            delivered = await notifier.send(owner, card)
+        except GraphError as exc:
+            log.warning("%s for %s %s not delivered (%s %s); due again next time", notice,
+                        verdict.domain, verdict.service_key, exc.status, exc.code)
+            await senders.touch(item, **{stamp: None})
+            continue
+        await senders.ensure_pending(NewSender(
+            verdict.domain, verdict.service_key, verdict.service_name, verdict.first_day,
+            verdict.last_day, verdict.messages, owner_id=delivered.user_id))
+        await senders.set_card(item, delivered.conversation_id, delivered.activity_id,
+                               delivered.service_url)
+        sent.append(notice)
+    return sent
+
+
+def senders_list(config: TeamsSettings) -> SendersList:
+    from function_app.mailjob import shared_graph
+
+    return SendersList(shared_graph(config.credential, config.graph_url), config.site_id,
+                       config.list_id)
+
+
+async def domains_waiting(config: TeamsSettings) -> set[str]:
+    """Domains with a sender waiting for its owner, or rejected (alerts need its verdict)."""
+    senders = senders_list(config)
+    waiting = await senders.by_status("Pending") + await senders.by_status("Rejected")
+    return {item.domain for item in waiting}
+
+
+async def ask_owners(config: TeamsSettings, verdicts: Iterable[ServiceVerdict],
+                     settings: ApprovalSettings) -> list[Notice]:
+    """The Microsoft 365 notify step, with this worker's connections."""
+    from function_app.mailjob import shared_graph
+    from graph.credentials import credential_for
+
+    ca = config.credential.ca_bundle
+    async with BotConnector(credential_for(config.credential), config.credential.client_id,
+                            verify=ssl.create_default_context(cafile=str(ca)) if ca else True
+                            ) as connector:
+        notifier = TeamsNotifier(shared_graph(config.credential, config.graph_url), connector,
+                                 config.credential.tenant_id, config.teams_app_id,
+                                 config.service_url)
+        return await notify_owners(senders_list(config), verdicts, notifier, settings,
+                                   dt.datetime.now(dt.UTC))

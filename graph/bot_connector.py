@@ -42,7 +42,6 @@ from graph.errors import (
 )
 
 if TYPE_CHECKING:
-    from kiota_abstractions.request_information import RequestInformation
 
     from graph.client import GraphConnection
 
@@ -301,7 +300,7 @@ async def ensure_app_installed(graph_connection: GraphConnection, user_id: str,
         select=["id", "externalId"])
     info = client.app_catalogs.teams_apps.to_get_request_information(
         RequestConfiguration(query_parameters=catalog_query))
-    apps = (await _graph_json(graph_connection, info)).get("value") or []
+    apps = (await graph_connection.json(info)).get("value") or []
     teams_app_id = next((a.get("id") for a in apps
                          if isinstance(a, dict) and a.get("externalId") == teams_app_external_id
                          and isinstance(a.get("id"), str)), None)
@@ -313,7 +312,7 @@ async def ensure_app_installed(graph_connection: GraphConnection, user_id: str,
     query = InstalledAppsRequestBuilder.InstalledAppsRequestBuilderGetQueryParameters(
         expand=["teamsApp"], filter=f"teamsApp/id eq '{_odata_literal(teams_app_id)}'")
     info = installed.to_get_request_information(RequestConfiguration(query_parameters=query))
-    found = (await _graph_json(graph_connection, info)).get("value") or []
+    found = (await graph_connection.json(info)).get("value") or []
     if any(isinstance(i, dict) and isinstance(i.get("teamsApp"), dict)
            and i["teamsApp"].get("id") == teams_app_id for i in found):
         return AppInstallation(teams_app_id, installed_now=False)
@@ -322,7 +321,7 @@ async def ensure_app_installed(graph_connection: GraphConnection, user_id: str,
         "teamsApp@odata.bind": f"{graph_connection.base_url}/appCatalogs/teamsApps/{teams_app_id}"})
     info = installed.to_post_request_information(body)
     try:
-        await _graph_json(graph_connection, info, answer=False)
+        await graph_connection.json(info, answer=False)
     except GraphError as exc:
         if exc.status != 409:  # installed by someone else meanwhile: what we wanted
             raise
@@ -335,39 +334,17 @@ def _odata_literal(value: str) -> str:
     return value.replace("'", "''")
 
 
-async def _graph_json(graph: GraphConnection, info: RequestInformation, *,
-                      answer: bool = True) -> dict[str, Any]:
-    """Send a request the SDK built; read the JSON answer as plain data (graph.mailbox's way)."""
-    from kiota_abstractions.api_error import APIError
-    from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+async def user_object_id(graph_connection: GraphConnection, upn: str) -> str:
+    """A user's Entra object id from their UPN (app permission User.ReadBasic.All): the Bot
+    Connector addresses users by object id, and clicks arrive with it."""
+    from kiota_abstractions.base_request_configuration import RequestConfiguration
+    from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
 
-    errors: dict[str, Any] = {"XXX": ODataError}
-
-    async def once() -> dict[str, Any]:
-        info.headers.remove("Authorization")  # the token of an earlier attempt
-        try:
-            if not answer:
-                await graph.adapter.send_no_response_content_async(info, errors)
-                return {}
-            body = await graph.adapter.send_primitive_async(info, "bytes", errors)
-        except APIError as exc:
-            code = exc.error.code if isinstance(exc, ODataError) and exc.error else None
-            status = exc.response_status_code
-            cls = NotFound if status == 404 else GraphError
-            raise cls(f"Microsoft Graph answered {status} {code or ''}".rstrip(), code=code,
-                      status=status) from None
-        except httpx.HTTPError as exc:
-            raise GraphError(f"cannot reach Microsoft Graph ({type(exc).__name__})") from None
-        try:
-            value = json.loads(body or b"{}")
-        except ValueError:
-            raise GraphError("Microsoft Graph answered with something that is not JSON") from None
-        return value if isinstance(value, dict) else {}
-
-    try:
-        return await once()
-    except GraphError as exc:
-        if exc.status != 401 or isinstance(exc, CredentialError):
-            raise
-        graph.credential.invalidate()
-        return await once()
+    query = UserItemRequestBuilder.UserItemRequestBuilderGetQueryParameters(select=["id"])
+    info = graph_connection.client.users.by_user_id(upn).to_get_request_information(
+        RequestConfiguration(query_parameters=query))
+    found = (await graph_connection.json(info)).get("id")
+    if not isinstance(found, str) or not found:
+        raise NotFound(f"no user {upn} in the directory", code="Request_ResourceNotFound",
+                       status=404)
+    return found

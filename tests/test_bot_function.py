@@ -50,7 +50,8 @@ def the_list(monkeypatch: pytest.MonkeyPatch, entra: FakeEntra, graph: FakeGraph
     entra.add_client(CLIENT_ID, secret=SECRET)
     site: FakeSite = graph.add_site(SITE)
     env = env_for(entra, graph, test_ca, DMARCBOT_SP_SITE_ID=SITE,
-                  DMARCBOT_BOT_OPENID_URL=bf.openid_metadata_url, DMARCBOT_ADMINS=ADMIN)
+                  DMARCBOT_BOT_OPENID_URL=bf.openid_metadata_url, DMARCBOT_ADMINS=ADMIN,
+                  DMARCBOT_TEAMS_APP_ID="dmarcbot-teams-app")
 
     async def provision() -> str:
         credential = credential_for(app_credential(env))

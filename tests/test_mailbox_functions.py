@@ -134,7 +134,7 @@ def test_naming_senders_failing_does_not_lose_the_queued_ids(
     async def broken() -> None:
         raise RuntimeError("DNS fell over")
 
-    monkeypatch.setattr(mailbox_functions, "name_new_senders", broken)
+    monkeypatch.setattr(mailbox_functions, "name_and_ask", broken)
     out = Out()
     in_worker(lambda: mailbox_functions.poll_mailbox(TimerRequest(), out))
     assert len(queued(out)) == 1

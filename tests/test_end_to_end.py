@@ -1,0 +1,183 @@
+"""From report e-mails to an owner's decision, with every Microsoft part faked over loopback.
+
+Reports arrive in the shared mailbox; the timer queues them, the queue trigger stores them
+(Azurite), the next tick names the senders, records a Pending item in the SharePoint list and
+sends the owner a card through the Bot Connector; the owner clicks Approve; the item is
+Approved, the card answered is the decision, and the next tick sends nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import azure.functions as func
+import pytest
+from azure.functions.queue import QueueMessage
+from azure.functions.timer import TimerRequest
+
+from function_app import bot_functions, mailbox_functions, mailjob
+from graph.senders_list import DEFAULT_NAME
+from tests.azurite import unique_prefix
+from tests.fakes.botframework import FakeBotFramework, FakeTeamsGraph, invoke_activity
+from tests.fakes.entra import GRAPH_DEFAULT_SCOPE, FakeEntra
+from tests.fakes.fixtures import TENANT_ID
+from tests.fakes.graph import FakeGraph
+from tests.fakes.mailbox import FileAttachment
+from tests.fakes.server import Request, Response
+from tests.fakes.tls import TestCA
+from tests.mailbox_env import CLIENT_ID, MAILBOX, SECRET, env_for
+from tests.test_mailbox_functions import Out, sendgrid_report
+
+SITE = "contoso.sharepoint.com,2c1b2f4e-6b8e-4a4f-9a0e-3f1d2c3b4a59,7d0c6a1e-5f3b-4c2d-8e9f"
+BOT_SCOPE = "https://api.botframework.com/.default"
+OWNER_UPN, OWNER_ID = "ann@example.com", "5f0c8d2a-1111-4b4b-8c8c-00000000000a"
+TEAMS_APP = "dmarcbot-teams-app"
+
+
+@pytest.fixture
+def entra(test_ca: TestCA) -> Iterator[FakeEntra]:
+    """Entra ID that also issues the Bot Connector's tokens."""
+    with FakeEntra(test_ca, tenant_id=TENANT_ID,
+                   scopes=(GRAPH_DEFAULT_SCOPE, BOT_SCOPE)) as fake:
+        yield fake
+    assert not fake.errors, fake.errors[0]
+
+
+@pytest.fixture
+def world(monkeypatch: pytest.MonkeyPatch, entra: FakeEntra, graph: FakeGraph,
+          test_ca: TestCA, azurite: Any) -> Iterator[tuple[FakeBotFramework, Any]]:
+    entra.add_client(CLIENT_ID, secret=SECRET)
+    graph.add_mailbox(MAILBOX)
+    site = graph.add_site(SITE)
+    teams = FakeTeamsGraph(test_ca)
+    app_id = teams.publish_app(TEAMS_APP)
+    # installed already (an admin's setup policy); installing is tested in test_bot_connector
+    teams.installed[OWNER_ID] = {app_id: "install-1"}
+
+    def user(request: Request, route: Any) -> Response:
+        if route.params.get("user-id", "").lower() != OWNER_UPN:
+            return Response.json(404, {"error": {"code": "Request_ResourceNotFound",
+                                                 "message": "no such user"}})
+        return Response.json(200, {"id": OWNER_ID})
+
+    def through(request: Request, route: Any) -> Response:
+        return teams._handle(request)  # the Teams part of Graph, on the same host
+
+    graph.add_handlers({
+        ("GET", "/users/{user-id}"): user,
+        ("GET", "/appCatalogs/teamsApps"): through,
+        ("GET", "/users/{user-id}/teamwork/installedApps"): through,
+        ("POST", "/users/{user-id}/teamwork/installedApps"): through,
+    })
+    with FakeBotFramework(test_ca, app_id=CLIENT_ID, tenant_id=TENANT_ID, tokens=entra) as bf:
+        bf.add_user(OWNER_ID)
+        env = env_for(entra, graph, test_ca,
+                      DMARCBOT_TABLES_CONNECTION=azurite.connection_string,
+                      DMARCBOT_TABLES_PREFIX=unique_prefix(), DMARCBOT_NAMESERVERS="none",
+                      DMARCBOT_OWNERS=f"example.com={OWNER_UPN}", DMARCBOT_SP_SITE_ID=SITE,
+                      DMARCBOT_TEAMS_APP_ID=TEAMS_APP, DMARCBOT_BOT_SERVICE_URL=bf.service_url,
+                      DMARCBOT_BOT_OPENID_URL=bf.openid_metadata_url)
+        env["DMARCBOT_SP_LIST_ID"] = provision(env, graph, site)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        mailbox_functions.app_store.cache_clear()
+        yield bf, site.list_named(DEFAULT_NAME)
+        mailbox_functions.app_store.cache_clear()
+    assert not bf.errors, bf.errors[0]
+
+
+def provision(env: dict[str, str], graph: FakeGraph, site: Any) -> str:
+    """What the administrator does once (docs/sharepoint.md): the list and its columns."""
+    from function_app.settings import app_credential
+    from graph.client import connect
+    from graph.credentials import credential_for
+    from graph.senders_list import SendersList
+
+    async def go() -> str:
+        credential = app_credential(env)
+        async with connect(credential_for(credential), base_url=graph.base_url,
+                           ca_bundle=credential.ca_bundle) as connection:
+            return await SendersList(connection, SITE).provision()
+
+    return asyncio.run(go())
+
+
+def test_report_mail_to_pending_item_to_card_to_approval(
+        world: tuple[FakeBotFramework, Any], graph: FakeGraph) -> None:
+    bf, the_list = world
+    box = graph.mailbox(MAILBOX)
+    assert box is not None
+    box.add_message(internet_message_id="<sg@r>", attachments=[
+        FileAttachment("r.xml.gz", sendgrid_report("r1", 40))])
+    ticks = [Out(), Out(), Out()]
+
+    async def worker() -> None:
+        try:
+            await mailbox_functions.poll_mailbox(TimerRequest(), ticks[0])
+            for body in ticks[0].value:
+                await mailbox_functions.ingest_mail(
+                    QueueMessage(id="q", body=body.encode(), dequeue_count=1))
+            await mailbox_functions.poll_mailbox(TimerRequest(), ticks[1])
+        finally:
+            await mailjob.close_shared_mailboxes()
+
+    asyncio.run(worker())
+
+    (item,) = the_list.items.values()
+    assert item.fields["Status"] == "Pending" and item.fields["ServiceKey"] == "sendgrid"
+    assert (item.fields["OwnerUpn"], item.fields["OwnerId"]) == (OWNER_UPN, OWNER_ID)
+    conversations = list(bf.conversations.values())
+    assert len(conversations) == 1 and len(conversations[0].activities) == 1
+    (sent,) = conversations[0].activities.values()
+    card = sent["attachments"][0]["content"]
+    assert '"verb": "approve"' in json.dumps(card)
+    approve = next(a for a in _actions(card) if a.get("verb") == "approve")
+
+    # the owner clicks Approve in Teams
+    activity = invoke_activity("approve", approve["data"], **bf.who(bf.users[OWNER_ID]))
+    request = func.HttpRequest(method="POST", url="/api/messages",
+                               body=json.dumps(activity).encode(),
+                               headers={"Authorization": f"Bearer {bf.mint()}"})
+
+    async def click() -> func.HttpResponse:
+        try:
+            return await bot_functions.bot_messages(request)
+        finally:
+            await mailjob.close_shared_mailboxes()
+
+    response = asyncio.run(click())
+    assert response.status_code == 200
+    answer = json.loads(response.get_body())
+    assert '"verb": "approve"' not in json.dumps(answer["value"])
+    assert item.fields["Status"] == "Approved" and item.fields["DecidedBy"] == OWNER_ID
+
+    # the next tick asks nobody again
+    async def tick() -> None:
+        try:
+            await mailbox_functions.poll_mailbox(TimerRequest(), ticks[2])
+        finally:
+            await mailjob.close_shared_mailboxes()
+
+    asyncio.run(tick())
+    assert sum(len(c.activities) for c in bf.conversations.values()) == 1
+    assert graph.rejected == [] and graph.deleted == []
+
+
+def _actions(card: dict[str, Any]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "Action.Execute":
+                found.append(node)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(card)
+    return found
