@@ -36,7 +36,10 @@ from graph.errors import Conflict, GraphError
 from graph.senders_list import NewSender, SenderItem, SendersList
 
 if TYPE_CHECKING:
+    from analysis.catalog import Catalog
+    from analysis.dnsevidence import DnsEvidence
     from function_app.settings import TeamsSettings
+    from store.base import Store
 from store.base import InventoryItem
 
 log = logging.getLogger("dmarcbot.teams")
@@ -276,3 +279,42 @@ async def ask_owners(config: TeamsSettings, verdicts: Iterable[ServiceVerdict],
                                  config.service_url)
         return await notify_owners(senders_list(config), verdicts, notifier, settings,
                                    dt.datetime.now(dt.UTC))
+
+
+async def send_digests(config: TeamsSettings, store: Store, catalog: Catalog,
+                       dns: DnsEvidence | None, settings: ApprovalSettings,
+                       today: dt.date) -> int:
+    """Each domain's weekly digest to its default owner: volume, pass rate, senders by status
+    (from the list), impostors and the next step to enforcement. Returns the cards sent."""
+    from analysis.posture import assess
+    from analysis.senders import analyse_rollups
+    from cards.digest import digest_card
+    from cards.facts import digest_facts_from
+    from function_app.mailjob import shared_graph
+    from graph.credentials import credential_for
+
+    since = today - dt.timedelta(days=7)
+    period = (since, today - dt.timedelta(days=1))
+    senders = senders_list(config)
+    ca = config.credential.ca_bundle
+    sent = 0
+    async with BotConnector(credential_for(config.credential), config.credential.client_id,
+                            verify=ssl.create_default_context(cafile=str(ca)) if ca else True
+                            ) as connector:
+        notifier = TeamsNotifier(shared_graph(config.credential, config.graph_url), connector,
+                                 config.credential.tenant_id, config.teams_app_id,
+                                 config.service_url)
+        for domain, owner in sorted(settings.default_owners.items()):
+            _, verdicts, _ = await analyse_rollups(
+                store.rollups(domain=domain, since=since.isoformat()), catalog, dns)
+            if not verdicts:
+                continue  # no mail this week: nothing to say
+            items = {i.service_key: i for i in await senders.for_domain(domain)}
+            statuses = {k: i.status for k, i in items.items()}
+            owners = {k: i.owner_upn for k, i in items.items() if i.owner_upn}
+            posture = await assess(domain, dns, verdicts, statuses, catalog)  # type: ignore[arg-type]
+            card = digest_card(digest_facts_from(posture, verdicts, statuses, period=period,
+                                                 owners=owners))
+            await notifier.send(owner, card)
+            sent += 1
+    return sent

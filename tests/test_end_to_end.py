@@ -3,13 +3,15 @@
 Reports arrive in the shared mailbox; the timer queues them, the queue trigger stores them
 (Azurite), the next tick names the senders, records a Pending item in the SharePoint list and
 sends the owner a card through the Bot Connector; the owner clicks Approve; the item is
-Approved, the card answered is the decision, and the next tick sends nothing more.
+Approved, the card answered is the decision, the next tick sends nothing more, and the weekly
+digest shows the sender approved.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,9 +20,10 @@ import pytest
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
-from function_app import bot_functions, mailbox_functions, mailjob
+from function_app import bot_functions, digest_functions, mailbox_functions, mailjob
 from graph.senders_list import DEFAULT_NAME
 from tests.azurite import unique_prefix
+from tests.builders import aggregate_xml, gzipped, record_xml
 from tests.fakes.botframework import FakeBotFramework, FakeTeamsGraph, invoke_activity
 from tests.fakes.entra import GRAPH_DEFAULT_SCOPE, FakeEntra
 from tests.fakes.fixtures import TENANT_ID
@@ -29,7 +32,7 @@ from tests.fakes.mailbox import FileAttachment
 from tests.fakes.server import Request, Response
 from tests.fakes.tls import TestCA
 from tests.mailbox_env import CLIENT_ID, MAILBOX, SECRET, env_for
-from tests.test_mailbox_functions import Out, sendgrid_report
+from tests.test_mailbox_functions import SENDGRID, Out
 
 SITE = "contoso.sharepoint.com,2c1b2f4e-6b8e-4a4f-9a0e-3f1d2c3b4a59,7d0c6a1e-5f3b-4c2d-8e9f"
 BOT_SCOPE = "https://api.botframework.com/.default"
@@ -110,8 +113,13 @@ def test_report_mail_to_pending_item_to_card_to_approval(
     bf, the_list = world
     box = graph.mailbox(MAILBOX)
     assert box is not None
-    box.add_message(internet_message_id="<sg@r>", attachments=[
-        FileAttachment("r.xml.gz", sendgrid_report("r1", 40))])
+    yesterday = int(time.time()) // 86400 * 86400 - 86400
+    report = gzipped(aggregate_xml(
+        record_xml("198.51.100.10", 40, dkim="fail", spf="fail", envelope_from="sendgrid.net",
+                   header_from="example.com", auth=SENDGRID),
+        report_id="r1", begin=yesterday, end=yesterday + 86399))
+    box.add_message(internet_message_id="<sg@r>",
+                    attachments=[FileAttachment("r.xml.gz", report)])
     ticks = [Out(), Out(), Out()]
 
     async def worker() -> None:
@@ -163,6 +171,19 @@ def test_report_mail_to_pending_item_to_card_to_approval(
 
     asyncio.run(tick())
     assert sum(len(c.activities) for c in bf.conversations.values()) == 1
+
+    # Monday morning: the owner's weekly digest, with SendGrid among the approved senders
+    async def digest() -> None:
+        try:
+            await digest_functions.send_digests(TimerRequest())
+        finally:
+            await mailjob.close_shared_mailboxes()
+
+    asyncio.run(digest())
+    activities = list(conversations[0].activities.values())
+    assert len(activities) == 2
+    weekly = json.dumps(activities[1]["attachments"][0]["content"])
+    assert "WEEKLY" in weekly and "Approved" in weekly and "SendGrid" in weekly
     assert graph.rejected == [] and graph.deleted == []
 
 

@@ -54,7 +54,7 @@ def test_worker_indexes_the_functions_with_their_bindings() -> None:
     assert not found["graph_sdk_loaded"]  # the 400 MB SDK loads on first use, not at indexing
     functions = found["functions"]
     assert isinstance(functions, dict)
-    assert set(functions) == {"poll_mailbox", "ingest_mail", "bot_messages"}
+    assert set(functions) == {"poll_mailbox", "ingest_mail", "bot_messages", "send_digests"}
     for name, f in functions.items():
         assert f["is_async"], name
         names = [binding["name"] for binding in f["bindings"] if binding["name"] != "$return"]
@@ -73,6 +73,9 @@ def test_worker_indexes_the_functions_with_their_bindings() -> None:
     assert poll["queue"]["direction"] == "OUT"
     assert poll["queue"]["queueName"] == "dmarcbot-mail"
     assert poll["queue"]["connection"] == "AzureWebJobsStorage"
+    (digest,) = functions["send_digests"]["bindings"]
+    assert digest["type"] == "timerTrigger"
+    assert digest["schedule"] == "%DMARCBOT_DIGEST_SCHEDULE%" and digest["runOnStartup"] is False
     (trigger,) = functions["ingest_mail"]["bindings"]
     assert trigger["type"] == "queueTrigger" and trigger["direction"] == "IN"
     assert trigger["queueName"] == poll["queue"]["queueName"]
@@ -101,4 +104,5 @@ def test_every_setting_is_in_the_sample_and_documented() -> None:
     assert read <= sample, read - sample
     # and nothing documented that nobody reads (the host reads these itself)
     assert sample - read == {"FUNCTIONS_WORKER_RUNTIME", "PYTHON_SCRIPT_FILE_NAME",
-                             "AzureWebJobsStorage", "DMARCBOT_POLL_SCHEDULE"}
+                             "AzureWebJobsStorage", "DMARCBOT_POLL_SCHEDULE",
+                             "DMARCBOT_DIGEST_SCHEDULE"}
