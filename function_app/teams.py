@@ -52,12 +52,16 @@ class ListRecords:
     when the card is sent); admins may be named by object id in DMARCBOT_ADMINS.
     """
 
-    def __init__(self, senders: SendersList) -> None:
+    def __init__(self, senders: SendersList,
+                 seen: dict[tuple[str, str], SenderItem] | None = None) -> None:
         self.senders = senders
         self.read: dict[tuple[str, str], SenderItem] = {}
+        self._seen = dict(seen or {})  # an item read a moment ago, used for the first look only
 
     async def get(self, domain: str, service_key: str) -> InventoryItem | None:
-        item = await self.senders.get(domain, service_key)
+        item = self._seen.pop((domain, service_key), None)
+        if item is None:  # a second look (after losing a race) asks SharePoint again
+            item = await self.senders.get(domain, service_key)
         if item is None:
             return None
         self.read[domain, service_key] = item
@@ -69,9 +73,10 @@ class ListRecords:
             return False
         handed_to = item.owner if item.status == "Pending" else None  # Not mine
         try:
-            await self.senders.decide(current, item.status,  # type: ignore[arg-type]
-                                      item.decided_by, _moment(item.decided_at),
-                                      owner_upn=handed_to)
+            # the PATCH answers with the item as written: kept, so it need not be read again
+            self.read[item.policy_domain, item.service_key] = await self.senders.decide(
+                current, item.status, item.decided_by,  # type: ignore[arg-type]
+                _moment(item.decided_at), owner_upn=handed_to)
         except Conflict:
             return False  # decided by someone else since it was read
         return True
@@ -132,8 +137,9 @@ class CardActions:
         if verb == "refresh" or verb not in VERBS or who is None:
             return card_for(item, who, self.settings)
         new_owner = data.get("owner") if isinstance(data.get("owner"), str) else None
+        records = ListRecords(self.senders, seen={(domain.lower(), service): item})
         try:
-            outcome = await take_decision(ListRecords(self.senders), domain, service,
+            outcome = await take_decision(records, domain, service,
                                           _verb(verb), who, dt.datetime.now(dt.UTC),
                                           self.settings, new_owner=new_owner)
         except Refused as exc:
@@ -147,8 +153,7 @@ class CardActions:
                               verb=verb, new_owner=new_owner)
         if outcome.changed:
             log.info("%s: %s decided %s", verb, domain, service)
-        fresh = await self.senders.get(domain, service) or item
-        return card_for(fresh, who, self.settings)
+        return card_for(records.read.get((domain.lower(), service), item), who, self.settings)
 
 
 def _verb(verb: str) -> Verb:

@@ -153,7 +153,7 @@ def test_a_decision_someone_made_meanwhile_wins(bf: FakeBotFramework, the_list: 
         nonlocal calls
         calls += 1
         found = await real_get(self, domain, service_key)
-        if calls == 2:  # between our read and our write, the admin rejects it
+        if calls == 1:  # between our read and our write, the admin rejects it
             (fake_item,) = list(the_list.items.values())
             the_list.update_item(fake_item, {"Status": "Rejected", "DecidedBy": ADMIN,
                                              "DecidedAt": "2026-11-29T08:00:00Z"})
