@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -202,3 +203,66 @@ def _actions(card: dict[str, Any]) -> list[dict[str, Any]]:
 
     walk(card)
     return found
+
+
+def test_owners_are_reminded_and_alerted_in_teams(world: tuple[FakeBotFramework, Any],
+                                                  graph: FakeGraph) -> None:
+    """A week without an answer brings a reminder; a rejected sender that keeps sending, an
+    alert; and each only once for the same state."""
+    import datetime as dt
+
+    from analysis import read_reports
+    from analysis.catalog import load_catalog
+    from analysis.senders import analyse_rollups
+    from function_app import teams
+    from function_app.settings import approval_settings, teams_settings
+    from graph.bot_connector import BotConnector
+    from graph.credentials import credential_for
+    from store import SqliteStore
+    from tests.builders import aggregate_xml, record_xml
+
+    bf, the_list = world
+    day = dt.date(2026, 11, 20)
+    begin = int(dt.datetime(2026, 11, 20, tzinfo=dt.UTC).timestamp())
+    xml = aggregate_xml(record_xml("198.51.100.10", 9, dkim="fail", spf="fail",
+                                   envelope_from="sendgrid.net", header_from="example.com",
+                                   auth=SENDGRID), report_id="w", begin=begin, end=begin + 86399)
+    store = SqliteStore(":memory:")
+    for report in read_reports(xml):
+        store.add_report(report)
+
+    async def ask(now: dt.datetime) -> list[str]:
+        config = teams_settings()
+        _, verdicts, _ = await analyse_rollups(store.rollups(), load_catalog(), None)
+        try:
+            async with BotConnector(credential_for(config.credential), CLIENT_ID,
+                                    verify=ssl.create_default_context(
+                                        cafile=str(config.credential.ca_bundle))) as connector:
+                notifier = teams.TeamsNotifier(
+                    mailjob.shared_graph(config.credential, config.graph_url), connector,
+                    TENANT_ID, TEAMS_APP, bf.service_url)
+                return list(await teams.notify_owners(teams.senders_list(config), verdicts,
+                                                      notifier, approval_settings(), now))
+        finally:
+            await mailjob.close_shared_mailboxes()
+
+    start = dt.datetime.combine(day, dt.time(8), dt.UTC)
+    assert asyncio.run(ask(start)) == ["ask"]
+    assert asyncio.run(ask(start + dt.timedelta(days=3))) == []
+    assert asyncio.run(ask(start + dt.timedelta(days=7))) == ["remind"]
+    assert asyncio.run(ask(start + dt.timedelta(days=8))) == []
+    # the owner rejects it; it keeps sending the day after
+    (item,) = the_list.items.values()
+    the_list.update_item(item, {"Status": "Rejected", "DecidedBy": OWNER_ID,
+                                "DecidedAt": "2026-11-20T12:00:00Z"})
+    later = begin + 86400
+    for report in read_reports(aggregate_xml(
+            record_xml("198.51.100.10", 3, dkim="fail", spf="fail", envelope_from="sendgrid.net",
+                       header_from="example.com", auth=SENDGRID),
+            report_id="w2", begin=later, end=later + 86399)):
+        store.add_report(report)
+    assert asyncio.run(ask(start + dt.timedelta(days=9))) == ["alert"]
+    assert asyncio.run(ask(start + dt.timedelta(days=9, hours=1))) == []
+    (conversation,) = bf.conversations.values()
+    kinds = [json.dumps(a["attachments"][0]["content"]) for a in conversation.activities.values()]
+    assert len(kinds) == 3 and '"verb": "approve"' not in kinds[2]  # the alert has no buttons
