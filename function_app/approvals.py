@@ -90,7 +90,8 @@ def noticed(item: InventoryItem, notice: Notice, now: dt.datetime,
         return dataclasses.replace(item, owner=owner, asked_at=stamp)
     if notice == "remind":
         return dataclasses.replace(item, owner=owner, reminded_at=stamp)
-    return dataclasses.replace(item, owner=owner, alerted_at=stamp)
+    # an alert is about a day of sending: the next one waits for a later day to be seen
+    return dataclasses.replace(item, owner=owner, alerted_at=f"{item.last_seen}T00:00:00Z")
 
 
 def decide(item: InventoryItem, verb: Verb, who: str, now: dt.datetime,

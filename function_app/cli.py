@@ -370,6 +370,7 @@ def cmd_demo(args: argparse.Namespace, limits: Limits) -> int:
 
 def cmd_run(args: argparse.Namespace, limits: Limits) -> int:
     """The scheduled job, once: bring new reports in, then name the senders in them."""
+    approvals = _approval_settings()  # a bad setting stops the run before any work
     with _open_store(args) as store:
         evidence = _evidence(args, store)
         if args.source == "graph":
@@ -382,7 +383,6 @@ def cmd_run(args: argparse.Namespace, limits: Limits) -> int:
             status = 1 if any(o.status == "rejected" for o in outcomes) else 0
         new = {o.domain for o in outcomes
                if o.status == "stored" and o.kind == "aggregate" and o.domain}
-        approvals = _approval_settings()
         now = dt.datetime.now(dt.UTC)
         # domains with new reports, and those with a reminder or an alert due
         domains = new | {d for (d, _), item in store.inventory().items()
@@ -455,9 +455,14 @@ def cmd_decide(args: argparse.Namespace, limits: Limits) -> int:
             if verb == "notmine":  # the new owner is asked now, not at the next run
                 asyncio.run(notify(store, [verdict], outbox, approvals, now))
     if not outcome.changed:
-        print(f"{item.policy_domain} {item.service_key}: {item.status} already, decided by "
-              f"{item.decided_by or 'nobody'}; nothing changed")
-        return 0
+        wanted = {"approve": "Approved", "reject": "Rejected"}.get(verb)
+        line = (f"{item.policy_domain} {item.service_key}: {item.status} already, decided by "
+                f"{item.decided_by or 'nobody'}; nothing changed")
+        if wanted == item.status:
+            print(line)
+            return 0
+        _say(f"dmarcbot: {line}")  # a different decision stands: worth a failing status
+        return 1
     said = {"approve": "approved", "reject": "rejected"}.get(verb, f"handed to {item.owner}")
     print(f"{item.policy_domain} {item.service_key}: {said} by {args.as_}")
     if verdict is not None:

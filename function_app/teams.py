@@ -9,6 +9,7 @@ with a Retry button.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import logging
@@ -82,11 +83,14 @@ class ListRecords:
         return True
 
 
-def inventory_item(item: SenderItem) -> InventoryItem:
+def inventory_item(item: SenderItem, *, owner: str = "id") -> InventoryItem:
+    """The item as `approvals` sees it. Its owner is the Entra object id (`owner="id"`: what a
+    click is checked against) or the UPN (`owner="upn"`: whom to ask)."""
     messages = item.messages
     return InventoryItem(
         policy_domain=item.domain, service_key=item.service_key, status=item.status,
-        owner=item.owner_id, first_seen=_day(item.first_seen), last_seen=_day(item.last_seen),
+        owner=item.owner_id if owner == "id" else item.owner_upn,
+        first_seen=_day(item.first_seen), last_seen=_day(item.last_seen),
         messages=messages, dmarc_pass=round((item.pass_rate or 0.0) * messages),
         decided_by=item.decided_by, decided_at=_stamp(item.decided_at),
         asked_at=_stamp(item.asked_at), reminded_at=_stamp(item.last_reminded),
@@ -107,17 +111,23 @@ def facts(item: SenderItem) -> ApprovalFacts:
 
 
 def card_for(item: SenderItem, viewer: str | None, settings: ApprovalSettings) -> dict[str, Any]:
-    """The card as it stands for `viewer` (an object id): buttons only for who may decide."""
+    """The card as it stands for `viewer` (an object id), chosen by the item's status.
+
+    Pending: the buttons for who may decide (a new owner after Not mine included), the
+    read-only card for everyone else. Decided: the decision, for everyone.
+    """
     f = facts(item)
-    if item.decided_by and item.decided_at:
-        if item.status == "Pending":  # handed on with Not mine
-            return decision_card(f, Decision("notmine", item.decided_by, item.decided_at,
-                                             handed_to=item.owner_upn))
+    if item.status == "Pending":
+        if viewer and settings.may_decide(inventory_item(item), viewer):
+            return approval_card(f)
+        return read_only_card(f, item.status)
+    if item.status in ("Approved", "Rejected") and item.decided_by and item.decided_at:
         verb = "approve" if item.status == "Approved" else "reject"
         return decision_card(f, Decision(verb, item.decided_by, item.decided_at))
-    if viewer and settings.may_decide(inventory_item(item), viewer):
-        return approval_card(f)
-    return read_only_card(f, item.status)
+    return read_only_card(f, item.status)  # decided in the list itself, or a status of its own
+
+
+CLICK_BUDGET = 4.0  # seconds: Teams waits about 5 for the answer to a card action
 
 
 class CardActions:
@@ -126,9 +136,24 @@ class CardActions:
     def __init__(self, senders: SendersList, settings: ApprovalSettings) -> None:
         self.senders = senders
         self.settings = settings
+        self._admins_resolved = False
+
+    async def _resolve_admins(self) -> None:
+        """Admins named by UPN are known to Teams by object id: look them up once."""
+        ids = set(self.settings.admins)
+        for admin in self.settings.admins:
+            if "@" in admin:
+                try:
+                    ids.add((await user_object_id(self.senders.graph, admin)).lower())
+                except GraphError as exc:
+                    log.warning("admin %s not found in the directory (%s)", admin, exc.code)
+        self.settings = dataclasses.replace(self.settings, admins=frozenset(ids))
+        self._admins_resolved = True
 
     async def __call__(self, caller: Caller, verb: str, data: Mapping[str, Any]
                        ) -> dict[str, Any]:
+        if not self._admins_resolved:
+            await self._resolve_admins()
         domain, service = str(data.get("domain") or ""), str(data.get("service") or "")
         item = await self.senders.get(domain, service)
         if item is None:
@@ -139,16 +164,16 @@ class CardActions:
         new_owner = data.get("owner") if isinstance(data.get("owner"), str) else None
         records = ListRecords(self.senders, seen={(domain.lower(), service): item})
         try:
-            outcome = await take_decision(records, domain, service,
-                                          _verb(verb), who, dt.datetime.now(dt.UTC),
-                                          self.settings, new_owner=new_owner)
+            async with asyncio.timeout(CLICK_BUDGET):  # Teams gives up on a slow answer
+                outcome = await take_decision(records, domain, service,
+                                              _verb(verb), who, dt.datetime.now(dt.UTC),
+                                              self.settings, new_owner=new_owner)
         except Refused as exc:
-            if exc.code == "no-owner":
-                return retry_card(facts(item), str(exc), verb=verb, new_owner=new_owner)
             log.info("card action %s refused (%s)", verb, exc.code)
-            return card_for(item, who, self.settings)
-        except GraphError as exc:
-            log.warning("recording a decision failed (%s %s)", exc.status, exc.code)
+            return card_for(item, who, self.settings)  # Not mine without an address: the form
+        except (GraphError, TimeoutError) as exc:
+            log.warning("recording a decision failed (%s)", getattr(exc, "code", None)
+                        or type(exc).__name__)
             return retry_card(facts(item), "the list of senders could not be updated",
                               verb=verb, new_owner=new_owner)
         if outcome.changed:
@@ -188,13 +213,15 @@ class TeamsNotifier:
         self.teams_app_id = teams_app_id
         self.service_url = service_url
 
-    async def send(self, to: str, card: dict[str, Any]) -> SentCard:
-        user = await user_object_id(self.graph, to)
-        await ensure_app_installed(self.graph, user, self.teams_app_id)
-        conversation = await self.connector.create_conversation(self.service_url, user,
+    async def user_id(self, upn: str) -> str:
+        return await user_object_id(self.graph, upn)
+
+    async def send(self, user_id: str, card: dict[str, Any]) -> SentCard:
+        await ensure_app_installed(self.graph, user_id, self.teams_app_id)
+        conversation = await self.connector.create_conversation(self.service_url, user_id,
                                                                 self.tenant_id)
         activity = await self.connector.send_card(self.service_url, conversation, card)
-        return SentCard(user, conversation, activity, self.service_url)
+        return SentCard(user_id, conversation, activity, self.service_url)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -212,47 +239,61 @@ async def notify_owners(senders: SendersList, verdicts: Iterable[ServiceVerdict]
 
     Each sender that needs a decision gets its list item (Pending when new; never reset once
     decided). Whatever `approvals.due` says is due is recorded on the item first, then sent, so
-    a crash in between never asks twice; the card's ids are kept to update it later.
+    a crash in between never asks twice; the card's ids are kept to update it later. One
+    sender's failure (an owner not in the directory, Teams blocked) does not stop the others.
     """
     sent: list[Notice] = []
     for verdict in verdicts:
         if not verdict.needs_decision:
             continue
-        item, _ = await senders.ensure_pending(NewSender(
-            verdict.domain, verdict.service_key, verdict.service_name, verdict.first_day,
-            verdict.last_day, verdict.messages,
-            verdict.dmarc_pass / verdict.messages if verdict.messages else None,
-            owner_upn=settings.default_owners.get(verdict.domain),
-            evidence="\n".join(verdict.evidence), category=verdict.category,
-            verdict=verdict.verdict))
-        owner = item.owner_upn
-        notice = due(inventory_item(item), now, settings) if owner else None
-        if owner is None or notice is None:
-            continue
-        stamp = {"ask": "asked_at", "remind": "last_reminded", "alert": "last_alerted"}[notice]
         try:
-            item = await senders.touch(item, **{stamp: now})
-        except Conflict:
-            continue  # decided a moment ago: nothing to ask
-        item_facts = approval_facts_from(verdict, item_id=item.id,
-                                         request_id=f"{item.id}|{_stamp(now)}", owner=owner)
-        card = (approval_card(item_facts) if notice != "alert" else read_only_card(
-            item_facts, "Rejected", Decision("reject", item.decided_by or "", item.decided_at
-                                             or now)))
-        try:
-            delivered = await notifier.send(owner, card)
+            notice = await _notify_one(senders, verdict, notifier, settings, now)
         except GraphError as exc:
-            log.warning("%s for %s %s not delivered (%s %s); due again next time", notice,
+            log.warning("could not ask the owner of %s %s (%s %s); trying again next time",
                         verdict.domain, verdict.service_key, exc.status, exc.code)
-            await senders.touch(item, **{stamp: None})
             continue
-        await senders.ensure_pending(NewSender(
-            verdict.domain, verdict.service_key, verdict.service_name, verdict.first_day,
-            verdict.last_day, verdict.messages, owner_id=delivered.user_id))
-        await senders.set_card(item, delivered.conversation_id, delivered.activity_id,
-                               delivered.service_url)
-        sent.append(notice)
+        if notice is not None:
+            sent.append(notice)
     return sent
+
+
+async def _notify_one(senders: SendersList, verdict: ServiceVerdict, notifier: TeamsNotifier,
+                      settings: ApprovalSettings, now: dt.datetime) -> Notice | None:
+    item, _ = await senders.ensure_pending(NewSender(
+        verdict.domain, verdict.service_key, verdict.service_name, verdict.first_day,
+        verdict.last_day, verdict.messages,
+        verdict.dmarc_pass / verdict.messages if verdict.messages else None,
+        owner_upn=settings.default_owners.get(verdict.domain),
+        evidence="\n".join(verdict.evidence), category=verdict.category,
+        verdict=verdict.verdict))
+    if not item.owner_upn or due(inventory_item(item, owner="upn"), now, settings) is None:
+        return None
+    # the person to ask, by the id a click will carry: recorded before the card goes out
+    user = await notifier.user_id(item.owner_upn)
+    if item.owner_id != user:
+        item = await senders.set_owner_id(item, user)  # a new person is asked afresh
+    notice = due(inventory_item(item, owner="upn"), now, settings)
+    if notice is None:
+        return None
+    stamp = {"ask": "asked_at", "remind": "last_reminded", "alert": "last_alerted"}[notice]
+    # an alert records the day of sending it is about (see approvals.noticed)
+    when = item.last_seen if notice == "alert" and item.last_seen else now
+    try:
+        item = await senders.touch(item, **{stamp: when})
+    except Conflict:
+        return None  # decided a moment ago: nothing to ask
+    item_facts = approval_facts_from(verdict, item_id=item.id,
+                                     request_id=f"{item.id}|{_stamp(now)}", owner=item.owner_upn)
+    card = approval_card(item_facts) if notice != "alert" else read_only_card(
+        item_facts, "Rejected", Decision("reject", item.decided_by or "", item.decided_at or now))
+    try:
+        delivered = await notifier.send(user, card)
+    except GraphError:
+        await senders.touch(item, **{stamp: None})  # not sent: due again next time
+        raise
+    await senders.set_card(item, delivered.conversation_id, delivered.activity_id,
+                           delivered.service_url)
+    return notice
 
 
 def senders_list(config: TeamsSettings) -> SendersList:
@@ -320,6 +361,11 @@ async def send_digests(config: TeamsSettings, store: Store, catalog: Catalog,
             posture = await assess(domain, dns, verdicts, statuses, catalog)  # type: ignore[arg-type]
             card = digest_card(digest_facts_from(posture, verdicts, statuses, period=period,
                                                  owners=owners))
-            await notifier.send(owner, card)
+            try:
+                await notifier.send(await notifier.user_id(owner), card)
+            except GraphError as exc:
+                log.warning("the digest of %s was not delivered (%s %s)", domain, exc.status,
+                            exc.code)
+                continue
             sent += 1
     return sent

@@ -14,7 +14,8 @@ httpx: the Teams SDK's client wants its own token plumbing and its conversation 
 Errors are graph.errors types: `Blocked` (the user blocked or removed the bot: stop, tell an
 admin), `BotNotInstalled` (install it with `ensure_app_installed`, then retry),
 `ConversationNotFound` (a NotFound), other refusals `BotConnectorError` with status and code.
-Throttling (429, with Retry-After) and transient 412/502/503/504 are retried a few times.
+Throttling (429, with Retry-After) and transient 412/502/503/504 are retried a few times; a POST
+only on 429 and 503, which say it was not done.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ BOT_SCOPE = "https://api.botframework.com/.default"
 ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
 DEFAULT_SERVICE_URL = "https://smba.trafficmanager.net/teams/"  # public cloud, any region
 RETRYABLE = frozenset({412, 429, 502, 503, 504})
+# A POST that timed out at a gateway (502, 504) may have been delivered: sending it again
+# could give the owner the same card twice. Only answers that say "not done" are retried.
+RETRYABLE_POST = frozenset({429, 503})
 BLOCKED_CODES = frozenset({"MessageWritesBlocked", "ConversationBlockedByUser",
                            "BotDisabledByAdmin"})
 NOT_INSTALLED_CODES = frozenset({"ForbiddenOperationException", "BotNotInConversationRoster"})
@@ -187,7 +191,8 @@ class BotConnector:
                 self.credential.invalidate()
                 refreshed = True
                 continue
-            if status in RETRYABLE and retries < self._max_retries:
+            retryable = RETRYABLE_POST if method == "POST" else RETRYABLE
+            if status in retryable and retries < self._max_retries:
                 retries += 1
                 delay = self._delay(response, retries)
                 log.info("the Bot Connector answered %d; retry %d in %.1f s", status, retries,

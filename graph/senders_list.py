@@ -396,6 +396,14 @@ class SendersList:
                 fields.update({"OwnerId": None, "AskedAt": None, "LastReminded": None})
         return await self._patch_retrying(item, fields, decision_must_stand=True)
 
+    async def set_owner_id(self, item: SenderItem, owner_id: str) -> SenderItem:
+        """Record the owner's Entra object id (what a click is checked against). A different
+        person from the one asked before is asked afresh: AskedAt and LastReminded clear."""
+        fields: dict[str, Any] = {"OwnerId": _line(owner_id)}
+        if item.owner_id and item.owner_id != owner_id:
+            fields.update({"AskedAt": None, "LastReminded": None})
+        return await self._patch_retrying(item, fields, decision_must_stand=True)
+
     async def set_card(self, item: SenderItem, conversation_id: str, activity_id: str,
                        service_url: str) -> SenderItem:
         """Remember the Teams card that asks for the decision, to update it later (written even

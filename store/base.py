@@ -45,7 +45,7 @@ class InventoryItem:
     decided_at: str | None
     asked_at: str | None = None  # when its owner was last sent the approval card
     reminded_at: str | None = None  # when its owner was last reminded
-    alerted_at: str | None = None  # when its owner was last told a rejected sender still sends
+    alerted_at: str | None = None  # the last day of sending its owner was alerted about
 
 
 class Store(Protocol):

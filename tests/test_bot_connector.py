@@ -224,6 +224,16 @@ def test_a_server_error_is_not_retried(credential: MsalCredential, test_ca: Test
     assert (caught.value.status, caught.value.code, sleeps.delays) == (500, "ServiceError", [])
 
 
+def test_a_card_that_may_have_been_delivered_is_not_sent_again(
+        credential: MsalCredential, test_ca: TestCA, bf: FakeBotFramework) -> None:
+    sleeps = Sleeps()
+    bf.fail_next(504, "GatewayTimeout")  # the gateway gave up; Teams may have the message
+    with pytest.raises(BotConnectorError) as caught:
+        run(_with(connector(credential, test_ca, sleeps),
+                  lambda bot: bot.send_card(bf.service_url, "a:x", CARD)))
+    assert (caught.value.status, sleeps.delays) == (504, [])
+
+
 @pytest.mark.parametrize("url", ["http://127.0.0.1:1/teams/", "https://user:pw@host/teams/",
                                  "https://host/teams/?x=1", "not a url"])
 def test_the_service_url_must_be_plain_https(url: str, credential: MsalCredential,

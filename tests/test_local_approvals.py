@@ -72,9 +72,12 @@ def test_each_sender_s_owner_gets_one_card_and_decides_once(
     code, out, _ = run(capsys, "--db", db, "decide", "sendgrid", "--domain", "contoso.com",
                        "--approve", "--as", "ann@contoso.com", "--outbox", str(outbox))
     assert code == 0 and "contoso.com sendgrid: approved by ann@contoso.com" in out
+    code, out, err = run(capsys, "--db", db, "decide", "sendgrid", "--domain", "contoso.com",
+                         "--reject", "--as", "sec@contoso.com", "--outbox", str(outbox))
+    assert code == 1 and "Approved already" in err and "nothing changed" in err
     code, out, _ = run(capsys, "--db", db, "decide", "sendgrid", "--domain", "contoso.com",
-                       "--reject", "--as", "sec@contoso.com", "--outbox", str(outbox))
-    assert code == 0 and "Approved already" in out and "nothing changed" in out
+                       "--approve", "--as", "ann@contoso.com", "--outbox", str(outbox))
+    assert code == 0 and "Approved already" in out  # the same answer twice is no error
     with SqliteStore(db) as store:
         item = store.inventory("contoso.com")["contoso.com", "sendgrid"]
     assert (item.status, item.decided_by) == ("Approved", "ann@contoso.com")
