@@ -69,7 +69,7 @@ def _element(element: Mapping[str, Any]) -> str:
                    str(element.get("color") or "")]
         if element.get("isSubtle"):
             classes.append("subtle")
-        return f'<div class="{" ".join(filter(None, classes))}">{_text(element)}</div>'
+        return f'<div class="{_e(" ".join(filter(None, classes)))}">{_text(element)}</div>'
     if kind == "RichTextBlock":
         runs = "".join(_e(str(r.get("text", ""))) if isinstance(r, Mapping) else _e(str(r))
                        for r in element.get("inlines") or ())

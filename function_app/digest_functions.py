@@ -24,9 +24,10 @@ async def send_digests(timer: func.TimerRequest) -> None:
     if not teams_configured():
         log.info("Teams approvals are not configured (DMARCBOT_SP_SITE_ID); no digests sent")
         return
-    from function_app import teams
+    from function_app import teams_notify
 
     store = app_store()
-    sent = await teams.send_digests(teams_settings(), store, load_catalog(), dns_evidence(store),
-                                    approval_settings(), dt.datetime.now(dt.UTC).date())
+    sent = await teams_notify.send_digests(teams_settings(), store, load_catalog(),
+                                           dns_evidence(store), approval_settings(),
+                                           dt.datetime.now(dt.UTC).date())
     log.info("sent %d weekly digests", sent)

@@ -62,7 +62,7 @@ async def name_and_ask() -> None:
     if not teams_configured():
         await name_new_senders(set())
         return
-    from function_app.teams import ask_owners, domains_waiting
+    from function_app.teams_notify import ask_owners, domains_waiting
 
     config = teams_settings()
     verdicts = await name_new_senders(await domains_waiting(config))

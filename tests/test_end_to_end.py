@@ -214,7 +214,7 @@ def test_owners_are_reminded_and_alerted_in_teams(world: tuple[FakeBotFramework,
     from analysis import read_reports
     from analysis.catalog import load_catalog
     from analysis.senders import analyse_rollups
-    from function_app import teams
+    from function_app import teams_notify as teams
     from function_app.settings import approval_settings, teams_settings
     from graph.bot_connector import BotConnector
     from graph.credentials import credential_for
