@@ -6,11 +6,12 @@ the cards to each owner's 1:1 chat with the bot, after installing the app for th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
 import ssl
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
 from analysis.verdicts import ServiceVerdict
@@ -141,9 +142,9 @@ async def domains_waiting(config: TeamsSettings) -> set[str]:
     return {item.domain for item in waiting}
 
 
-async def ask_owners(config: TeamsSettings, verdicts: Iterable[ServiceVerdict],
-                     settings: ApprovalSettings) -> list[Notice]:
-    """The Microsoft 365 notify step, with this worker's connections."""
+@contextlib.asynccontextmanager
+async def teams_notifier(config: TeamsSettings) -> AsyncIterator[TeamsNotifier]:
+    """A notifier over this worker's Graph connection and a Bot Connector for the block."""
     from function_app.mailjob import shared_graph
     from graph.credentials import credential_for
 
@@ -151,9 +152,15 @@ async def ask_owners(config: TeamsSettings, verdicts: Iterable[ServiceVerdict],
     async with BotConnector(credential_for(config.credential), config.credential.client_id,
                             verify=ssl.create_default_context(cafile=str(ca)) if ca else True
                             ) as connector:
-        notifier = TeamsNotifier(shared_graph(config.credential, config.graph_url), connector,
-                                 config.credential.tenant_id, config.teams_app_id,
-                                 config.service_url)
+        yield TeamsNotifier(shared_graph(config.credential, config.graph_url), connector,
+                            config.credential.tenant_id, config.teams_app_id,
+                            config.service_url)
+
+
+async def ask_owners(config: TeamsSettings, verdicts: Iterable[ServiceVerdict],
+                     settings: ApprovalSettings) -> list[Notice]:
+    """The Microsoft 365 notify step, with this worker's connections."""
+    async with teams_notifier(config) as notifier:
         return await notify_owners(senders_list(config), verdicts, notifier, settings,
                                    dt.datetime.now(dt.UTC))
 
@@ -167,20 +174,12 @@ async def send_digests(config: TeamsSettings, store: Store, catalog: Catalog,
     from analysis.senders import analyse_rollups
     from cards.digest import digest_card
     from cards.facts import digest_facts_from
-    from function_app.mailjob import shared_graph
-    from graph.credentials import credential_for
 
     since = today - dt.timedelta(days=7)
     period = (since, today - dt.timedelta(days=1))
     senders = senders_list(config)
-    ca = config.credential.ca_bundle
     sent = 0
-    async with BotConnector(credential_for(config.credential), config.credential.client_id,
-                            verify=ssl.create_default_context(cafile=str(ca)) if ca else True
-                            ) as connector:
-        notifier = TeamsNotifier(shared_graph(config.credential, config.graph_url), connector,
-                                 config.credential.tenant_id, config.teams_app_id,
-                                 config.service_url)
+    async with teams_notifier(config) as notifier:
         for domain, owner in sorted(settings.default_owners.items()):
             _, verdicts, _ = await analyse_rollups(
                 store.rollups(domain=domain, since=since.isoformat()), catalog, dns)
