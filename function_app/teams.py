@@ -56,7 +56,8 @@ class ListRecords:
             item = await self.senders.get(domain, service_key)
         if item is None:
             return None
-        self.read[domain, service_key] = item
+        # under the names asked for and the names the list keeps (the case may differ)
+        self.read[domain, service_key] = self.read[item.domain, item.service_key] = item
         return inventory_item(item)
 
     async def save(self, item: InventoryItem, *, if_status: str) -> bool:
@@ -66,9 +67,10 @@ class ListRecords:
         handed_to = item.owner if item.status == "Pending" else None  # Not mine
         try:
             # the PATCH answers with the item as written: kept, so it need not be read again
-            self.read[item.policy_domain, item.service_key] = await self.senders.decide(
+            written = await self.senders.decide(
                 current, item.status, item.decided_by,  # type: ignore[arg-type]
                 _moment(item.decided_at), owner_upn=handed_to)
+            self.read[item.policy_domain, item.service_key] = written
         except Conflict:
             return False  # decided by someone else since it was read
         return True
@@ -169,7 +171,8 @@ class CardActions:
                               verb=verb, new_owner=new_owner)
         if outcome.changed:
             log.info("%s: %s decided %s", verb, domain, service)
-        return card_for(records.read.get((domain.lower(), service), item), who, self.settings)
+        return card_for(records.read.get((item.domain, item.service_key), item), who,
+                        self.settings)
 
 
 def _verb(verb: str) -> Verb:
