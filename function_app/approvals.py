@@ -95,10 +95,12 @@ def noticed(item: InventoryItem, notice: Notice, now: dt.datetime,
 
 
 def decide(item: InventoryItem, verb: Verb, who: str, now: dt.datetime,
-           settings: ApprovalSettings, *, new_owner: str | None = None) -> InventoryItem:
+           settings: ApprovalSettings, *, new_owner: str | None = None,
+           recorded_as: str | None = None) -> InventoryItem:
     """The item after `who` clicks `verb`; `Refused` when they may not, or it makes no sense.
 
     Not mine hands the sender to `new_owner`, who is asked afresh; the sender stays Pending.
+    `recorded_as` names the decider in the record when `who` is an id people cannot read.
     """
     if verb not in VERBS:
         raise Refused("unknown-verb", f"{verb!r} is not one of {', '.join(VERBS)}")
@@ -106,15 +108,16 @@ def decide(item: InventoryItem, verb: Verb, who: str, now: dt.datetime,
         owner = settings.owner_of(item) or "nobody yet"
         raise Refused("not-owner", f"only the sender's owner ({owner}) or an admin can decide")
     stamp = _stamp(now)
+    by = recorded_as or who
     if verb == "notmine":
         if new_owner is None or not _UPN.fullmatch(new_owner.strip()):
             raise Refused("no-owner", "name the right owner as an e-mail address")
         return dataclasses.replace(item, status="Pending", owner=new_owner.strip(),
-                                   decided_by=who, decided_at=stamp, asked_at=None,
+                                   decided_by=by, decided_at=stamp, asked_at=None,
                                    reminded_at=None)
     status = "Approved" if verb == "approve" else "Rejected"
     return dataclasses.replace(item, status=status, owner=settings.owner_of(item),
-                               decided_by=who, decided_at=stamp, alerted_at=None)
+                               decided_by=by, decided_at=stamp, alerted_at=None)
 
 
 class DecisionRecords(Protocol):
@@ -133,7 +136,7 @@ class Outcome:
 
 async def take_decision(records: DecisionRecords, domain: str, service_key: str, verb: Verb,
                   who: str, now: dt.datetime, settings: ApprovalSettings, *,
-                  new_owner: str | None = None) -> Outcome:
+                  new_owner: str | None = None, recorded_as: str | None = None) -> Outcome:
     """Decide for one sender, once: a sender decided already keeps its decision."""
     item = await records.get(domain.lower(), service_key)
     if item is None:
@@ -142,7 +145,8 @@ async def take_decision(records: DecisionRecords, domain: str, service_key: str,
         if not settings.may_decide(item, who):
             raise Refused("not-owner", "only the sender's owner or an admin can decide")
         return Outcome(item, changed=False)
-    after = decide(item, verb, who, now, settings, new_owner=new_owner)
+    after = decide(item, verb, who, now, settings, new_owner=new_owner,
+                   recorded_as=recorded_as)
     if not await records.save(after, if_status=item.status):
         current = await records.get(domain.lower(), service_key)
         return Outcome(current or item, changed=False)  # someone decided a moment earlier

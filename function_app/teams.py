@@ -29,7 +29,7 @@ from function_app.approvals import (
     take_decision,
 )
 from graph.bot_auth import Caller
-from graph.bot_connector import user_object_id
+from graph.bot_connector import user_object_id, user_principal_name
 from graph.errors import Conflict, GraphError
 from graph.senders_list import SenderItem, SendersList
 from store.base import InventoryItem
@@ -143,6 +143,16 @@ class CardActions:
         self.settings = dataclasses.replace(self.settings, admins=frozenset(ids))
         self._admins_resolved = True
 
+    async def _name_of(self, who: str, item: SenderItem) -> str:
+        """The decider as people know them: the owner's UPN, else the directory's, else the id
+        (a click carries only the Entra object id)."""
+        if item.owner_id == who and item.owner_upn:
+            return item.owner_upn
+        try:
+            return await user_principal_name(self.senders.graph, who)
+        except GraphError:
+            return who
+
     async def __call__(self, caller: Caller, verb: str, data: Mapping[str, Any]
                        ) -> dict[str, Any]:
         if not self._admins_resolved:
@@ -160,7 +170,8 @@ class CardActions:
             async with asyncio.timeout(CLICK_BUDGET):  # Teams gives up on a slow answer
                 outcome = await take_decision(records, domain, service,
                                               _verb(verb), who, dt.datetime.now(dt.UTC),
-                                              self.settings, new_owner=new_owner)
+                                              self.settings, new_owner=new_owner,
+                                              recorded_as=await self._name_of(who, item))
         except Refused as exc:
             log.info("card action %s refused (%s)", verb, exc.code)
             return card_for(item, who, self.settings)  # Not mine without an address: the form

@@ -353,3 +353,19 @@ async def user_object_id(graph_connection: GraphConnection, upn: str) -> str:
         raise NotFound(f"no user {upn} in the directory", code="Request_ResourceNotFound",
                        status=404)
     return found
+
+
+async def user_principal_name(graph_connection: GraphConnection, object_id: str) -> str:
+    """A user's UPN from their Entra object id: how a decision is recorded for people."""
+    from kiota_abstractions.base_request_configuration import RequestConfiguration
+    from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
+
+    query = UserItemRequestBuilder.UserItemRequestBuilderGetQueryParameters(
+        select=["userPrincipalName"])
+    info = graph_connection.client.users.by_user_id(object_id).to_get_request_information(
+        RequestConfiguration(query_parameters=query))
+    found = (await graph_connection.json(info)).get("userPrincipalName")
+    if not isinstance(found, str) or not found:
+        raise NotFound(f"no user {object_id} in the directory",
+                       code="Request_ResourceNotFound", status=404)
+    return found

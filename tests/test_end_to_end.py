@@ -161,7 +161,7 @@ def test_report_mail_to_pending_item_to_card_to_approval(
     assert response.status_code == 200
     answer = json.loads(response.get_body())
     assert '"verb": "approve"' not in json.dumps(answer["value"])
-    assert item.fields["Status"] == "Approved" and item.fields["DecidedBy"] == OWNER_ID
+    assert item.fields["Status"] == "Approved" and item.fields["DecidedBy"] == OWNER_UPN
 
     # the next tick asks nobody again
     async def tick() -> None:
