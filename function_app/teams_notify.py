@@ -177,12 +177,14 @@ async def send_digests(config: TeamsSettings, store: Store, catalog: Catalog,
 
     since = today - dt.timedelta(days=7)
     period = (since, today - dt.timedelta(days=1))
+    last_day = period[1].isoformat()
     senders = senders_list(config)
     sent = 0
     async with teams_notifier(config) as notifier:
         for domain, owner in sorted(settings.default_owners.items()):
             _, verdicts, _ = await analyse_rollups(
-                store.rollups(domain=domain, since=since.isoformat()), catalog, dns)
+                ((key, n) for key, n in store.rollups(domain=domain, since=since.isoformat())
+                 if key.day <= last_day), catalog, dns)  # the days the card names, no more
             if not verdicts:
                 continue  # no mail this week: nothing to say
             items = {i.service_key: i for i in await senders.for_domain(domain)}
