@@ -32,6 +32,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from graph.client import odata_string
 from graph.errors import (
     Blocked,
     BotConnectorError,
@@ -43,7 +44,6 @@ from graph.errors import (
 )
 
 if TYPE_CHECKING:
-
     from graph.client import GraphConnection
 
 __all__ = [
@@ -301,7 +301,7 @@ async def ensure_app_installed(graph_connection: GraphConnection, user_id: str,
 
     client = graph_connection.client
     catalog_query = TeamsAppsRequestBuilder.TeamsAppsRequestBuilderGetQueryParameters(
-        filter=f"externalId eq '{_odata_literal(teams_app_external_id)}'",
+        filter=f"externalId eq {odata_string(teams_app_external_id)}",
         select=["id", "externalId"])
     info = client.app_catalogs.teams_apps.to_get_request_information(
         RequestConfiguration(query_parameters=catalog_query))
@@ -315,7 +315,7 @@ async def ensure_app_installed(graph_connection: GraphConnection, user_id: str,
 
     installed = client.users.by_user_id(user_id).teamwork.installed_apps
     query = InstalledAppsRequestBuilder.InstalledAppsRequestBuilderGetQueryParameters(
-        expand=["teamsApp"], filter=f"teamsApp/id eq '{_odata_literal(teams_app_id)}'")
+        expand=["teamsApp"], filter=f"teamsApp/id eq {odata_string(teams_app_id)}")
     info = installed.to_get_request_information(RequestConfiguration(query_parameters=query))
     found = (await graph_connection.json(info)).get("value") or []
     if any(isinstance(i, dict) and isinstance(i.get("teamsApp"), dict)
@@ -333,10 +333,6 @@ async def ensure_app_installed(graph_connection: GraphConnection, user_id: str,
         return AppInstallation(teams_app_id, installed_now=False)
     log.info("installed the Teams app for a user")
     return AppInstallation(teams_app_id, installed_now=True)
-
-
-def _odata_literal(value: str) -> str:
-    return value.replace("'", "''")
 
 
 async def user_object_id(graph_connection: GraphConnection, upn: str) -> str:

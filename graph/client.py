@@ -126,6 +126,11 @@ class GraphConnection:
         await self.aclose()
 
 
+def odata_string(value: str) -> str:
+    """A quoted OData string literal for a `$filter` (a quote inside is doubled)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
 def quiet_transport_logs() -> None:
     """httpx logs every request's URL at INFO, and the Azure SDK its URLs and headers: with the
     mailbox, message ids and table keys (domains, IPs) in them. Warnings still get through.

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import httpx
 
-from graph.client import GraphConnection
+from graph.client import GraphConnection, odata_string
 from graph.errors import GraphError, NotFound, TooLarge, from_status
 
 if TYPE_CHECKING:
@@ -254,9 +254,8 @@ class Mailbox:
             MailFoldersRequestBuilder,
         )
 
-        escaped = name.replace("'", "''")
         query = MailFoldersRequestBuilder.MailFoldersRequestBuilderGetQueryParameters(
-            filter=f"displayName eq '{escaped}'", select=["id", "displayName"])
+            filter=f"displayName eq {odata_string(name)}", select=["id", "displayName"])
         page = await self.graph.call(lambda: self._user.mail_folders.get(
             RequestConfiguration(query_parameters=query)))
         for folder in (page.value if page else None) or ():

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, date, datetime, time
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
-from graph.client import GraphConnection
+from graph.client import GraphConnection, odata_string
 from graph.errors import Conflict, GraphError, NotFound
 
 if TYPE_CHECKING:
@@ -167,11 +167,6 @@ def item_key(domain: str, service_key: str) -> str:
         return key
     digest = hashlib.sha256(key.encode()).hexdigest()[:32]
     return f"{key[:MAX_TEXT - len(digest) - 1]}#{digest}"
-
-
-def odata_string(value: str) -> str:
-    """A string literal for `$filter`: quotes doubled, as OData wants."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 class SendersList:
