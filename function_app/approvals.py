@@ -72,7 +72,7 @@ def due(item: InventoryItem, now: dt.datetime, settings: ApprovalSettings) -> No
         if item.asked_at is None:
             return "ask"
         last = max(item.asked_at, item.reminded_at or "")
-        if now - _time(last) >= dt.timedelta(days=settings.remind_after_days):
+        if now - parse_stamp(last) >= dt.timedelta(days=settings.remind_after_days):
             return "remind"
     elif item.status == "Rejected" and item.decided_at:
         decided_day = item.decided_at[:10]
@@ -84,12 +84,12 @@ def due(item: InventoryItem, now: dt.datetime, settings: ApprovalSettings) -> No
 def noticed(item: InventoryItem, notice: Notice, now: dt.datetime,
             settings: ApprovalSettings) -> InventoryItem:
     """The item once its owner has been sent `notice` (the owner is recorded with it)."""
-    stamp = _stamp(now)
+    when = stamp(now)
     owner = settings.owner_of(item)
     if notice == "ask":
-        return dataclasses.replace(item, owner=owner, asked_at=stamp)
+        return dataclasses.replace(item, owner=owner, asked_at=when)
     if notice == "remind":
-        return dataclasses.replace(item, owner=owner, reminded_at=stamp)
+        return dataclasses.replace(item, owner=owner, reminded_at=when)
     # an alert is about a day of sending: the next one waits for a later day to be seen
     return dataclasses.replace(item, owner=owner, alerted_at=f"{item.last_seen}T00:00:00Z")
 
@@ -107,17 +107,17 @@ def decide(item: InventoryItem, verb: Verb, who: str, now: dt.datetime,
     if not settings.may_decide(item, who):
         owner = settings.owner_of(item) or "nobody yet"
         raise Refused("not-owner", f"only the sender's owner ({owner}) or an admin can decide")
-    stamp = _stamp(now)
+    when = stamp(now)
     by = recorded_as or who
     if verb == "notmine":
         if new_owner is None or not _UPN.fullmatch(new_owner.strip()):
             raise Refused("no-owner", "name the right owner as an e-mail address")
         return dataclasses.replace(item, status="Pending", owner=new_owner.strip(),
-                                   decided_by=by, decided_at=stamp, asked_at=None,
+                                   decided_by=by, decided_at=when, asked_at=None,
                                    reminded_at=None)
     status = "Approved" if verb == "approve" else "Rejected"
     return dataclasses.replace(item, status=status, owner=settings.owner_of(item),
-                               decided_by=by, decided_at=stamp, alerted_at=None)
+                               decided_by=by, decided_at=when, alerted_at=None)
 
 
 class DecisionRecords(Protocol):
@@ -166,9 +166,12 @@ class StoreRecords:
         return self.store.update_item(item, if_status=if_status)
 
 
-def _stamp(now: dt.datetime) -> str:
-    return now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+STAMP = "%Y-%m-%dT%H:%M:%SZ"  # how inventory items keep a moment: UTC, to the second
 
 
-def _time(stamp: str) -> dt.datetime:
-    return dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+def stamp(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime(STAMP)
+
+
+def parse_stamp(text: str) -> dt.datetime:
+    return dt.datetime.strptime(text, STAMP).replace(tzinfo=dt.UTC)

@@ -26,6 +26,8 @@ from function_app.approvals import (
     ApprovalSettings,
     Refused,
     Verb,
+    parse_stamp,
+    stamp,
     take_decision,
 )
 from graph.bot_auth import Caller
@@ -69,7 +71,7 @@ class ListRecords:
             # the PATCH answers with the item as written: kept, so it need not be read again
             written = await self.senders.decide(
                 current, item.status, item.decided_by,  # type: ignore[arg-type]
-                _moment(item.decided_at), owner_upn=handed_to)
+                parse_stamp(item.decided_at), owner_upn=handed_to)
             self.read[item.policy_domain, item.service_key] = written
         except Conflict:
             return False  # decided by someone else since it was read
@@ -196,8 +198,4 @@ def _day(value: dt.datetime | None) -> str:
 
 
 def _stamp(value: dt.datetime | None) -> str | None:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
-
-
-def _moment(stamp: str) -> dt.datetime:
-    return dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    return stamp(value) if value else None

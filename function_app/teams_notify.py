@@ -18,8 +18,8 @@ from analysis.verdicts import ServiceVerdict
 from cards.approval import approval_card
 from cards.decision import Decision, read_only_card
 from cards.facts import approval_facts_from
-from function_app.approvals import ApprovalSettings, Notice, due
-from function_app.teams import _stamp, inventory_item
+from function_app.approvals import ApprovalSettings, Notice, due, stamp
+from function_app.teams import inventory_item
 from graph.bot_connector import BotConnector, ensure_app_installed, user_object_id
 from graph.client import GraphConnection
 from graph.errors import Conflict, GraphError
@@ -107,21 +107,21 @@ async def _notify_one(senders: SendersList, verdict: ServiceVerdict, notifier: T
     notice = due(inventory_item(item, owner="upn"), now, settings)
     if notice is None:
         return None
-    stamp = {"ask": "asked_at", "remind": "last_reminded", "alert": "last_alerted"}[notice]
+    field = {"ask": "asked_at", "remind": "last_reminded", "alert": "last_alerted"}[notice]
     # an alert records the day of sending it is about (see approvals.noticed)
     when = item.last_seen if notice == "alert" and item.last_seen else now
     try:
-        item = await senders.touch(item, **{stamp: when})
+        item = await senders.touch(item, **{field: when})
     except Conflict:
         return None  # decided a moment ago: nothing to ask
     item_facts = approval_facts_from(verdict, item_id=item.id,
-                                     request_id=f"{item.id}|{_stamp(now)}", owner=item.owner_upn)
+                                     request_id=f"{item.id}|{stamp(now)}", owner=item.owner_upn)
     card = approval_card(item_facts) if notice != "alert" else read_only_card(
         item_facts, "Rejected", Decision("reject", item.decided_by or "", item.decided_at or now))
     try:
         delivered = await notifier.send(user, card)
     except GraphError:
-        await senders.touch(item, **{stamp: None})  # not sent: due again next time
+        await senders.touch(item, **{field: None})  # not sent: due again next time
         raise
     await senders.set_card(item, delivered.conversation_id, delivered.activity_id,
                            delivered.service_url)
