@@ -5,7 +5,7 @@ and by that sender's owner, are posted to the real HTTP-triggered function
 `function_app.bot_functions.bot_messages` as the Functions host does (a `func.HttpRequest` with
 a signed Bot Connector token), one after the other on one event loop, as the Python worker runs
 them: the endpoint (its signing keys) and the Graph connection are built at the first click and
-kept for the loop; `mailjob.close_shared_mailboxes()` closes them at the end. Everything under
+kept for the loop; `connections.close_shared()` closes them at the end. Everything under
 the function is the production code: the token checked in full against a JWKS fetched (once,
 during the warm-up) from the fake Bot Framework, `CardActions` and `approvals.take_decision`
 over the real `SendersList` on msgraph-sdk, MSAL for the app's token (also cached at warm-up).
@@ -263,6 +263,11 @@ class Sender:
     def key(self) -> str:
         return f"{self.domain}|{self.service}"
 
+    @property
+    def owner_upn(self) -> str:
+        """How the list names the owner, and so who decided (a click carries only the id)."""
+        return f"owner{OWNERS.index(self.owner) + 1}@{self.domain}"
+
 
 @dataclasses.dataclass
 class Click:
@@ -318,7 +323,7 @@ async def seed(info: dict[str, Any], everyone: list[Sender]) -> None:
             async with gate:
                 await senders_list.ensure_pending(NewSender(
                     s.domain, s.service, f"Service {s.service}", "2026-11-01", "2026-11-28",
-                    100 + i, 0.25, owner_upn=f"owner{OWNERS.index(s.owner) + 1}@{s.domain}",
+                    100 + i, 0.25, owner_upn=s.owner_upn,
                     owner_id=s.owner, verdict="needs-dkim", category="esp",
                     evidence=f"DKIM d={s.service}.example passed\nreturn path {s.service}.example"))
 
@@ -393,7 +398,7 @@ def check_list(clicks: list[Click], items: dict[str, tuple[str | None, ...]],
     want = {"approve": "Approved", "reject": "Rejected", "refresh": "Pending"}
     for c in clicks:
         status, decided_by, _ = items.get(c.sender.key, (None, None, None))
-        expected_by = None if c.verb == "refresh" else c.sender.owner
+        expected_by = None if c.verb == "refresh" else c.sender.owner_upn
         if status != want[c.verb] or decided_by != expected_by:
             problems.append(f"{c.verb} on {c.sender.key}: the list holds {status} by "
                             f"{decided_by}")
@@ -413,7 +418,7 @@ class Run:
 
 
 async def run(fakes: Fakes | FakesProcess, args: argparse.Namespace, key: Any) -> Run:
-    from function_app import mailjob
+    from function_app import connections
 
     info = fakes.info()
     timed = senders(args.clicks, "svc")
@@ -441,7 +446,7 @@ async def run(fakes: Fakes | FakesProcess, args: argparse.Namespace, key: Any) -
             if (i + 1) % 50 == 0:
                 _progress(f"  {i + 1} clicks")
     finally:
-        await mailjob.close_shared_mailboxes()
+        await connections.close_shared()
     if profiler is not None and args.profile_out:
         profiler.dump_stats(args.profile_out)
     return Run(clicks, warmup, seed_s, after_warmup, fakes.counters(),

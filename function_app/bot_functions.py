@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import azure.functions as func
 
-from function_app.mailjob import shared_graph
+from function_app.connections import shared_graph
 from function_app.settings import approval_settings, teams_settings
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from analysis import Limits
 from analysis.catalog import load_catalog
 from analysis.dnsevidence import DnsEvidence, make_resolver
 from analysis.verdicts import ServiceVerdict
-from function_app import mailjob
+from function_app import connections, mailjob
 from function_app.pipeline import domains_stored_since, identify_domains
 from function_app.settings import (
     SettingsError,
@@ -45,7 +45,7 @@ async def poll_mailbox(timer: func.TimerRequest, mail: func.Out[list[str]]) -> N
     A message queued twice (still waiting from the last tick) is harmless: the second attempt
     finds it sorted already, or finds its reports stored already.
     """
-    mailbox = mailjob.shared_mailbox(mailbox_settings())
+    mailbox = connections.shared_mailbox(mailbox_settings())
     ids = await mailbox.message_ids()
     if ids:
         mail.set([json.dumps({"id": message_id}) for message_id in ids])
@@ -78,7 +78,7 @@ async def ingest_mail(msg: func.QueueMessage) -> None:
     if message_id is None:
         log.error("queue message %s is not {\"id\": ...}; dropped", msg.id)
         return
-    mailbox = mailjob.shared_mailbox(mailbox_settings())
+    mailbox = connections.shared_mailbox(mailbox_settings())
     result = await mailjob.ingest_queued(mailbox, message_id, app_store(), Limits.from_env(),
                                          attempt=msg.dequeue_count or 1)
     log.info("%s %s", result.status, result.message)

@@ -15,7 +15,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
@@ -23,7 +22,7 @@ from analysis import Limits
 from function_app.pipeline import Outcome, ingest_input
 from function_app.settings import MailboxSettings
 from graph.client import GraphConnection, RetryPolicy, connect
-from graph.credentials import AppCredential, credential_for
+from graph.credentials import credential_for
 from graph.errors import GraphError, TooLarge
 from graph.mailbox import Mailbox, MailRef
 from store import Store
@@ -56,42 +55,6 @@ async def open_mailbox(settings: MailboxSettings, *, retry: RetryPolicy | None =
     graph = _connect(settings, retry, http_client)
     async with graph:
         yield Mailbox(graph, settings.address, settings.folders)
-
-
-def shared_mailbox(settings: MailboxSettings) -> Mailbox:
-    """The mailbox every invocation on this event loop shares (the Functions worker has one).
-
-    Sharing one connection makes its pool the limit of 4 requests in flight for the whole
-    worker process, not per invocation, and keeps folder ids and TLS sessions between calls.
-    """
-    mailboxes = _shared.setdefault(asyncio.get_running_loop(), {})
-    key = ("mailbox", settings)
-    if key not in mailboxes:
-        mailboxes[key] = Mailbox(shared_graph(settings.credential, settings.graph_url),
-                                 settings.address, settings.folders)
-    return mailboxes[key]  # type: ignore[return-value]
-
-
-def shared_graph(credential: AppCredential, graph_url: str) -> GraphConnection:
-    """This event loop's Graph connection for the app (the mailbox, the list and the bot's
-    Graph calls go through it)."""
-    objects = _shared.setdefault(asyncio.get_running_loop(), {})
-    key = ("graph", credential, graph_url)
-    if key not in objects:
-        objects[key] = connect(credential_for(credential), base_url=graph_url,
-                               ca_bundle=credential.ca_bundle, retry=RetryPolicy())
-    return objects[key]  # type: ignore[return-value]
-
-
-async def close_shared_mailboxes() -> None:
-    """Close this event loop's shared connections (when a worker or a test is done with it)."""
-    for value in _shared.pop(asyncio.get_running_loop(), {}).values():
-        if isinstance(value, GraphConnection):
-            await value.aclose()
-
-
-_shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[Any, ...], Any]] = (
-    weakref.WeakKeyDictionary())
 
 
 def _connect(settings: MailboxSettings, retry: RetryPolicy | None,

@@ -129,7 +129,7 @@ async def _notify_one(senders: SendersList, verdict: ServiceVerdict, notifier: T
 
 
 def senders_list(config: TeamsSettings) -> SendersList:
-    from function_app.mailjob import shared_graph
+    from function_app.connections import shared_graph
 
     return SendersList(shared_graph(config.credential, config.graph_url), config.site_id,
                        config.list_id)
@@ -145,7 +145,7 @@ async def domains_waiting(config: TeamsSettings) -> set[str]:
 @contextlib.asynccontextmanager
 async def teams_notifier(config: TeamsSettings) -> AsyncIterator[TeamsNotifier]:
     """A notifier over this worker's Graph connection and a Bot Connector for the block."""
-    from function_app.mailjob import shared_graph
+    from function_app.connections import shared_graph
     from graph.credentials import credential_for
 
     ca = config.credential.ca_bundle

@@ -14,7 +14,7 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from function_app import bot_functions, mailjob
+from function_app import bot_functions, connections
 from function_app.settings import app_credential
 from graph.client import connect
 from graph.credentials import credential_for
@@ -86,7 +86,7 @@ def click(bf: FakeBotFramework, user: str, verb: str, data: dict[str, Any] | Non
         try:
             return await bot_functions.bot_messages(request)
         finally:
-            await mailjob.close_shared_mailboxes()
+            await connections.close_shared()
 
     response = asyncio.run(post())
     body = response.get_body()

@@ -21,7 +21,7 @@ import pytest
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
-from function_app import bot_functions, digest_functions, mailbox_functions, mailjob
+from function_app import bot_functions, connections, digest_functions, mailbox_functions
 from graph.senders_list import DEFAULT_NAME
 from tests.azurite import unique_prefix
 from tests.builders import aggregate_xml, gzipped, record_xml
@@ -131,7 +131,7 @@ def test_report_mail_to_pending_item_to_card_to_approval(
                     QueueMessage(id="q", body=body.encode(), dequeue_count=1))
             await mailbox_functions.poll_mailbox(TimerRequest(), ticks[1])
         finally:
-            await mailjob.close_shared_mailboxes()
+            await connections.close_shared()
 
     asyncio.run(worker())
 
@@ -155,7 +155,7 @@ def test_report_mail_to_pending_item_to_card_to_approval(
         try:
             return await bot_functions.bot_messages(request)
         finally:
-            await mailjob.close_shared_mailboxes()
+            await connections.close_shared()
 
     response = asyncio.run(click())
     assert response.status_code == 200
@@ -168,7 +168,7 @@ def test_report_mail_to_pending_item_to_card_to_approval(
         try:
             await mailbox_functions.poll_mailbox(TimerRequest(), ticks[2])
         finally:
-            await mailjob.close_shared_mailboxes()
+            await connections.close_shared()
 
     asyncio.run(tick())
     assert sum(len(c.activities) for c in bf.conversations.values()) == 1
@@ -178,7 +178,7 @@ def test_report_mail_to_pending_item_to_card_to_approval(
         try:
             await digest_functions.send_digests(TimerRequest())
         finally:
-            await mailjob.close_shared_mailboxes()
+            await connections.close_shared()
 
     asyncio.run(digest())
     activities = list(conversations[0].activities.values())
@@ -239,12 +239,12 @@ def test_owners_are_reminded_and_alerted_in_teams(world: tuple[FakeBotFramework,
                                     verify=ssl.create_default_context(
                                         cafile=str(config.credential.ca_bundle))) as connector:
                 notifier = teams.TeamsNotifier(
-                    mailjob.shared_graph(config.credential, config.graph_url), connector,
+                    connections.shared_graph(config.credential, config.graph_url), connector,
                     TENANT_ID, TEAMS_APP, bf.service_url)
                 return list(await teams.notify_owners(teams.senders_list(config), verdicts,
                                                       notifier, approval_settings(), now))
         finally:
-            await mailjob.close_shared_mailboxes()
+            await connections.close_shared()
 
     start = dt.datetime.combine(day, dt.time(8), dt.UTC)
     assert asyncio.run(ask(start)) == ["ask"]

@@ -16,7 +16,7 @@ import pytest
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
-from function_app import mailbox_functions, mailjob
+from function_app import connections, mailbox_functions
 from function_app.settings import SettingsError
 from graph.errors import GraphError
 from store.tables import table_store_from_settings
@@ -77,7 +77,7 @@ def in_worker(scenario: Callable[[], Awaitable[None]]) -> None:
         try:
             await scenario()
         finally:
-            await mailjob.close_shared_mailboxes()
+            await connections.close_shared()
 
     asyncio.run(main())
 
