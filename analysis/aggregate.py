@@ -381,7 +381,7 @@ class _AggregateParser:
         self.parser = etree.XMLPullParser(
             events=("start", "end"), tag=_TAGS, recover=True, resolve_entities=False,
             no_network=True, load_dtd=False, huge_tree=False, remove_comments=True,
-            remove_pis=True,
+            remove_pis=True, remove_blank_text=True,
         )
         self.root: etree._Element | None = None  # <feedback>, once seen
         self.document_root: etree._Element | None = None  # whatever the root was, at the end
