@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from lxml import etree
 
@@ -165,16 +165,23 @@ _WORDS = {
 }
 
 
-def _parse_record(rec: etree._Element, tags: dict[str, int]) -> Record:
+#: A report's records repeat the same few auth results and reasons (a sender signs with one
+#: selector all day), so each distinct one is built once per parser and shared; they are frozen.
+_SHARED_LIMIT = 4096
+_Slots = list[str | None]
+
+
+def _parse_record(rec: etree._Element, tags: dict[str, int], shared: dict[tuple, object]
+                  ) -> Record:
     # One pass over the record's elements in document order. This loop is most of the time spent
     # on a large report, so per element it does one dict lookup and at most one text read.
     source_ip = count = disposition = dkim = spf = None
     header_from = envelope_from = envelope_to = None
     in_auth = False
-    slots: list[str | None] | None = None  # the reason or DKIM/SPF result being filled
-    reasons: list[list[str | None]] = []
-    dkims: list[list[str | None]] = []
-    spfs: list[list[str | None]] = []
+    slots: _Slots | None = None  # the reason or DKIM/SPF result being filled
+    reasons: list[_Slots] = []
+    dkims: list[_Slots] = []
+    spfs: list[_Slots] = []
     for el in rec.iter():
         code = tags.get(el.tag)  # type: ignore[call-overload]
         if code is None:
@@ -211,42 +218,68 @@ def _parse_record(rec: etree._Element, tags: dict[str, int]) -> Record:
             reasons.append(slots)
         else:  # _AUTH_RESULTS
             in_auth, slots = True, None
-    return _record(source_ip, count, disposition, dkim, spf, reasons, header_from,
-                   envelope_from, envelope_to, dkims, spfs)
+    header = _lower(header_from)
+    if not header:
+        raise _BrokenRecord("missing identifiers/header_from")
+    return Record(
+        _ip(source_ip.strip() if source_ip else ""), _count(count),
+        _result(disposition) or "none", _result(dkim) or "fail", _result(spf) or "fail",
+        _shared(reasons, _reason, shared) if reasons else (),
+        header, _lower(envelope_from) or None, _lower(envelope_to) or None,
+        _shared(dkims, _dkim_result, shared) if dkims else (),
+        _shared(spfs, _spf_result, shared) if spfs else (),
+    )
 
 
-def _record(source_ip: str | None, count_text: str | None, disposition: str | None,
-            dkim: str | None, spf: str | None, reasons: list[list[str | None]],
-            header_from: str | None, envelope_from: str | None, envelope_to: str | None,
-            dkims: list[list[str | None]], spfs: list[list[str | None]]) -> Record:
-    ip = _ip(source_ip.strip() if source_ip else "")
-    count_text = count_text.strip() if count_text else ""
+def _count(text: str | None) -> int:
+    text = text.strip() if text else ""
     try:
-        count = int(count_text)
+        count = int(text)
     except ValueError:
         raise _BrokenRecord(
-            f"count {count_text[:40]!r} is not a whole number" if count_text else "missing count"
+            f"count {text[:40]!r} is not a whole number" if text else "missing count"
         ) from None
     if count < 0:
         raise _BrokenRecord(f"count {count} is negative")
     if count > MAX_COUNT:
         raise _BrokenRecord(f"count {count} is implausibly large (limit {MAX_COUNT})")
-    header = _lower(header_from)
-    if not header:
-        raise _BrokenRecord("missing identifiers/header_from")
-    return Record(
-        ip, count, _result(disposition) or "none", _result(dkim) or "fail",
-        _result(spf) or "fail",
-        tuple([Reason(_result(t) or "other", c.strip() if c and c.strip() else None)
-               for t, c, _, _, _ in reasons]),
-        header, _lower(envelope_from) or None, _lower(envelope_to) or None,
-        tuple([DkimResult(_lower(d), s.strip() if s and s.strip() else None,
-                          _result(r) or "none", h.strip() if h else None)
-               for d, s, r, _, h in dkims if d and d.strip()]),
-        tuple([SpfResult(_lower(d) or None, _lower(sc) or "mfrom", _result(r) or "none",
-                         h.strip() if h else None, not _lower(sc))
-               for d, _, r, sc, h in spfs]),
-    )
+    return count
+
+
+def _shared(filled: list[_Slots], build: Callable[..., Any], shared: dict[tuple, object]
+            ) -> tuple[Any, ...]:
+    """The results built from each slot list (None from `build` drops one), reusing equal ones."""
+    out = []
+    for slots in filled:
+        key = (build, *slots)
+        item = shared.get(key)
+        if item is None:
+            item = build(*slots)
+            if item is None:
+                continue
+            if len(shared) >= _SHARED_LIMIT:
+                shared.clear()
+            shared[key] = item
+        out.append(item)
+    return tuple(out)
+
+
+def _reason(kind: str | None, comment: str | None, *_: str | None) -> Reason:
+    return Reason(_result(kind) or "other", comment.strip() or None if comment else None)
+
+
+def _dkim_result(domain: str | None, selector: str | None, result: str | None, _: str | None,
+                 human: str | None) -> DkimResult | None:
+    if not (domain and domain.strip()):
+        return None  # a DKIM result names the signing domain, or it says nothing
+    return DkimResult(_lower(domain), selector.strip() or None if selector else None,
+                      _result(result) or "none", human.strip() if human else None)
+
+
+def _spf_result(domain: str | None, _: str | None, result: str | None, scope: str | None,
+                human: str | None) -> SpfResult:
+    return SpfResult(_lower(domain) or None, _lower(scope) or "mfrom", _result(result) or "none",
+                     human.strip() if human else None, not _lower(scope))
 
 
 def _free(el: etree._Element) -> None:
@@ -392,6 +425,7 @@ class _AggregateParser:
         self.record_tag = "record"
         self.errors: list[str] = []
         self.record_no = 0
+        self.shared: dict[tuple, object] = {}  # see _shared
 
     def report(self) -> AggregateReport:
         header = _Header()
@@ -508,7 +542,7 @@ class _AggregateParser:
 
     def _records(self, early: list[Record]) -> Iterator[Record]:
         yield from early
-        root, record_tag, tags = self.root, self.record_tag, self.tags
+        root, record_tag, tags, shared = self.root, self.record_tag, self.tags, self.shared
         read_events = self.parser.read_events
         while True:
             for event, el in read_events():
@@ -517,7 +551,7 @@ class _AggregateParser:
                 ):
                     self.record_no += 1
                     try:
-                        yield _parse_record(el, tags)
+                        yield _parse_record(el, tags, shared)
                     except _BrokenRecord as exc:
                         self.errors.append(f"record {self.record_no} skipped: {exc}")
                     _free(el)
@@ -539,7 +573,7 @@ class _AggregateParser:
     def _take_record(self, el: etree._Element) -> Record | None:
         self.record_no += 1
         try:
-            return _parse_record(el, self.tags)
+            return _parse_record(el, self.tags, self.shared)
         except _BrokenRecord as exc:
             self.errors.append(f"record {self.record_no} skipped: {exc}")
             return None

@@ -1,7 +1,8 @@
 """The reports as values: what every reader produces and everything downstream consumes.
 
-Treat them as read-only. The per-record types are plain (not frozen) dataclasses only because
-frozen ones cost three times as much to build, and a large report builds millions of them.
+Treat them as read-only. `Record` is a plain (not frozen) dataclass only because frozen ones
+cost three times as much to build, and a large report builds millions of them; the auth results
+and reasons inside records are frozen, because the reader shares equal ones between records.
 
 Field names follow the RFCs in snake_case; they are also the JSON contract of `dmarcbot parse`
 (docs/report-json.md), so renaming one is a breaking change.
@@ -40,13 +41,13 @@ class PolicyPublished:
     defaulted: tuple[str, ...] = ()
 
 
-@dataclasses.dataclass(slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Reason:
     type: str
     comment: str | None
 
 
-@dataclasses.dataclass(slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class DkimResult:
     domain: str
     selector: str | None
@@ -54,7 +55,7 @@ class DkimResult:
     human_result: str | None = None
 
 
-@dataclasses.dataclass(slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class SpfResult:
     domain: str | None
     scope: str | None
