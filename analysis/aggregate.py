@@ -59,6 +59,10 @@ def _root_name(head: bytes) -> str | None:
 
 
 _TAGS = ("{*}feedback", "{*}version", "{*}report_metadata", "{*}policy_published", "{*}record")
+#: The report's parts: the top-level elements it is read from.
+_PARTS = frozenset({"version", "report_metadata", "policy_published", "record"})
+#: A part is never inside one of these, so a part never starts inside the pending one.
+_NOT_UNDER = _PARTS | {"extension"}
 _CHUNK = 64 * 1024
 #: Fields only RFC 9990 defines; their presence marks a report without the namespace as 9990.
 #: (`np` is not among them: Google added it to its draft-schema reports.)
@@ -403,8 +407,11 @@ def parse_aggregate(stream: BinaryIO, source: str, limits: Limits | None = None
 class _AggregateParser:
     """Feeds the document to lxml in chunks, so that between chunks it can drop what it has read.
 
-    Elements the report needs are freed as they are processed; anything else (unknown elements,
-    extensions) is pruned after every chunk, so no document, however built, grows the tree.
+    The parser reports only start tags: an end event for every element would cost a tenth of a
+    large report's time. So a top-level element (version, metadata, policy, record) is read when
+    the next one starts, or when the document ends; until then it is `pending`. Elements are
+    freed once read, and anything else (unknown elements, extensions) is pruned after every
+    chunk, so no document, however built, grows the tree.
     """
 
     def __init__(self, stream: BinaryIO, source: str, limits: Limits) -> None:
@@ -412,14 +419,16 @@ class _AggregateParser:
         self.source = source
         self.limits = limits
         self.parser = etree.XMLPullParser(
-            events=("start", "end"), tag=_TAGS, recover=True, resolve_entities=False,
+            events=("start",), tag=_TAGS, recover=True, resolve_entities=False,
             no_network=True, load_dtd=False, huge_tree=False, remove_comments=True,
             remove_pis=True, remove_blank_text=True,
         )
         self.root: etree._Element | None = None  # <feedback>, once seen
         self.document_root: etree._Element | None = None  # whatever the root was, at the end
+        self.pending: etree._Element | None = None  # the top-level element not known whole yet
         self.finished = False
         self.tail = b""  # the last bytes read, to see how the document ends
+        self.namespace = ""
         self.tags = record_tags("")
         self.keep: frozenset[str] = frozenset()  # qualified tags whose content is still needed
         self.record_tag = "record"
@@ -430,22 +439,18 @@ class _AggregateParser:
     def report(self) -> AggregateReport:
         header = _Header()
         early: list[Record] = []  # records read while looking for the header
-        for event, el in self._events():
-            if event == "start":
-                if self.root is None:
-                    self._take_root(el, header)
-                continue
+        parts = self._parts()
+        for el in parts:
             name = _local(el.tag)
             if name == "record":
-                if self._is_report_record(el):
-                    record = self._take_record(el)
-                    if record is not None:
-                        early.append(record)
-                    if len(early) > _EARLY_RECORDS:
-                        raise NotAReport(self.source, f"more than {_EARLY_RECORDS} records "
-                                         "before the report's metadata and policy")
-                    if header.complete:
-                        break
+                record = self._record(el)
+                if record is not None:
+                    early.append(record)
+                if len(early) > _EARLY_RECORDS:
+                    raise NotAReport(self.source, f"more than {_EARLY_RECORDS} records "
+                                     "before the report's metadata and policy")
+                if header.complete:
+                    break
             elif name == "version":
                 header.version = _text(el)
             elif name == "report_metadata":
@@ -456,18 +461,55 @@ class _AggregateParser:
                 _free(el)
         else:
             self._check_complete(header)
+            header.namespace = self.namespace
             return _report(header, self.source, RecordStream(iter(early), self.source),
                            self.errors, self.limits)
-        return _report(header, self.source, RecordStream(self._records(early), self.source),
-                       self.errors, self.limits)
+        header.namespace = self.namespace
+        return _report(header, self.source, RecordStream(self._records(parts, early),
+                                                         self.source), self.errors, self.limits)
 
-    def _events(self) -> Iterator[tuple[str, etree._Element]]:
-        """Every event to the end of the document (the header phase: short, so simple)."""
+    def _parts(self) -> Iterator[etree._Element]:
+        """The report's parts, each once it is whole (never before: it is freed once read)."""
         while True:
-            yield from self.parser.read_events()
+            for _, el in self.parser.read_events():
+                if self.root is None:
+                    self._take_root(el.getroottree().getroot())
+                if _local(el.tag) in _PARTS and (
+                    el.getparent() is self.root or self._is_report_part(el)
+                ):
+                    if self.pending is not None:
+                        yield self.pending
+                    self.pending = el
             if self.finished:
-                return
+                break
             self._feed()
+        if self.pending is not None:
+            last, self.pending = self.pending, None
+            yield last
+
+    def _records(self, parts: Iterator[etree._Element], early: list[Record]
+                 ) -> Iterator[Record]:
+        # `_record`, inlined: this loop runs once per record.
+        yield from early
+        record_tag, tags, shared = self.record_tag, self.tags, self.shared
+        for el in parts:
+            if el.tag == record_tag:
+                self.record_no += 1
+                try:
+                    yield _parse_record(el, tags, shared)
+                except _BrokenRecord as exc:
+                    self.errors.append(f"record {self.record_no} skipped: {exc}")
+            _free(el)
+
+    def _record(self, el: etree._Element) -> Record | None:
+        self.record_no += 1
+        try:
+            return _parse_record(el, self.tags, self.shared)
+        except _BrokenRecord as exc:
+            self.errors.append(f"record {self.record_no} skipped: {exc}")
+            return None
+        finally:
+            _free(el)
 
     def _feed(self) -> None:
         """Give lxml the next chunk, or tell it the document ended (then `finished` is set)."""
@@ -478,8 +520,8 @@ class _AggregateParser:
                     raise NotAReport(self.source, f"XML root is <{_root_name(chunk)}>, not an "
                                      "aggregate <feedback>")
                 self.tail = (self.tail + chunk)[-_TAIL:]
+                self._prune()  # first: every event so far has been read
                 self.parser.feed(chunk)
-                self._prune()
                 return
             self.finished = True
             self.document_root = self.parser.close()
@@ -507,17 +549,37 @@ class _AggregateParser:
                     raise CorruptInput(self.source, f"XML line {entry.line}: <{found.group(1)}> "
                                        "is closed by the wrong tag; records would be lost")
 
+    def _is_report_part(self, el: etree._Element) -> bool:
+        # Under a stray open tag (IKEA once sent one) a record is still the report's; inside an
+        # extension or another part it is not, and then it must not end the pending part either.
+        for parent in el.iterancestors():
+            if parent is self.root:
+                return True
+            if _local(parent.tag) in _NOT_UNDER:
+                return False
+        return False
+
     def _prune(self) -> None:
         # Along the path of open elements, keep only the last child of each element whose content
-        # is not needed; everything before it has been processed or is of no use.
+        # is not needed, and the pending element: what came before was read, or is of no use.
+        held: dict[etree._Element, etree._Element] = {}  # parent -> child on the pending's path
+        child = self.pending
+        if child is not None:
+            for parent in child.iterancestors():
+                held[parent] = child
+                child = parent
         el = self.root
-        while el is not None and el.tag not in self.keep and len(el) > 1:
-            last = el[-1]
-            for _ in range(len(el) - 1):
-                del el[0]
-            el = last
+        while el is not None and el.tag not in self.keep and len(el):
+            kept = held.get(el)
+            if kept is None:
+                del el[:-1]
+            elif len(el) > 2 or el[0] is not kept:
+                position = el.index(kept)
+                del el[position + 1:-1]
+                del el[:position]
+            el = el[-1]
 
-    def _take_root(self, root: etree._Element, header: _Header) -> None:
+    def _take_root(self, root: etree._Element) -> None:
         if root.getroottree().docinfo.doctype:
             raise UnsafeXml(self.source, "XML declares a DTD (DOCTYPE), which reports never need")
         if _local(root.tag) != "feedback":
@@ -525,7 +587,7 @@ class _AggregateParser:
                              f"XML root is <{_local(root.tag)}>, not an aggregate <feedback>")
         self.root = root
         namespace = root.tag[1:].partition("}")[0] if root.tag.startswith("{") else ""
-        header.namespace = namespace
+        self.namespace = namespace
         prefix = f"{{{namespace}}}" if namespace else ""
         self.tags = record_tags(namespace)
         self.record_tag = prefix + "record"
@@ -535,50 +597,10 @@ class _AggregateParser:
         if self.root is None:
             if self.document_root is None:
                 raise NotAReport(self.source, "XML holds no elements")
-            self._take_root(self.document_root, header)  # refuses a DTD or names the root
+            self._take_root(self.document_root)  # refuses a DTD or names the root
         if not header.complete:
             missing = "report_metadata" if header.metadata is None else "policy_published"
             raise NotAReport(self.source, f"aggregate report has no <{missing}>")
-
-    def _records(self, early: list[Record]) -> Iterator[Record]:
-        yield from early
-        root, record_tag, tags, shared = self.root, self.record_tag, self.tags, self.shared
-        read_events = self.parser.read_events
-        while True:
-            for event, el in read_events():
-                if event == "end" and el.tag == record_tag and (
-                    el.getparent() is root or self._is_report_record(el)
-                ):
-                    self.record_no += 1
-                    try:
-                        yield _parse_record(el, tags, shared)
-                    except _BrokenRecord as exc:
-                        self.errors.append(f"record {self.record_no} skipped: {exc}")
-                    _free(el)
-            if self.finished:
-                break
-            self._feed()
-
-    def _is_report_record(self, el: etree._Element) -> bool:
-        # A <record> inside an extension (its own namespace, any depth) is not a report row.
-        if el.tag != self.record_tag:
-            return False
-        parent = el.getparent()
-        while parent is not None and parent is not self.root:
-            if _local(parent.tag) in ("record", "extension"):
-                return False
-            parent = parent.getparent()
-        return True
-
-    def _take_record(self, el: etree._Element) -> Record | None:
-        self.record_no += 1
-        try:
-            return _parse_record(el, self.tags, self.shared)
-        except _BrokenRecord as exc:
-            self.errors.append(f"record {self.record_no} skipped: {exc}")
-            return None
-        finally:
-            _free(el)
 
 
 def context_errors(parser: etree.XMLPullParser, errors: list[str]) -> None:

@@ -163,6 +163,36 @@ def test_stray_open_tag_is_recovered() -> None:
     assert report.errors  # the repair is noted
 
 
+@pytest.mark.parametrize("where", ["metadata_extra", "policy", "records"])
+def test_a_part_nested_inside_another_is_not_a_part_of_the_report(where: str) -> None:
+    # Parts are read when the next one starts; one inside another must neither count nor cut its
+    # host short (which would free an element the parser is still building).
+    nested = record_xml("203.0.113.9", 7)
+    kwargs = {"metadata_extra": nested, "policy": "<p>none</p>" + nested,
+              "records": record_xml(count=2).replace("</row>", "</row>" + nested)}
+    data = aggregate_xml(**({"records": record_xml(count=2)} | {where: kwargs[where]}))
+    report, records = one(data)
+    assert len(records) == 1
+    if where != "records":  # (inside a record, which values win is anybody's guess)
+        assert (records[0].source_ip, records[0].count) == ("192.0.2.1", 2)
+    assert report.policy.domain == "example.com" and report.reporter.org_name == "Example Receiver"
+
+
+def test_records_inside_a_nested_feedback_are_read() -> None:
+    data = aggregate_xml(record_xml(count=2) + "<feedback>" + record_xml(count=3) + "</feedback>"
+                         + record_xml(count=4))
+    _, records = one(data)
+    assert [r.count for r in records] == [2, 3, 4]
+
+
+@pytest.mark.parametrize("count", [1, 2, 3000])
+def test_every_record_is_read_across_chunks_and_the_last_one_at_the_end(count: int) -> None:
+    data = aggregate_xml("".join(record_xml(f"192.0.2.{i % 250 + 1}", i + 1)
+                                 for i in range(count)))
+    _, records = one(data)
+    assert [r.count for r in records] == list(range(1, count + 1))
+
+
 def test_truncated_report_is_refused_not_half_read() -> None:
     full = aggregate_xml("".join(record_xml(f"192.0.2.{i}", 1) for i in range(200)))
     with pytest.raises(CorruptInput, match=r"ends before its closing </feedback> \(truncated\)"):

@@ -574,15 +574,19 @@ print(outcome, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
 @pytest.mark.parametrize("fragment", [
     pytest.param(b"<x/>", id="empty-elements"),
     pytest.param(b"<extension><x/></extension>", id="extensions"),
+    pytest.param(b"<x><y/></x>", id="nested-elements"),
 ])
-def test_element_flood_does_not_grow_memory(fragment: bytes, tmp_path: Path) -> None:
+@pytest.mark.parametrize("stray", [b"", b"<stray>"], ids=["top-level", "under-stray-open-tag"])
+def test_element_flood_does_not_grow_memory(fragment: bytes, stray: bytes, tmp_path: Path
+                                            ) -> None:
     """8 MiB of unknown elements between records: memory must stay flat, as it does for records.
 
-    (Inside a 1 MB gzip bomb under the default limits this is 150 MB of elements.)
+    (Inside a 1 MB gzip bomb under the default limits this is 150 MB of elements.) A stray open
+    tag, whose records are still read, must not shelter the flood.
     """
     path = tmp_path / "flood.xml"
     with path.open("wb") as out:
-        out.write(HEAD + RECORD)
+        out.write(HEAD + stray + RECORD)
         out.write(fragment * (8 * MiB // len(fragment)))
         out.write(RECORD + b"</feedback>\n")
     result = subprocess.run([sys.executable, "-c", FLOOD_PROBE, str(path)], capture_output=True,
