@@ -474,7 +474,8 @@ class _AggregateParser:
             for _, el in self.parser.read_events():
                 if self.root is None:
                     self._take_root(el.getroottree().getroot())
-                if _local(el.tag) in _PARTS and (
+                tag = el.tag
+                if (tag == self.record_tag or _local(tag) in _PARTS) and (
                     el.getparent() is self.root or self._is_report_part(el)
                 ):
                     if self.pending is not None:
@@ -489,7 +490,8 @@ class _AggregateParser:
 
     def _records(self, parts: Iterator[etree._Element], early: list[Record]
                  ) -> Iterator[Record]:
-        # `_record`, inlined: this loop runs once per record.
+        # `_record`, inlined: this loop runs once per record. Read records are left to `_prune`,
+        # which drops a chunk's worth at once.
         yield from early
         record_tag, tags, shared = self.record_tag, self.tags, self.shared
         for el in parts:
@@ -499,7 +501,6 @@ class _AggregateParser:
                     yield _parse_record(el, tags, shared)
                 except _BrokenRecord as exc:
                     self.errors.append(f"record {self.record_no} skipped: {exc}")
-            _free(el)
 
     def _record(self, el: etree._Element) -> Record | None:
         self.record_no += 1
