@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import io
 import os
-import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from analysis.aggregate import parse_aggregate
 from analysis.errors import CorruptInput, LimitExceeded, NotAReport, RejectedInput
-from analysis.failure import find_failure_report
 from analysis.limits import Limits
-from analysis.mail import parse_message, report_parts, split_mbox
 from analysis.model import Report
 from analysis.sniff import HEAD_BYTES, sniff
 from analysis.streams import CountingReader, GzipReader, output_allowance
 from analysis.tls import parse_tls
+
+# The zip and e-mail readers (zipfile, the email package) are imported where they are first used:
+# they are a third of the start-up of a command that reads plain XML.
 
 _BUFFER = 256 * 1024
 
@@ -130,6 +130,8 @@ def _read_stream(stream: BinaryIO, label: str, size: int | None, depth: int, lim
     elif kind == "mbox":
         found = False
         skipped: list[str] = []
+        from analysis.mail import split_mbox
+
         for number, message in enumerate(split_mbox(buffered, label, limits), start=1):
             try:
                 inner = f"{label} > message {number}"
@@ -157,6 +159,8 @@ def _check_stored_size(label: str, size: int | None, limits: Limits) -> None:
 
 def _read_zip(stream: io.BufferedReader, label: str, size: int | None, depth: int,
               limits: Limits) -> Iterator[Report]:
+    import zipfile
+
     _check_stored_size(label, size, limits)
     if not stream.seekable():
         data = _read_all(stream, label, limits.max_input_bytes, "zip archive")
@@ -221,6 +225,9 @@ def _zip_entries(stream: BinaryIO) -> int | None:
 
 
 def _read_email(data: bytes, label: str, depth: int, limits: Limits) -> Iterator[Report]:
+    from analysis.failure import find_failure_report
+    from analysis.mail import parse_message, report_parts
+
     msg = parse_message(data, label)
     failure = find_failure_report(msg, label)
     if failure is not None:
