@@ -439,6 +439,7 @@ class _AggregateParser:
     def report(self) -> AggregateReport:
         header = _Header()
         early: list[Record] = []  # records read while looking for the header
+        records: Iterator[Record] = iter(early)  # all of them, if the document ends first
         parts = self._parts()
         for el in parts:
             name = _local(el.tag)
@@ -450,6 +451,7 @@ class _AggregateParser:
                     raise NotAReport(self.source, f"more than {_EARLY_RECORDS} records "
                                      "before the report's metadata and policy")
                 if header.complete:
+                    records = self._records(parts, early)
                     break
             elif name == "version":
                 header.version = _text(el)
@@ -461,15 +463,12 @@ class _AggregateParser:
                 _free(el)
         else:
             self._check_complete(header)
-            header.namespace = self.namespace
-            return _report(header, self.source, RecordStream(iter(early), self.source),
-                           self.errors, self.limits)
         header.namespace = self.namespace
-        return _report(header, self.source, RecordStream(self._records(parts, early),
-                                                         self.source), self.errors, self.limits)
+        return _report(header, self.source, RecordStream(records, self.source), self.errors,
+                       self.limits)
 
     def _parts(self) -> Iterator[etree._Element]:
-        """The report's parts, each once it is whole (never before: it is freed once read)."""
+        """The report's parts, each once it is whole (never before: once read it is dropped)."""
         while True:
             for _, el in self.parser.read_events():
                 if self.root is None:
