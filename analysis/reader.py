@@ -128,10 +128,10 @@ def _read_stream(stream: BinaryIO, label: str, size: int | None, depth: int, lim
         data = _read_all(buffered, label, limits.max_input_bytes, "e-mail")
         yield from _read_email(data, label, depth, limits)
     elif kind == "mbox":
-        found = False
-        skipped: list[str] = []
         from analysis.mail import split_mbox
 
+        found = False
+        skipped: list[str] = []
         for number, message in enumerate(split_mbox(buffered, label, limits), start=1):
             try:
                 inner = f"{label} > message {number}"
