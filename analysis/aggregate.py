@@ -1,10 +1,11 @@
 """Streaming reader for DMARC aggregate (rua) reports in all three schemas seen today.
 
 The pre-1.0 draft (no `<version>`), RFC 7489 Appendix C and RFC 9990 (with or without its
-namespace) share one shape, so one namespace-agnostic reader serves them all. Records are built
-one at a time from `lxml.etree.iterparse` and their elements freed at once, so memory stays flat
-whatever the report's size. The parser refuses DTDs (no entity is ever expanded), never touches the
-network and recovers what it can from documents that are not well-formed, keeping the error.
+namespace) share one shape, so one namespace-agnostic reader serves them all. The document is fed
+to lxml's streaming parser in chunks; the records each chunk completes are read one at a time, and
+their elements freed before the next chunk, so memory stays flat whatever the report's size. The
+parser refuses DTDs (no entity is ever expanded), never touches the network and recovers what it
+can from documents that are not well-formed, keeping the error.
 """
 
 from __future__ import annotations
@@ -58,11 +59,13 @@ def _root_name(head: bytes) -> str | None:
     return found.group(2).decode("ascii") if found else None
 
 
-_TAGS = ("{*}feedback", "{*}version", "{*}report_metadata", "{*}policy_published", "{*}record")
 #: The report's parts: the top-level elements it is read from.
 _PARTS = frozenset({"version", "report_metadata", "policy_published", "record"})
-#: A part is never inside one of these, so a part never starts inside the pending one.
-_NOT_UNDER = _PARTS | {"extension"}
+#: Put before the root element so the tree can be reached while lxml builds it: see
+#: `_AggregateParser`. A processing instruction is allowed there in every XML document.
+_MARKER = b"<?dmarcbot?>"
+#: Where the marker goes: after a byte order mark and the XML declaration, which must come first.
+_DECLARATION = re.compile(rb"(?:\xef\xbb\xbf)?(?:<\?xml\s[^<>]*?\?>)?")
 _CHUNK = 64 * 1024
 #: Fields only RFC 9990 defines; their presence marks a report without the namespace as 9990.
 #: (`np` is not among them: Google added it to its draft-schema reports.)
@@ -111,11 +114,15 @@ def _epoch(value: str, what: str) -> datetime:
         raise _BrokenRecord(f"{what} {value[:40]!r} is not a Unix time") from None
 
 
+_AF_INET, _AF_INET6 = int(socket.AF_INET), int(socket.AF_INET6)  # plain ints convert faster
+_pton, _ntop = socket.inet_pton, socket.inet_ntop
+
+
 def _ip(value: str) -> str:
     """The canonical text of an IP address (compressed, lower-case IPv6)."""
-    family = socket.AF_INET6 if ":" in value else socket.AF_INET
+    family = _AF_INET6 if ":" in value else _AF_INET
     try:
-        return socket.inet_ntop(family, socket.inet_pton(family, value))
+        return _ntop(family, _pton(family, value))
     except (OSError, ValueError):
         raise _BrokenRecord(
             f"source_ip {value[:60]!r} is not an IP address" if value else "missing source_ip"
@@ -173,6 +180,8 @@ _WORDS = {
 #: selector all day), so each distinct one is built once per parser and shared; they are frozen.
 _SHARED_LIMIT = 4096
 _Slots = list[str | None]
+#: What one chunk completed: its records, and its other parts (version, metadata, policy).
+_Batch = tuple[list[etree._Element], list[etree._Element]]
 
 
 def _parse_record(rec: etree._Element, tags: dict[str, int], shared: dict[tuple, object]
@@ -222,24 +231,28 @@ def _parse_record(rec: etree._Element, tags: dict[str, int], shared: dict[tuple,
             reasons.append(slots)
         else:  # _AUTH_RESULTS
             in_auth, slots = True, None
-    header = _lower(header_from)
+    header = header_from.strip().lower() if header_from else ""
     if not header:
         raise _BrokenRecord("missing identifiers/header_from")
+    words = _WORDS  # the usual spellings of a result, looked up here without a call
     return Record(
         _ip(source_ip.strip() if source_ip else ""), _count(count),
-        _result(disposition) or "none", _result(dkim) or "fail", _result(spf) or "fail",
+        words.get(disposition) or _result(disposition) or "none",
+        words.get(dkim) or _result(dkim) or "fail",
+        words.get(spf) or _result(spf) or "fail",
         _shared(reasons, _reason, shared) if reasons else (),
-        header, _lower(envelope_from) or None, _lower(envelope_to) or None,
+        header, envelope_from.strip().lower() or None if envelope_from else None,
+        envelope_to.strip().lower() or None if envelope_to else None,
         _shared(dkims, _dkim_result, shared) if dkims else (),
         _shared(spfs, _spf_result, shared) if spfs else (),
     )
 
 
 def _count(text: str | None) -> int:
-    text = text.strip() if text else ""
     try:
-        count = int(text)
-    except ValueError:
+        count = int(text)  # type: ignore[arg-type]  # int() allows the surrounding whitespace
+    except (TypeError, ValueError):
+        text = text.strip() if text else ""
         raise _BrokenRecord(
             f"count {text[:40]!r} is not a whole number" if text else "missing count"
         ) from None
@@ -284,15 +297,6 @@ def _spf_result(domain: str | None, _: str | None, result: str | None, scope: st
                 human: str | None) -> SpfResult:
     return SpfResult(_lower(domain) or None, _lower(scope) or "mfrom", _result(result) or "none",
                      human.strip() if human else None, not _lower(scope))
-
-
-def _free(el: etree._Element) -> None:
-    """Drop a processed element and the siblings before it, so the tree never grows."""
-    el.clear(keep_tail=False)
-    parent = el.getparent()
-    if parent is not None:
-        while el.getprevious() is not None:
-            del parent[0]
 
 
 class _Header:
@@ -405,13 +409,15 @@ def parse_aggregate(stream: BinaryIO, source: str, limits: Limits | None = None
 
 
 class _AggregateParser:
-    """Feeds the document to lxml in chunks, so that between chunks it can drop what it has read.
+    """Feeds the document to lxml in chunks and reads the report's parts between chunks.
 
-    The parser reports only start tags: an end event for every element would add about 8% to a
-    large report's time. So a top-level element (version, metadata, policy, record) is read when
-    the next one starts, or when the document ends; until then it is `pending`. Before every
-    chunk, what has been read and anything else (unknown elements, extensions) is pruned, so no
-    document, however built, grows the tree.
+    lxml's parse events cost a call into Python, and a trip for the GIL, for every element. So
+    none is asked for: libxml2 builds the tree on its own, and the tree is reached through a
+    processing instruction put before the root element (the only event there is). After each
+    chunk, the parts (version, metadata, policy, records) that the chunk completed are read: every
+    part that is not on the path of elements still open. Before the next chunk, everything off
+    that path is dropped, read or not (unknown elements, extensions), so no document, however
+    built, grows the tree.
     """
 
     def __init__(self, stream: BinaryIO, source: str, limits: Limits) -> None:
@@ -419,18 +425,16 @@ class _AggregateParser:
         self.source = source
         self.limits = limits
         self.parser = etree.XMLPullParser(
-            events=("start",), tag=_TAGS, recover=True, resolve_entities=False,
-            no_network=True, load_dtd=False, huge_tree=False, remove_comments=True,
-            remove_pis=True, remove_blank_text=True,
+            events=("pi",), recover=True, resolve_entities=False, no_network=True,
+            load_dtd=False, huge_tree=False, remove_comments=True, remove_blank_text=True,
         )
+        self.marker: etree._Element | None = None  # the processing instruction before the root
         self.root: etree._Element | None = None  # <feedback>, once seen
         self.document_root: etree._Element | None = None  # whatever the root was, at the end
-        self.pending: etree._Element | None = None  # the top-level element not known whole yet
         self.finished = False
         self.tail = b""  # the last bytes read, to see how the document ends
         self.namespace = ""
         self.tags = record_tags("")
-        self.keep: frozenset[str] = frozenset()  # qualified tags whose content is still needed
         self.record_tag = "record"
         self.errors: list[str] = []
         self.record_no = 0
@@ -438,90 +442,110 @@ class _AggregateParser:
 
     def report(self) -> AggregateReport:
         header = _Header()
-        early: list[Record] = []  # records read while looking for the header
-        records: Iterator[Record] = iter(early)  # all of them, if the document ends first
-        parts = self._parts()
-        for el in parts:
-            name = _local(el.tag)
-            if name == "record":
-                record = self._record(el)
-                if record is not None:
-                    early.append(record)
-                if len(early) > _EARLY_RECORDS:
-                    raise NotAReport(self.source, f"more than {_EARLY_RECORDS} records "
-                                     "before the report's metadata and policy")
-                if header.complete:
-                    records = self._records(parts, early)
-                    break
-            elif name == "version":
-                header.version = _text(el)
-            elif name == "report_metadata":
-                header.take_metadata(el)
-                _free(el)
-            elif name == "policy_published":
-                header.policy = _fields(el)
-                _free(el)
+        early: list[Record] = []  # records read before the header was complete
+        batches = self._batches()
+        for records, others in batches:
+            for el in others:
+                name = _local(el.tag)
+                if name == "version":
+                    header.version = _text(el)
+                elif name == "report_metadata":
+                    header.take_metadata(el)
+                elif name == "policy_published":
+                    header.policy = _fields(el)
+            for el in records:
+                self.record_no += 1
+                try:
+                    early.append(_parse_record(el, self.tags, self.shared))
+                except _BrokenRecord as exc:
+                    self.errors.append(f"record {self.record_no} skipped: {exc}")
+            if len(early) > _EARLY_RECORDS:
+                raise NotAReport(self.source, f"more than {_EARLY_RECORDS} records before "
+                                 "the report's metadata and policy")
+            if header.complete:
+                break
         else:
             self._check_complete(header)
         header.namespace = self.namespace
-        return _report(header, self.source, RecordStream(records, self.source), self.errors,
+        return _report(header, self.source,
+                       RecordStream(self._records(early, batches), self.source), self.errors,
                        self.limits)
 
-    def _parts(self) -> Iterator[etree._Element]:
-        """The report's parts, each once it is whole (never before: once read it is dropped)."""
-        while True:
-            for _, el in self.parser.read_events():
-                if self.root is None:
-                    self._take_root(el.getroottree().getroot())
-                tag = el.tag
-                if (tag == self.record_tag or _local(tag) in _PARTS) and (
-                    el.getparent() is self.root or self._is_report_part(el)
-                ):
-                    if self.pending is not None:
-                        yield self.pending
-                    self.pending = el
-            if self.finished:
-                break
-            self._feed()
-        if self.pending is not None:
-            last, self.pending = self.pending, None
-            yield last
-
-    def _records(self, parts: Iterator[etree._Element], early: list[Record]
-                 ) -> Iterator[Record]:
-        # `_record`, inlined: this loop runs once per record. Read records are left to `_prune`,
-        # which drops a chunk's worth at once.
+    def _records(self, early: list[Record], batches: Iterator[_Batch]) -> Iterator[Record]:
+        # This loop runs once per record: it keeps to local names. Parts other than records
+        # after the header are repeats, and ignored.
         yield from early
-        record_tag, tags, shared = self.record_tag, self.tags, self.shared
-        for el in parts:
-            if el.tag == record_tag:
-                self.record_no += 1
+        tags, shared, number = self.tags, self.shared, self.record_no
+        for records, _ in batches:
+            for el in records:
+                number += 1
                 try:
                     yield _parse_record(el, tags, shared)
                 except _BrokenRecord as exc:
-                    self.errors.append(f"record {self.record_no} skipped: {exc}")
+                    self.errors.append(f"record {number} skipped: {exc}")
 
-    def _record(self, el: etree._Element) -> Record | None:
-        self.record_no += 1
-        try:
-            return _parse_record(el, self.tags, self.shared)
-        except _BrokenRecord as exc:
-            self.errors.append(f"record {self.record_no} skipped: {exc}")
-            return None
-        finally:
-            _free(el)
+    def _batches(self) -> Iterator[_Batch]:
+        """After each chunk, the parts it completed: the records, and the others, each once."""
+        while not self.finished:
+            self._feed()
+            if self.root is not None:
+                records: list[etree._Element] = []
+                others: list[etree._Element] = []
+                self._collect(self.root, not self.finished, records, others)
+                yield records, others
+                records.clear()  # no proxy left: lxml frees a pruned element at once
+                others.clear()
+
+    def _collect(self, el: etree._Element, is_open: bool, records: list[etree._Element],
+                 others: list[etree._Element]) -> None:
+        # Only the last child of an open element can be open.
+        found = list(el.iterchildren(self.record_tag))
+        if len(found) == len(el):  # only records, the usual case: lxml filters them
+            if is_open and found:
+                found.pop()
+            records.extend(found)
+            return
+        for child in el[:-1] if is_open else el:
+            self._take(child, False, records, others)
+        if is_open:
+            self._take(el[-1], True, records, others)
+
+    def _take(self, el: etree._Element, is_open: bool, records: list[etree._Element],
+              others: list[etree._Element]) -> None:
+        # Parts under a stray open tag (IKEA once sent one) are still the report's; inside an
+        # extension or inside another part they are not.
+        name = _local(el.tag)
+        if name in _PARTS:
+            if not is_open:
+                (records if name == "record" else others).append(el)
+        elif name and name != "extension":
+            self._collect(el, is_open, records, others)
+
+    def _prune(self) -> None:
+        # Everything before the last child of an open element has been read (or is of no use);
+        # the content of an open part is still needed.
+        el = self.root
+        while el is not None and len(el):
+            del el[:-1]
+            el = el[0]
+            if _local(el.tag) in _PARTS:
+                break
 
     def _feed(self) -> None:
         """Give lxml the next chunk, or tell it the document ended (then `finished` is set)."""
         try:
             chunk = self.stream.read(_CHUNK)
             if chunk:
-                if not self.tail and _root_name(chunk) not in (None, "feedback"):
-                    raise NotAReport(self.source, f"XML root is <{_root_name(chunk)}>, not an "
-                                     "aggregate <feedback>")
-                self.tail = (self.tail + chunk)[-_TAIL:]
-                self._prune()  # first: every event so far has been read
+                if not self.tail:
+                    chunk = self._first(chunk)
+                self.tail = (self.tail + chunk[-_TAIL:])[-_TAIL:]
+            # Every part so far has been read. Nothing is allocated between the pruning and the
+            # parsing, which reuses the freed nodes: a block of 1 KiB or more in between makes
+            # malloc merge all of them first (a tenth of the parse time).
+            self._prune()
+            if chunk:
                 self.parser.feed(chunk)
+                self._find_root()
                 return
             self.finished = True
             self.document_root = self.parser.close()
@@ -529,8 +553,26 @@ class _AggregateParser:
             if self.root is None and "Document is empty" in str(exc):
                 raise NotAReport(self.source, "XML holds no elements") from None
             raise CorruptInput(self.source, f"XML cannot be read ({exc.msg})") from None
+        self._find_root()
         self._check_whole()
         context_errors(self.parser, self.errors)
+
+    def _first(self, chunk: bytes) -> bytes:
+        """Refuse a document that is plainly not a report; put the marker before its root."""
+        name = _root_name(chunk)
+        if name not in (None, "feedback"):
+            raise NotAReport(self.source, f"XML root is <{name}>, not an aggregate <feedback>")
+        at = _DECLARATION.match(chunk).end()  # type: ignore[union-attr]  # it matches anywhere
+        return chunk[:at] + _MARKER + chunk[at:]
+
+    def _find_root(self) -> None:
+        for _, pi in self.parser.read_events():  # read every time: they pile up otherwise
+            if self.marker is None:
+                self.marker = pi
+        if self.root is None and self.marker is not None:
+            root = self.marker.getroottree().getroot()
+            if root is not None:
+                self._take_root(root)
 
     def _check_whole(self) -> None:
         """Refuse a report that lost records: cut short, or closed early by a stray end tag.
@@ -549,36 +591,6 @@ class _AggregateParser:
                     raise CorruptInput(self.source, f"XML line {entry.line}: <{found.group(1)}> "
                                        "is closed by the wrong tag; records would be lost")
 
-    def _is_report_part(self, el: etree._Element) -> bool:
-        # Under a stray open tag (IKEA once sent one) a record is still the report's; inside an
-        # extension or another part it is not, and then it must not end the pending part either.
-        for parent in el.iterancestors():
-            if parent is self.root:
-                return True
-            if _local(parent.tag) in _NOT_UNDER:
-                return False
-        return False
-
-    def _prune(self) -> None:
-        # Along the path of open elements, keep only the last child of each element whose content
-        # is not needed, and the pending element: what came before was read, or is of no use.
-        held: dict[etree._Element, etree._Element] = {}  # parent -> child on the pending's path
-        child = self.pending
-        if child is not None:
-            for parent in child.iterancestors():
-                held[parent] = child
-                child = parent
-        el = self.root
-        while el is not None and el.tag not in self.keep and len(el):
-            kept = held.get(el)
-            if kept is None:
-                del el[:-1]
-            elif len(el) > 2 or el[0] is not kept:
-                position = el.index(kept)
-                del el[position + 1:-1]
-                del el[:position]
-            el = el[-1]
-
     def _take_root(self, root: etree._Element) -> None:
         if root.getroottree().docinfo.doctype:
             raise UnsafeXml(self.source, "XML declares a DTD (DOCTYPE), which reports never need")
@@ -591,7 +603,6 @@ class _AggregateParser:
         prefix = f"{{{namespace}}}" if namespace else ""
         self.tags = record_tags(namespace)
         self.record_tag = prefix + "record"
-        self.keep = frozenset(prefix + n for n in ("record", "report_metadata", "policy_published"))
 
     def _check_complete(self, header: _Header) -> None:
         if self.root is None:

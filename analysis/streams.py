@@ -69,14 +69,20 @@ class CountingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = read_raw(self._raw, len(buffer), self._source)
-        n = len(data)
-        self.count += n
+    def read(self, size: int = -1) -> bytes:
+        # The aggregate parser reads through here: the bytes are handed on, not copied.
+        if size < 0:
+            return self.readall()
+        data = read_raw(self._raw, size, self._source)
+        self.count += len(data)
         if self.count > self._allowance:
             raise _too_big(self._source, self._limits, self._allowance, self._limit)
-        buffer[:n] = data
-        return n
+        return data
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
 
 
 class GzipReader(io.RawIOBase):

@@ -193,6 +193,37 @@ def test_every_record_is_read_across_chunks_and_the_last_one_at_the_end(count: i
     assert [r.count for r in records] == list(range(1, count + 1))
 
 
+@pytest.mark.parametrize("prolog", [
+    pytest.param(b"", id="none"),
+    pytest.param(b"\xef\xbb\xbf", id="bom"),
+    pytest.param(b'<?xml version="1.0" encoding="UTF-8"?>\n', id="declaration"),
+    pytest.param(b"\xef\xbb\xbf<?xml version='1.0' standalone='yes'?>", id="bom-declaration"),
+    pytest.param(b'<?xml version="1.0"?>\n<!-- made by hand -->\n<?xml-stylesheet href="r.xsl"?>\n',
+                 id="comment-and-pi"),
+])
+def test_every_prolog_gives_the_same_report(prolog: bytes) -> None:
+    # The reader puts a processing instruction of its own before the root element.
+    data = aggregate_xml(record_xml(count=2) + record_xml(count=3))
+    report, records = one(prolog + data[data.index(b"<feedback"):])
+    assert [r.count for r in records] == [2, 3]
+    assert report.report_id == "r-1" and report.errors == []
+
+
+def test_a_declared_single_byte_encoding_is_honoured() -> None:
+    data = aggregate_xml(org="Empfänger GmbH").decode().replace(
+        'encoding="UTF-8"', 'encoding="ISO-8859-1"').encode("latin-1")
+    report, _ = one(data)
+    assert report.reporter.org_name == "Empfänger GmbH"
+
+
+def test_recovered_errors_keep_their_line_numbers() -> None:
+    data = aggregate_xml(org="A and B").replace(b"<version>", b"\n\n<version>").replace(
+        b"A and B", b"A & B")
+    report, records = one(data)
+    assert len(records) == 1
+    assert report.errors and all(e.startswith("XML line 4: ") for e in report.errors)
+
+
 def test_truncated_report_is_refused_not_half_read() -> None:
     full = aggregate_xml("".join(record_xml(f"192.0.2.{i}", 1) for i in range(200)))
     with pytest.raises(CorruptInput, match=r"ends before its closing </feedback> \(truncated\)"):

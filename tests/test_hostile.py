@@ -575,6 +575,7 @@ print(outcome, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
     pytest.param(b"<x/>", id="empty-elements"),
     pytest.param(b"<extension><x/></extension>", id="extensions"),
     pytest.param(b"<x><y/></x>", id="nested-elements"),
+    pytest.param(b"<?pi data?>", id="processing-instructions"),
 ])
 @pytest.mark.parametrize("stray", [b"", b"<stray>"], ids=["top-level", "under-stray-open-tag"])
 def test_element_flood_does_not_grow_memory(fragment: bytes, stray: bytes, tmp_path: Path
