@@ -116,10 +116,16 @@ def _epoch(value: str, what: str) -> datetime:
 
 _AF_INET, _AF_INET6 = int(socket.AF_INET), int(socket.AF_INET6)  # plain ints convert faster
 _pton, _ntop = socket.inet_pton, socket.inet_ntop
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+#: An IPv4 address as reports give it, already canonical: no call to the C library needed.
+_CANONICAL_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 
 
 def _ip(value: str) -> str:
     """The canonical text of an IP address (compressed, lower-case IPv6)."""
+    if _CANONICAL_IPV4.fullmatch(value):
+        return value
+    value = value.strip()
     family = _AF_INET6 if ":" in value else _AF_INET
     try:
         return _ntop(family, _pton(family, value))
@@ -131,13 +137,15 @@ def _ip(value: str) -> str:
 
 # Elements a record is read from, numbered so the hot loop below compares small integers.
 # Anything else (extensions, the plain containers row/policy_evaluated/identifiers) is skipped.
-# The five result fields come last, in the order of a result slot: see _parse_record.
-(_SOURCE_IP, _COUNT, _DISPOSITION, _DKIM, _SPF, _REASON, _HEADER_FROM, _ENVELOPE_FROM,
- _ENVELOPE_TO, _AUTH_RESULTS, _DOMAIN, _SELECTOR, _RESULT, _SCOPE, _HUMAN_RESULT) = range(15)
+# First the five fields of a result slot (see _parse_record), then the record's own fields.
+(_DOMAIN, _SELECTOR, _RESULT, _SCOPE, _HUMAN_RESULT,
+ _SOURCE_IP, _COUNT, _DISPOSITION, _HEADER_FROM, _ENVELOPE_FROM, _ENVELOPE_TO,
+ _DKIM, _SPF, _REASON, _AUTH_RESULTS) = range(15)
+_SLOTS_END, _FIELDS_END = _SOURCE_IP, _DKIM
 _RECORD_FIELDS = (
-    "source_ip", "count", "disposition", "dkim", "spf", "reason", "header_from",
-    "envelope_from", "envelope_to", "auth_results", "domain", "selector", "result", "scope",
-    "human_result",
+    "domain", "selector", "result", "scope", "human_result",
+    "source_ip", "count", "disposition", "header_from", "envelope_from", "envelope_to",
+    "dkim", "spf", "reason", "auth_results",
 )
 #: <reason> children share the result slots: type in the domain slot, comment in the selector's.
 _REASON_SLOTS = {"type": _DOMAIN, "comment": _SELECTOR}
@@ -188,20 +196,23 @@ def _parse_record(rec: etree._Element, tags: dict[str, int], shared: dict[tuple,
                   ) -> Record:
     # One pass over the record's elements in document order. This loop is most of the time spent
     # on a large report, so per element it does one dict lookup and at most one text read.
-    source_ip = count = disposition = dkim = spf = None
-    header_from = envelope_from = envelope_to = None
+    fields: _Slots = [None] * _FIELDS_END  # the record's own fields by code: the last one wins
+    dkim = spf = None  # policy_evaluated's
     in_auth = False
-    slots: _Slots | None = None  # the reason or DKIM/SPF result being filled
+    slots: _Slots | None = None  # the reason or DKIM/SPF result being filled: the first one wins
     reasons: list[_Slots] = []
     dkims: list[_Slots] = []
     spfs: list[_Slots] = []
+    get = tags.get
     for el in rec.iter():
-        code = tags.get(el.tag)  # type: ignore[call-overload]
+        code = get(el.tag)  # type: ignore[call-overload]
         if code is None:
             continue
-        if code >= _DOMAIN:
-            if slots is not None and slots[code - _DOMAIN] is None:
-                slots[code - _DOMAIN] = el.text
+        if code < _SLOTS_END:
+            if slots is not None and slots[code] is None:
+                slots[code] = el.text
+        elif code < _FIELDS_END:
+            fields[code] = el.text
         elif code == _DKIM:
             if in_auth:
                 slots = [None, None, None, None, None]
@@ -214,29 +225,18 @@ def _parse_record(rec: etree._Element, tags: dict[str, int], shared: dict[tuple,
                 spfs.append(slots)
             else:
                 spf = el.text
-        elif code == _SOURCE_IP:
-            source_ip = el.text
-        elif code == _COUNT:
-            count = el.text
-        elif code == _DISPOSITION:
-            disposition = el.text
-        elif code == _HEADER_FROM:
-            header_from = el.text
-        elif code == _ENVELOPE_FROM:
-            envelope_from = el.text
-        elif code == _ENVELOPE_TO:
-            envelope_to = el.text
-        elif code == _REASON:
+        elif code == _AUTH_RESULTS:
+            in_auth, slots = True, None
+        else:  # _REASON
             slots = [None, None, None, None, None]
             reasons.append(slots)
-        else:  # _AUTH_RESULTS
-            in_auth, slots = True, None
+    source_ip, count, disposition, header_from, envelope_from, envelope_to = fields[_SLOTS_END:]
     header = header_from.strip().lower() if header_from else ""
     if not header:
         raise _BrokenRecord("missing identifiers/header_from")
     words = _WORDS  # the usual spellings of a result, looked up here without a call
     return Record(
-        _ip(source_ip.strip() if source_ip else ""), _count(count),
+        _ip(source_ip or ""), _count(count),
         words.get(disposition) or _result(disposition) or "none",
         words.get(dkim) or _result(dkim) or "fail",
         words.get(spf) or _result(spf) or "fail",
