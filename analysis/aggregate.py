@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 from lxml import etree
 
 from analysis.errors import CorruptInput, LimitExceeded, NotAReport, UnsafeXml
-from analysis.limits import Limits
+from analysis.limits import Limits, MiB
 from analysis.model import (
     AggregateReport,
     DkimResult,
@@ -67,6 +67,9 @@ _MARKER = b"<?dmarcbot?>"
 #: Where the marker goes: after a byte order mark and the XML declaration, which must come first.
 _DECLARATION = re.compile(rb"(?:\xef\xbb\xbf)?(?:<\?xml\s[^<>]*?\?>)?")
 _CHUNK = 64 * 1024
+#: The most one part of a report (a record, the metadata, the policy) may span. An open part is
+#: kept whole, so without a cap one endless <record> would hold the whole document in memory.
+_MAX_PART_BYTES = 1 * MiB
 #: Fields only RFC 9990 defines; their presence marks a report without the namespace as 9990.
 #: (`np` is not among them: Google added it to its draft-schema reports.)
 _RFC9990_ONLY = frozenset({"generator", "testing", "discovery_method"})
@@ -299,6 +302,13 @@ def _spf_result(domain: str | None, _: str | None, result: str | None, scope: st
                      human.strip() if human else None, not _lower(scope))
 
 
+def _last_element(el: etree._Element) -> etree._Element:
+    """The element the parser added last under `el` (itself if it has none)."""
+    while len(el):
+        el = el[-1]
+    return el
+
+
 class _Header:
     """Everything before the records, gathered as the parser passes it."""
 
@@ -429,6 +439,10 @@ class _AggregateParser:
             load_dtd=False, huge_tree=False, remove_comments=True, remove_blank_text=True,
         )
         self.marker: etree._Element | None = None  # the processing instruction before the root
+        self.fed = 0  # bytes given to lxml so far
+        self.open_part: etree._Element | None = None  # the part kept whole at the last pruning
+        self.open_since = 0  # `fed` when it was first kept
+        self.open_tip: etree._Element | None = None  # its last element then: it grew if that moved
         self.root: etree._Element | None = None  # <feedback>, once seen
         self.document_root: etree._Element | None = None  # whatever the root was, at the end
         self.finished = False
@@ -522,14 +536,24 @@ class _AggregateParser:
             self._collect(el, is_open, records, others)
 
     def _prune(self) -> None:
-        # Everything before the last child of an open element has been read (or is of no use);
-        # the content of an open part is still needed.
+        # Everything before the last child of an open element has been read (or is of no use).
+        # An open part is kept whole, up to _MAX_PART_BYTES.
         el = self.root
         while el is not None and len(el):
             del el[:-1]
             el = el[0]
-            if _local(el.tag) in _PARTS:
-                break
+            name = _local(el.tag)
+            if name in _PARTS:
+                # (A whole part followed by comments or junk stays last too, but does not grow.)
+                tip = _last_element(el)
+                if el is not self.open_part:
+                    self.open_part, self.open_since = el, self.fed
+                elif tip is not self.open_tip and self.fed - self.open_since > _MAX_PART_BYTES:
+                    raise LimitExceeded(self.source, "1 MiB per report part",
+                                        f"<{name}> is larger than 1 MiB")
+                self.open_tip = tip
+                return
+        self.open_part = self.open_tip = None
 
     def _feed(self) -> None:
         """Give lxml the next chunk, or tell it the document ended (then `finished` is set)."""
@@ -544,6 +568,7 @@ class _AggregateParser:
             # malloc merge all of them first (a tenth of the parse time).
             self._prune()
             if chunk:
+                self.fed += len(chunk)
                 self.parser.feed(chunk)
                 self._find_root()
                 return

@@ -577,13 +577,15 @@ print(outcome, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
     pytest.param(b"<x><y/></x>", id="nested-elements"),
     pytest.param(b"<?pi data?>", id="processing-instructions"),
 ])
-@pytest.mark.parametrize("stray", [b"", b"<stray>"], ids=["top-level", "under-stray-open-tag"])
+@pytest.mark.parametrize("stray", [b"", b"<stray>", b"<record><row>"],
+                         ids=["top-level", "under-stray-open-tag", "inside-an-open-record"])
 def test_element_flood_does_not_grow_memory(fragment: bytes, stray: bytes, tmp_path: Path
                                             ) -> None:
     """8 MiB of unknown elements between records: memory must stay flat, as it does for records.
 
     (Inside a 1 MB gzip bomb under the default limits this is 150 MB of elements.) A stray open
-    tag, whose records are still read, must not shelter the flood.
+    tag, whose records are still read, must not shelter the flood; nor may a record, which is
+    kept whole while it is open.
     """
     path = tmp_path / "flood.xml"
     with path.open("wb") as out:
@@ -595,6 +597,16 @@ def test_element_flood_does_not_grow_memory(fragment: bytes, stray: bytes, tmp_p
     outcome, grown_kib = result.stdout.split()
     assert outcome in ("read", "LimitExceeded", "CorruptInput", "NotAReport")
     assert int(grown_kib) < 32 * 1024, f"peak memory grew {int(grown_kib) // 1024} MiB"
+
+
+@pytest.mark.parametrize("part", [b"record", b"report_metadata", b"policy_published"])
+def test_a_report_part_larger_than_1_mib_is_refused(part: bytes) -> None:
+    data = REPORT.replace(b"<" + part + b">", b"<" + part + b">" + b"<x>flood</x>" * 100_000, 1)
+    name = part.decode()
+    with pytest.raises(LimitExceeded, match=rf"<{name}> is larger than 1 MiB \(limit 1 MiB per "
+                       r"report part\)"):
+        for report in read_reports(data, name="big.xml"):
+            list(report.records)  # type: ignore[union-attr]
 
 
 # --- XML tricks --------------------------------------------------------------------------------
