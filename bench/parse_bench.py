@@ -89,8 +89,8 @@ def worker_floor(path: str) -> None:
 
 
 def worker_floor_all(path: str) -> None:
-    """Bare `iterparse(f)`, default arguments: every element reaches Python, as it must for a
-    reader that looks at every field. Each record is freed when it ends."""
+    """Bare `iterparse(f)`, default arguments: every element's end event reaches Python, as a
+    reader built on events that looks at every field needs. Each record is freed when it ends."""
     import gzip
 
     from lxml import etree
