@@ -10,6 +10,7 @@ can from documents that are not well-formed, keeping the error.
 
 from __future__ import annotations
 
+import itertools
 import re
 import socket
 from collections.abc import Callable, Iterator
@@ -64,8 +65,13 @@ _PARTS = frozenset({"version", "report_metadata", "policy_published", "record"})
 #: Put before the root element so the tree can be reached while lxml builds it: see
 #: `_AggregateParser`. A processing instruction is allowed there in every XML document.
 _MARKER = b"<?dmarcbot?>"
+_DTD_REFUSED = "XML declares a DTD (DOCTYPE), which reports never need"
 #: Where the marker goes: after a byte order mark and the XML declaration, which must come first.
 _DECLARATION = re.compile(rb"(?:\xef\xbb\xbf)?(?:<\?xml\s[^<>]*?\?>)?")
+#: What is left of a declaration that `_DECLARATION` could not take whole.
+_BROKEN_DECLARATION = re.compile(rb"<\?xml\s")
+#: The prolog's comments, processing instructions and white space (no DTD: it is refused).
+_MISC = re.compile(rb"(?:\s|<\?.*?\?>|<!--.*?-->)*", re.DOTALL)
 _CHUNK = 64 * 1024
 #: The most one part of a report (a record, the metadata, the policy) may span. An open part is
 #: kept whole, so without a cap one endless <record> would hold the whole document in memory.
@@ -191,8 +197,8 @@ _WORDS = {
 #: selector all day), so each distinct one is built once per parser and shared; they are frozen.
 _SHARED_LIMIT = 4096
 _Slots = list[str | None]
-#: What one chunk completed: its records, and its other parts (version, metadata, policy).
-_Batch = tuple[list[etree._Element], list[etree._Element]]
+#: The parts one chunk completed, in document order, and whether they are all records.
+_Batch = tuple[list[etree._Element], bool]
 
 
 def _parse_record(rec: etree._Element, tags: dict[str, int], shared: dict[tuple, object]
@@ -439,6 +445,8 @@ class _AggregateParser:
             load_dtd=False, huge_tree=False, remove_comments=True, remove_blank_text=True,
         )
         self.marker: etree._Element | None = None  # the processing instruction before the root
+        self.foreign_pis = False  # whether the document has processing instructions of its own
+        self.closed_at: int | None = None  # `fed` when something was seen after the root
         self.fed = 0  # bytes given to lxml so far
         self.open_part: etree._Element | None = None  # the part kept whole at the last pruning
         self.open_since = 0  # `fed` when it was first kept
@@ -457,41 +465,49 @@ class _AggregateParser:
     def report(self) -> AggregateReport:
         header = _Header()
         early: list[Record] = []  # records read before the header was complete
+        rest: list[etree._Element] = []  # the parts after those, in the batch that completed it
         batches = self._batches()
-        for records, others in batches:
-            for el in others:
+        for parts, _ in batches:
+            for at, el in enumerate(parts):
                 name = _local(el.tag)
-                if name == "version":
+                if name == "record":
+                    if header.complete:  # later header parts are repeats, and ignored
+                        rest = parts[at:]
+                        break
+                    self.record_no += 1
+                    try:
+                        early.append(_parse_record(el, self.tags, self.shared))
+                    except _BrokenRecord as exc:
+                        self.errors.append(f"record {self.record_no} skipped: {exc}")
+                    if len(early) > _EARLY_RECORDS:
+                        raise NotAReport(self.source, f"more than {_EARLY_RECORDS} records "
+                                         "before the report's metadata and policy")
+                elif name == "version":
                     header.version = _text(el)
                 elif name == "report_metadata":
                     header.take_metadata(el)
                 elif name == "policy_published":
                     header.policy = _fields(el)
-            for el in records:
-                self.record_no += 1
-                try:
-                    early.append(_parse_record(el, self.tags, self.shared))
-                except _BrokenRecord as exc:
-                    self.errors.append(f"record {self.record_no} skipped: {exc}")
-            if len(early) > _EARLY_RECORDS:
-                raise NotAReport(self.source, f"more than {_EARLY_RECORDS} records before "
-                                 "the report's metadata and policy")
-            if header.complete:
-                break
+            else:
+                continue
+            break
         else:
             self._check_complete(header)
         header.namespace = self.namespace
         return _report(header, self.source,
-                       RecordStream(self._records(early, batches), self.source), self.errors,
-                       self.limits)
+                       RecordStream(self._records(early, rest, batches), self.source),
+                       self.errors, self.limits)
 
-    def _records(self, early: list[Record], batches: Iterator[_Batch]) -> Iterator[Record]:
+    def _records(self, early: list[Record], rest: list[etree._Element],
+                 batches: Iterator[_Batch]) -> Iterator[Record]:
         # This loop runs once per record: it keeps to local names. Parts other than records
         # after the header are repeats, and ignored.
         yield from early
         tags, shared, number = self.tags, self.shared, self.record_no
-        for records, _ in batches:
-            for el in records:
+        for parts, only_records in itertools.chain([(rest, False)], batches):
+            for el in parts:
+                if not only_records and _local(el.tag) != "record":
+                    continue
                 number += 1
                 try:
                     yield _parse_record(el, tags, shared)
@@ -499,41 +515,42 @@ class _AggregateParser:
                     self.errors.append(f"record {number} skipped: {exc}")
 
     def _batches(self) -> Iterator[_Batch]:
-        """After each chunk, the parts it completed: the records, and the others, each once."""
+        """After each chunk, the parts it completed, in document order, each once."""
         while not self.finished:
             self._feed()
             if self.root is not None:
-                records: list[etree._Element] = []
-                others: list[etree._Element] = []
-                self._collect(self.root, not self.finished, records, others)
-                yield records, others
-                records.clear()  # no proxy left: lxml frees a pruned element at once
-                others.clear()
+                parts: list[etree._Element] = []
+                only_records = self._collect(self.root, not self.finished, parts)
+                if self.foreign_pis:
+                    for part in parts:  # their text goes on after them (kept for the marker)
+                        etree.strip_elements(part, etree.PI, with_tail=False)
+                yield parts, only_records
+                parts.clear()  # no proxy left: lxml frees a pruned element at once
 
-    def _collect(self, el: etree._Element, is_open: bool, records: list[etree._Element],
-                 others: list[etree._Element]) -> None:
+    def _collect(self, el: etree._Element, is_open: bool, parts: list[etree._Element]) -> bool:
+        """Add the whole parts under `el` to `parts`; say whether all its children were records."""
         # Only the last child of an open element can be open.
         found = list(el.iterchildren(self.record_tag))
         if len(found) == len(el):  # only records, the usual case: lxml filters them
             if is_open and found:
                 found.pop()
-            records.extend(found)
-            return
+            parts.extend(found)
+            return True
         for child in el[:-1] if is_open else el:
-            self._take(child, False, records, others)
+            self._take(child, False, parts)
         if is_open:
-            self._take(el[-1], True, records, others)
+            self._take(el[-1], True, parts)
+        return False
 
-    def _take(self, el: etree._Element, is_open: bool, records: list[etree._Element],
-              others: list[etree._Element]) -> None:
+    def _take(self, el: etree._Element, is_open: bool, parts: list[etree._Element]) -> None:
         # Parts under a stray open tag (IKEA once sent one) are still the report's; inside an
         # extension or inside another part they are not.
         name = _local(el.tag)
         if name in _PARTS:
             if not is_open:
-                (records if name == "record" else others).append(el)
+                parts.append(el)
         elif name and name != "extension":
-            self._collect(el, is_open, records, others)
+            self._collect(el, is_open, parts)
 
     def _prune(self) -> None:
         # Everything before the last child of an open element has been read (or is of no use).
@@ -588,16 +605,36 @@ class _AggregateParser:
         if name not in (None, "feedback"):
             raise NotAReport(self.source, f"XML root is <{name}>, not an aggregate <feedback>")
         at = _DECLARATION.match(chunk).end()  # type: ignore[union-attr]  # it matches anywhere
+        if _BROKEN_DECLARATION.match(chunk, at):
+            # The marker cannot go before it, and its encoding would be lost after it.
+            raise CorruptInput(self.source, "XML declaration is not well-formed")
+        if chunk.startswith(b"<!DOCTYPE", _MISC.match(chunk, at).end()):  # type: ignore[union-attr]
+            raise UnsafeXml(self.source, _DTD_REFUSED)  # before lxml reads it: it can be long
         return chunk[:at] + _MARKER + chunk[at:]
 
     def _find_root(self) -> None:
         for _, pi in self.parser.read_events():  # read every time: they pile up otherwise
             if self.marker is None:
                 self.marker = pi
-        if self.root is None and self.marker is not None:
+            else:
+                self.foreign_pis = True
+        if self.marker is None:
+            return
+        if self.root is None:
             root = self.marker.getroottree().getroot()
             if root is not None:
                 self._take_root(root)
+            elif self.fed >= _CHUNK:
+                # lxml's cost grows with the square of what precedes the root element.
+                raise NotAReport(self.source, f"XML has no root element in its first "
+                                 f"{_CHUNK // 1024} KiB")
+        elif self.closed_at is None:
+            if self.root.getnext() is not None:  # the root is closed
+                self.closed_at = self.fed
+        elif self.fed - self.closed_at > _TAIL:
+            # Nothing after the root is ever pruned; such a document is refused at its end anyway.
+            raise CorruptInput(self.source, f"more than {_TAIL} bytes follow the closing "
+                               "</feedback>")
 
     def _check_whole(self) -> None:
         """Refuse a report that lost records: cut short, or closed early by a stray end tag.
@@ -618,7 +655,7 @@ class _AggregateParser:
 
     def _take_root(self, root: etree._Element) -> None:
         if root.getroottree().docinfo.doctype:
-            raise UnsafeXml(self.source, "XML declares a DTD (DOCTYPE), which reports never need")
+            raise UnsafeXml(self.source, _DTD_REFUSED)
         if _local(root.tag) != "feedback":
             raise NotAReport(self.source,
                              f"XML root is <{_local(root.tag)}>, not an aggregate <feedback>")

@@ -224,6 +224,42 @@ def test_recovered_errors_keep_their_line_numbers() -> None:
     assert report.errors and all(e.startswith("XML line 4: ") for e in report.errors)
 
 
+def test_processing_instructions_inside_values_do_not_cut_them() -> None:
+    data = aggregate_xml(record_xml("192.0.2.7", header_from="example.com")).replace(
+        b">example.com</header_from>", b">exa<?x?>mple.com</header_from>").replace(
+        b">192.0.2.7<", b">192.0.<?x?>2.7<").replace(
+        b">Example Receiver<", b">Ex<?x?>ample Receiver<")
+    report, records = one(data)
+    assert [(r.source_ip, r.header_from) for r in records] == [("192.0.2.7", "example.com")]
+    assert report.reporter.org_name == "Example Receiver"
+
+
+@pytest.mark.parametrize("filler", [0, 70_000])  # the repeat in the first chunk, or a later one
+def test_header_parts_after_the_first_record_are_ignored(filler: int) -> None:
+    # Whatever the chunk boundaries: a second metadata or policy cannot take over the report.
+    repeat = (b"<x>" + b" " * filler + b"</x><report_metadata><org_name>Other</org_name>"
+              b"<report_id>r-2</report_id><date_range><begin>1</begin><end>2</end></date_range>"
+              b"</report_metadata><policy_published><domain>evil.example</domain>"
+              b"</policy_published>")
+    data = aggregate_xml(record_xml(count=2) + "@" + record_xml(count=3)).replace(b"@", repeat)
+    report, records = one(data)
+    assert (report.report_id, report.policy.domain) == ("r-1", "example.com")
+    assert [r.count for r in records] == [2, 3]
+
+
+def test_ten_thousand_records_before_the_header_are_allowed_and_more_after_it() -> None:
+    rec = record_xml().encode()
+    head, meta, tail = aggregate_xml(rec.decode() * 300).partition(b"<report_metadata>")
+    _, records = one(head + rec * 9_900 + meta + tail)
+    assert len(records) == 10_200
+
+
+def test_a_broken_xml_declaration_is_refused() -> None:
+    data = aggregate_xml().replace(b'encoding="UTF-8"?>', b'encoding="ISO-8859-1" x=">"?>')
+    with pytest.raises(CorruptInput, match="XML declaration is not well-formed"):
+        read_all(data)
+
+
 def test_truncated_report_is_refused_not_half_read() -> None:
     full = aggregate_xml("".join(record_xml(f"192.0.2.{i}", 1) for i in range(200)))
     with pytest.raises(CorruptInput, match=r"ends before its closing </feedback> \(truncated\)"):

@@ -609,6 +609,36 @@ def test_a_report_part_larger_than_1_mib_is_refused(part: bytes) -> None:
             list(report.records)  # type: ignore[union-attr]
 
 
+def test_processing_instructions_before_the_root_are_refused_quickly() -> None:
+    # lxml's cost grows with the square of what comes before the root element.
+    data = REPORT.replace(b"<feedback>", b"<?a?>" * (1 * MiB // 5) + b"<feedback>", 1)
+    start = time.perf_counter()
+    with pytest.raises(NotAReport, match="no root element in its first 64 KiB"):
+        read_all(data, name="pis.xml")
+    assert time.perf_counter() - start < 2
+
+
+def test_processing_instructions_after_the_report_do_not_grow_memory(tmp_path: Path) -> None:
+    path = tmp_path / "trailer.xml"
+    path.write_bytes(REPORT + b"<?a?>" * (16 * MiB // 5))
+    result = subprocess.run([sys.executable, "-c", FLOOD_PROBE, str(path)], capture_output=True,
+                            text=True, timeout=120, check=True)
+    outcome, grown_kib = result.stdout.split()
+    assert outcome == "CorruptInput"
+    assert int(grown_kib) < 32 * 1024, f"peak memory grew {int(grown_kib) // 1024} MiB"
+    with pytest.raises(CorruptInput, match="more than 512 bytes follow the closing </feedback>"):
+        read_all(path)
+
+
+def test_a_long_dtd_is_refused_before_it_is_read() -> None:
+    data = REPORT.replace(b"<feedback>", b'<!DOCTYPE feedback [<!ENTITY a "' + b"A" * (16 * MiB)
+                          + b'">]><feedback>', 1)
+    start = time.perf_counter()
+    with pytest.raises(UnsafeXml, match="DTD"):
+        read_all(data, name="dtd.xml")
+    assert time.perf_counter() - start < 2
+
+
 # --- XML tricks --------------------------------------------------------------------------------
 
 
