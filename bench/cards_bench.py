@@ -215,25 +215,10 @@ def run(args: argparse.Namespace) -> int:
                                 f"'{expected}' (got {got[:1]})")
         for _ in range(WARMUP_RUNS):
             schema.errors(make())
-        built, checked, both = [], [], []
-        for _ in range(args.runs):
-            a = time.perf_counter_ns()
-            card = make()
-            b = time.perf_counter_ns()
-            schema.errors(card)
-            c = time.perf_counter_ns()
-            built.append(ms(b - a))
-            checked.append(ms(c - b))
-            both.append(ms(c - a))
-        old_checked, old_both = [], []
-        for _ in range(args.baseline_runs):
-            a = time.perf_counter_ns()
-            card = make()
-            b = time.perf_counter_ns()
-            schema.jsonschema_errors(card)
-            c = time.perf_counter_ns()
-            old_checked.append(ms(c - b))
-            old_both.append(ms(c - a))
+        built, checked, both = build_and_check(make, schema.errors, args.runs)
+        _, old_checked, old_both = build_and_check(make, schema.jsonschema_errors,
+                                                   args.baseline_runs)
+        card = make()
         rows.append({"name": name, "bytes": len(_json(card)), "elements": elements(card),
                      "build": built, "validate": checked, "both": both,
                      "old validate": old_checked, "old both": old_both})
@@ -325,6 +310,22 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], once: dict[str,
 
 def _argv() -> str:
     return "".join(f" {a}" for a in sys.argv[1:])
+
+
+def build_and_check(make: Callable[[], dict[str, Any]], check: Callable[[Any], Any],
+                    runs: int) -> tuple[list[float], list[float], list[float]]:
+    """Milliseconds to build a card, to validate it with `check`, and both, for each run."""
+    built, checked, both = [], [], []
+    for _ in range(runs):
+        a = time.perf_counter_ns()
+        card = make()
+        b = time.perf_counter_ns()
+        check(card)
+        c = time.perf_counter_ns()
+        built.append(ms(b - a))
+        checked.append(ms(c - b))
+        both.append(ms(c - a))
+    return built, checked, both
 
 
 def main(argv: list[str] | None = None) -> int:
