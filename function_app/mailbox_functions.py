@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import os
+import typing
 
 import azure.functions as func
 
@@ -39,7 +40,10 @@ bp = func.Blueprint()
 @bp.timer_trigger(arg_name="timer", schedule="%DMARCBOT_POLL_SCHEDULE%", run_on_startup=False,
                   use_monitor=True)
 @bp.queue_output(arg_name="mail", queue_name=mailjob.MAIL_QUEUE, connection="AzureWebJobsStorage")
-async def poll_mailbox(timer: func.TimerRequest, mail: func.Out[list[str]]) -> None:
+# typing.List, not list: Microsoft's worker (azure-functions-runtime) refuses a builtin generic
+# inside func.Out[...] ("invalid non-type annotation"); tests/test_worker_index.py checks it
+async def poll_mailbox(timer: func.TimerRequest,
+                       mail: func.Out[typing.List[str]]) -> None:  # noqa: UP006
     """Queue every waiting report e-mail, then name the senders in what arrived since yesterday.
 
     A message queued twice (still waiting from the last tick) is harmless: the second attempt

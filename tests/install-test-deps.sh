@@ -30,3 +30,43 @@ if ! (cd cards_render && node -e '
     }' 2>/dev/null); then
     (cd cards_render && npm ci --no-audit --no-fund --silent)
 fi
+# Microsoft's Python worker for 3.13+ (PyPI azure-functions-runtime) in a venv of its own, for
+# tests/test_worker_index.py and bench/first_click_bench.py: Python 3.13, the pinned worker and
+# the app's runtime requirements; the app itself is imported from the repo, never installed.
+# pip runs only when the pin or requirements.txt change (the marker holds their digest).
+worker_runtime="azure-functions-runtime==1.3.0"
+worker_key="$(cat ../requirements.txt - <<<"$worker_runtime" | sha256sum | cut -d' ' -f1)"
+if ! .venv-worker/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' \
+        2>/dev/null; then
+    py313=""
+    for candidate in "${PYTHON313:-}" "$(command -v python3.13 || true)" \
+            "$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"/versions/3.13*/bin/python3.13 \
+            /usr/local/bin/python3.13 /usr/bin/python3.13; do
+        # a pyenv shim exists on PATH but fails unless 3.13 is selected: try each one
+        if [ -n "$candidate" ] && [ -x "$candidate" ] && "$candidate" -c \
+                'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null; then
+            py313="$candidate"
+            break
+        fi
+    done
+    if [ -z "$py313" ]; then
+        echo "install-test-deps.sh: no Python 3.13 found; set PYTHON313=/path/to/python3.13" >&2
+        exit 1
+    fi
+    rm -rf .venv-worker
+    "$py313" -m venv .venv-worker
+fi
+if [ "$(cat .venv-worker/.installed 2>/dev/null)" != "$worker_key" ]; then
+    .venv-worker/bin/python -m pip install --quiet --upgrade pip
+    .venv-worker/bin/python -m pip install --quiet "$worker_runtime" -r ../requirements.txt
+    echo "$worker_key" > .venv-worker/.installed
+fi
+# The Teams app package tests: Microsoft's Teams app manifest JSON schemas, as shipped in the npm
+# package @microsoft/app-manifest pinned in teams_manifest/package.json + package-lock.json.
+if ! (cd teams_manifest && node -e '
+    const want = require("./package.json").dependencies;
+    for (const [name, version] of Object.entries(want)) {
+      if (require(`./node_modules/${name}/package.json`).version !== version) process.exit(1);
+    }' 2>/dev/null); then
+    (cd teams_manifest && npm ci --no-audit --no-fund --ignore-scripts --silent)
+fi

@@ -10,6 +10,7 @@ import sys
 
 from analysis import Limits
 from tests.conftest import ROOT
+from tests.test_worker_index import EXPECTED_FUNCTIONS
 
 # What the worker does (azure_functions_worker/loader.py): import the entry by module name, find
 # exactly one FunctionRegister, ask it for its functions. Then what it checks at load time and
@@ -54,7 +55,7 @@ def test_worker_indexes_the_functions_with_their_bindings() -> None:
     assert not found["graph_sdk_loaded"]  # the 400 MB SDK loads on first use, not at indexing
     functions = found["functions"]
     assert isinstance(functions, dict)
-    assert set(functions) == {"poll_mailbox", "ingest_mail", "bot_messages", "send_digests"}
+    assert set(functions) == set(EXPECTED_FUNCTIONS)  # the one list of the app's functions
     for name, f in functions.items():
         assert f["is_async"], name
         names = [binding["name"] for binding in f["bindings"] if binding["name"] != "$return"]
@@ -73,6 +74,10 @@ def test_worker_indexes_the_functions_with_their_bindings() -> None:
     assert poll["queue"]["direction"] == "OUT"
     assert poll["queue"]["queueName"] == "dmarcbot-mail"
     assert poll["queue"]["connection"] == "AzureWebJobsStorage"
+    doctor = {b["type"]: b for b in functions["doctor"]["bindings"]}
+    assert doctor["httpTrigger"]["authLevel"] == "FUNCTION"  # names the mailbox and the roles
+    assert doctor["httpTrigger"]["route"] == "doctor"
+    assert doctor["httpTrigger"]["methods"] == ["GET"]
     (digest,) = functions["send_digests"]["bindings"]
     assert digest["type"] == "timerTrigger"
     assert digest["schedule"] == "%DMARCBOT_DIGEST_SCHEDULE%" and digest["runOnStartup"] is False
