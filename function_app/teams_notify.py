@@ -22,7 +22,7 @@ from function_app.approvals import ApprovalSettings, Notice, due, stamp
 from function_app.teams import inventory_item
 from graph.bot_connector import BotConnector, ensure_app_installed, user_object_id
 from graph.client import GraphConnection
-from graph.errors import Conflict, GraphError
+from graph.errors import Blocked, Conflict, GraphError
 from graph.senders_list import NewSender, SendersList
 
 if TYPE_CHECKING:
@@ -49,9 +49,12 @@ class TeamsNotifier:
         return await user_object_id(self.graph, upn)
 
     async def send(self, user_id: str, card: dict[str, Any]) -> SentCard:
-        await ensure_app_installed(self.graph, user_id, self.teams_app_id)
-        conversation = await self.connector.create_conversation(self.service_url, user_id,
-                                                                self.tenant_id)
+        """Deliver `card`. Right after installing the app for the person, Teams may need a few
+        seconds before the chat can be created: only then is the not-installed answer waited
+        out (bounded, see BotConnector.create_conversation)."""
+        installation = await ensure_app_installed(self.graph, user_id, self.teams_app_id)
+        conversation = await self.connector.create_conversation(
+            self.service_url, user_id, self.tenant_id, after_install=installation.installed_now)
         activity = await self.connector.send_card(self.service_url, conversation, card)
         return SentCard(user_id, conversation, activity, self.service_url)
 
@@ -73,6 +76,8 @@ async def notify_owners(senders: SendersList, verdicts: Iterable[ServiceVerdict]
     decided). Whatever `approvals.due` says is due is recorded on the item first, then sent, so
     a crash in between never asks twice; the card's ids are kept to update it later. One
     sender's failure (an owner not in the directory, Teams blocked) does not stop the others.
+    A card that did not go out is due again next run, unless the owner blocked the bot: then
+    the next try waits for the reminder (`remind_after_days`), not the next run.
     """
     sent: list[Notice] = []
     for verdict in verdicts:
@@ -120,6 +125,13 @@ async def _notify_one(senders: SendersList, verdict: ServiceVerdict, notifier: T
         item_facts, "Rejected", Decision("reject", item.decided_by or "", item.decided_at or now))
     try:
         delivered = await notifier.send(user, card)
+    except Blocked as exc:
+        # Teams says to stop writing until the person talks to the bot again: asking every run
+        # would only be refused every run. The mark stays, so the reminder tries once more.
+        log.warning("the owner of %s %s has blocked the bot or an admin disabled it (%s); "
+                    "an admin should ask them to unblock it; next try with the reminder",
+                    verdict.domain, verdict.service_key, exc.code)
+        return None
     except GraphError:
         await senders.touch(item, **{field: None})  # not sent: due again next time
         raise

@@ -16,6 +16,11 @@ admin), `BotNotInstalled` (install it with `ensure_app_installed`, then retry),
 `ConversationNotFound` (a NotFound), other refusals `BotConnectorError` with status and code.
 Throttling (429, with Retry-After) and transient 412/502/503/504 are retried a few times; a POST
 only on 429 and 503, which say it was not done.
+
+Teams installs an app asynchronously: right after `ensure_app_installed` installed it, creating
+the conversation can still be refused as not installed for a few seconds. With
+`after_install=True`, `create_conversation` waits and tries again a few times (about 15 s in
+all); otherwise that refusal is an answer, not a reason to wait.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import json
 import logging
 import random
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlsplit
 
@@ -68,6 +73,9 @@ RETRYABLE_POST = frozenset({429, 503})
 BLOCKED_CODES = frozenset({"MessageWritesBlocked", "ConversationBlockedByUser",
                            "BotDisabledByAdmin"})
 NOT_INSTALLED_CODES = frozenset({"ForbiddenOperationException", "BotNotInConversationRoster"})
+# Waits before each new try to create a conversation after a fresh installation, each stretched
+# or shrunk by up to a quarter at random (so workers do not retry in step): 11-19 s in all.
+INSTALL_WAITS = (1.0, 2.0, 4.0, 8.0)
 
 
 class TokenSource(Protocol):
@@ -87,6 +95,7 @@ class BotConnector:
                  http_client: httpx.AsyncClient | None = None,
                  verify: ssl.SSLContext | str | bool = True, timeout: float = 15.0,
                  max_retries: int = 3, max_retry_after: float = 10.0,
+                 install_waits: Sequence[float] = INSTALL_WAITS,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.credential = credential
         self.app_id = app_id
@@ -96,6 +105,7 @@ class BotConnector:
         self._timeout = timeout
         self._max_retries = max_retries
         self._max_retry_after = max_retry_after
+        self._install_waits = tuple(install_waits)
         self._sleep = sleep
 
     async def aclose(self) -> None:
@@ -111,13 +121,35 @@ class BotConnector:
 
     # -- the three calls ------------------------------------------------------------------------
 
-    async def create_conversation(self, service_url: str, user_aad_id: str,
-                                  tenant_id: str) -> str:
+    async def create_conversation(self, service_url: str, user_aad_id: str, tenant_id: str,
+                                  *, after_install: bool = False) -> str:
         """The id of the bot's 1:1 conversation with the user (created, or the existing one).
 
         Addressing the user by Entra object id works only once the app is installed for them
-        (`ensure_app_installed`); otherwise the service answers BotNotInstalled.
+        (`ensure_app_installed`); otherwise the service answers BotNotInstalled. Right after
+        installing it (`after_install`), that answer only means Teams has not finished: it is
+        tried again after each of `install_waits`, with jitter, before BotNotInstalled is
+        raised. A user who blocked the bot (Blocked) is never tried again.
         """
+        waits = self._install_waits if after_install else ()
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                return await self._create_conversation(service_url, user_aad_id, tenant_id)
+            except BotNotInstalled as exc:
+                if tries > len(waits):
+                    if waits:
+                        log.warning("the new installation was still not ready after %d tries "
+                                    "(%s)", tries, exc.code)
+                    raise
+                delay = waits[tries - 1] * (0.75 + random.random() / 2)
+                log.info("the new installation is not ready yet (%s); try %d of %d in %.1f s",
+                         exc.code, tries + 1, len(waits) + 1, delay)
+                await self._sleep(delay)
+
+    async def _create_conversation(self, service_url: str, user_aad_id: str,
+                                   tenant_id: str) -> str:
         payload = {
             "isGroup": False,
             "bot": {"id": f"28:{self.app_id}"},
@@ -247,20 +279,7 @@ def _json_object(content: bytes) -> dict[str, Any]:
 
 
 def _connector_error(method: str, status: int, content: bytes) -> BotConnectorError:
-    code = sub_code = None
-    try:
-        value = json.loads(content)
-    except ValueError:
-        value = None
-    if isinstance(value, dict):
-        error = value.get("error")
-        if isinstance(error, dict):
-            code = error.get("code") if isinstance(error.get("code"), str) else None
-            sub = error.get("subCode") or error.get("subcode")
-            sub_code = sub if isinstance(sub, str) else None
-        top_sub = value.get("subCode")
-        if sub_code is None and isinstance(top_sub, str):
-            sub_code = top_sub
+    code, sub_code = _error_codes(content)
     shown = sub_code or code
     message = f"the Bot Connector answered {method} with {status} {shown or ''}".rstrip()
     cls: type[BotConnectorError] = BotConnectorError
@@ -271,6 +290,45 @@ def _connector_error(method: str, status: int, content: bytes) -> BotConnectorEr
     elif status == 404:
         cls = ConversationNotFound
     return cls(message, code=shown, status=status)
+
+
+def _error_codes(content: bytes) -> tuple[str | None, str | None]:
+    """(code, subCode) of a Bot Connector error body, in any of the shapes Teams answers with:
+
+    * `{"error": {"code": "ConversationBlockedByUser", "subCode": "MessageWritesBlocked"}}`;
+    * `{"subCode": "..."}`;
+    * `{"errorCode": 209, "message": "{\"subCode\": \"MessageWritesBlocked\", ...}"}`, where
+      `message` is itself JSON in a string (msteams-docs send-proactive-messages.md: what a
+      user who blocked or removed the bot answers), or an object.
+    """
+    try:
+        value = json.loads(content)
+    except ValueError:
+        return None, None
+    if not isinstance(value, dict):
+        return None, None
+    code = sub_code = None
+    error = value.get("error")
+    if isinstance(error, dict):
+        code = _text(error.get("code"))
+        sub_code = _text(error.get("subCode")) or _text(error.get("subcode"))
+    sub_code = sub_code or _text(value.get("subCode"))
+    number = value.get("errorCode")
+    if isinstance(number, int) and not isinstance(number, bool):
+        code = code or str(number)
+        inner = value.get("message")
+        if isinstance(inner, str) and inner.lstrip().startswith("{"):
+            try:
+                inner = json.loads(inner)
+            except ValueError:
+                inner = None
+        if isinstance(inner, dict):
+            sub_code = sub_code or _text(inner.get("subCode")) or _text(inner.get("code"))
+    return code, sub_code
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 # -- proactive installation (Graph) ------------------------------------------------------------

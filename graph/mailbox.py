@@ -30,6 +30,7 @@ Destination = Literal["processed", "failed"]
 
 _ATTACHMENT_FIELDS = "id,name,size"
 _MESSAGE_FIELDS = ["id", "internetMessageId", "categories"]
+_WHERE_FIELDS = [*_MESSAGE_FIELDS, "parentFolderId"]
 _EXPAND = [f"attachments($select={_ATTACHMENT_FIELDS})"]
 CATEGORY_PREFIX = "dmarcbot: "
 MAX_CATEGORY = 255  # Outlook's limit on a category name, in UTF-16 code units
@@ -81,6 +82,9 @@ class Mailbox:
         self.folders = folders
         self._folder_ids: dict[str, str] = {}
         self._folder_lock = asyncio.Lock()  # one look (and create) per folder, not one per worker
+        self._source_id: str | None = None
+        # parentFolderId values seen -> whether they name the source folder (its own id first)
+        self._is_source: dict[str, bool] = {}
 
     @property
     def _user(self) -> UserItemRequestBuilder:
@@ -122,26 +126,74 @@ class Mailbox:
             info = builder.with_url(link).to_get_request_information()
 
     async def waiting_message(self, message_id: str) -> MailRef | None:
-        """The message if it still waits in the source folder; None once it has been sorted.
+        """The message if it still waits in the source folder; None once it has been sorted
+        (moved elsewhere, or gone).
 
-        Asked of the source folder itself: immutable ids survive moves, so a message found by id
-        anywhere in the mailbox may have been sorted already.
+        Read by id from the mailbox, with the folder it is in (`parentFolderId`): immutable ids
+        survive moves, and no Graph document promises that asking the source folder for a
+        message that has left it answers 404, so where the message is decides.
         """
         from kiota_abstractions.base_request_configuration import RequestConfiguration
-        from msgraph.generated.users.item.mail_folders.item.messages.item.message_item_request_builder import (  # noqa: E501
+        from msgraph.generated.users.item.messages.item.message_item_request_builder import (
             MessageItemRequestBuilder,
         )
 
         query = MessageItemRequestBuilder.MessageItemRequestBuilderGetQueryParameters(
-            select=_MESSAGE_FIELDS, expand=_EXPAND)
-        builder = self._user.mail_folders.by_mail_folder_id(
-            self.folders.source).messages.by_message_id(message_id)
+            select=_WHERE_FIELDS, expand=_EXPAND)
+        builder = self._user.messages.by_message_id(message_id)
+        info = builder.to_get_request_information(RequestConfiguration(query_parameters=query))
         try:
-            message = await self.graph.call(
-                lambda: builder.get(RequestConfiguration(query_parameters=query)))
+            message = await self.graph.json(info)
         except NotFound:
             return None
-        return _mail_ref(message) if message is not None else None
+        parent = message.get("parentFolderId")
+        if not isinstance(parent, str) or not await self._in_source(parent):
+            return None
+        return _mail_ref(message)
+
+    async def source_folder_id(self) -> str:
+        """The id of the folder reports are read from (configured as a well-known name such as
+        `inbox`, or an id), asked of Graph once and cached."""
+        async with self._folder_lock:
+            if self._source_id is None:
+                self._source_id = await self._folder_id_of(self.folders.source)
+                self._is_source[self._source_id] = True
+        return self._source_id
+
+    async def _in_source(self, parent_id: str) -> bool:
+        """Whether a message's `parentFolderId` names the source folder.
+
+        Nothing promises that a message's `parentFolderId` is written in the same form as the
+        folder's own id (Exchange has more than one form of a folder id), and taking a waiting
+        message for a sorted one would leave it unread for good. So an id that is not the
+        source's own is asked of Graph once (`GET /mailFolders/{id}` names it as the source was
+        named) before the message counts as sorted; the answer is remembered either way.
+        """
+        source = await self.source_folder_id()
+        if parent_id in self._is_source:
+            return self._is_source[parent_id]
+        try:
+            canonical = await self._folder_id_of(parent_id)
+        except NotFound:
+            canonical = None  # a folder deleted since: not the source
+        self._is_source[parent_id] = canonical == source
+        return self._is_source[parent_id]
+
+    async def _folder_id_of(self, ref: str) -> str:
+        """A folder's id as `GET /mailFolders/{ref}` gives it (ref: well-known name or id)."""
+        from kiota_abstractions.base_request_configuration import RequestConfiguration
+        from msgraph.generated.users.item.mail_folders.item.mail_folder_item_request_builder import (  # noqa: E501
+            MailFolderItemRequestBuilder,
+        )
+
+        query = MailFolderItemRequestBuilder.MailFolderItemRequestBuilderGetQueryParameters(
+            select=["id"])
+        builder = self._user.mail_folders.by_mail_folder_id(ref)
+        info = builder.to_get_request_information(RequestConfiguration(query_parameters=query))
+        found = (await self.graph.json(info)).get("id")
+        if not isinstance(found, str) or not found:
+            raise GraphError("Microsoft Graph described a mail folder without an id")
+        return found
 
     # -- downloading -----------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from graph.errors import (
 )
 from tests.fakes.botframework import (
     ADAPTIVE_CARD,
+    MESSAGE_WRITES_BLOCKED,
     FakeBotFramework,
     FakeTeamsGraph,
 )
@@ -163,6 +164,102 @@ def test_a_user_who_blocked_the_bot_is_blocked(code: str, sub_code: str | None, 
             await bot.create_conversation(bf.service_url, OWNER, TENANT_ID)
 
     run(_with(connector(credential, test_ca), go))
+
+
+# The 403 Teams documents for a bot writing to a user who blocked or removed it, byte for byte
+# (msteams-docs msteams-platform/bots/how-to/conversations/send-proactive-messages.md,
+# "Understand who blocked, muted, or uninstalled a bot"): `message` is JSON inside a string.
+DOCUMENTED_209 = (
+    rb'{"errorCode":209,"message":"{\n  \"subCode\": \"MessageWritesBlocked\",\n  '
+    rb'\"details\": \"Thread is blocked from message writes.\",\n  \"errorCode\": null,'
+    rb'\n  \"errorSubCode\": null\n}"}')
+
+
+@pytest.mark.parametrize("body", [
+    DOCUMENTED_209,
+    DOCUMENTED_209.replace(rb"\n", rb"\r\n"),  # the localized pages' copy of the example
+    rb'{"errorCode":209,"message":{"subCode":"MessageWritesBlocked","details":"blocked"}}',
+])
+def test_the_documented_message_writes_blocked_body_is_blocked(
+        body: bytes, credential: MsalCredential, test_ca: TestCA, bf: FakeBotFramework) -> None:
+    assert MESSAGE_WRITES_BLOCKED == DOCUMENTED_209  # the fake answers what Teams documents
+    sleeps = Sleeps()
+
+    async def go(bot: BotConnector) -> None:
+        conversation = await bot.create_conversation(bf.service_url, OWNER, TENANT_ID)
+        bf.block(OWNER, body=body)
+        with pytest.raises(Blocked) as caught:
+            await bot.send_card(bf.service_url, conversation, CARD)
+        assert (caught.value.status, caught.value.code) == (403, "MessageWritesBlocked")
+        with pytest.raises(Blocked):  # even right after an install: never waited out
+            await bot.create_conversation(bf.service_url, OWNER, TENANT_ID, after_install=True)
+
+    run(_with(connector(credential, test_ca, sleeps), go))
+    assert sleeps.delays == [] and len(bf.requests) == 3
+
+
+@pytest.mark.parametrize(("body", "status", "kind", "code"), [
+    (b'{"errorCode":209,"message":"not json"}', 403, BotConnectorError, "209"),
+    (rb'{"errorCode":209,"message":"{\"subCode\": 7}"}', 403, BotConnectorError, "209"),
+    (rb'{"errorCode":209,"message":"{\"subCode\":\"MessageWritesBlocked\"}"}', 500,
+     BotConnectorError, "MessageWritesBlocked"),
+    (b'{"error":{"code":"BotNotInConversationRoster","message":"The bot is not part of the '
+     b'conversation roster."}}', 403, BotNotInstalled, "BotNotInConversationRoster"),
+    (b'{"subCode":"MessageWritesBlocked"}', 403, Blocked, "MessageWritesBlocked"),
+    (b"[1, 2]", 403, BotConnectorError, None),
+])
+def test_other_error_bodies_keep_their_meaning(body: bytes, status: int, kind: type,
+                                               code: str | None) -> None:
+    """Only a 403 with a blocking code is Blocked; a 209 whose inner JSON says nothing is not."""
+    from graph.bot_connector import _connector_error
+
+    error = _connector_error("POST", status, body)
+    assert type(error) is kind and (error.status, error.code) == (status, code)
+
+
+# ----------------------------------------------------------------------------- installation lag
+
+def test_a_fresh_installation_is_waited_out_with_backoff_and_jitter(
+        credential: MsalCredential, test_ca: TestCA, bf: FakeBotFramework) -> None:
+    sleeps = Sleeps()
+    bf.refuse_creates(OWNER, 2)  # installed, but Teams is not done yet
+    conversation = run(_with(connector(credential, test_ca, sleeps), lambda bot: (
+        bot.create_conversation(bf.service_url, OWNER, TENANT_ID, after_install=True))))
+    assert conversation.startswith("a:") and len(bf.requests) == 3
+    first, second = sleeps.delays
+    assert 0.75 <= first <= 1.25 and 1.5 <= second <= 2.5
+
+
+def test_a_refused_create_is_retried_only_right_after_an_install_and_within_a_budget(
+        credential: MsalCredential, test_ca: TestCA, bf: FakeBotFramework) -> None:
+    sleeps = Sleeps()
+    bf.refuse_creates(OWNER, 100)
+
+    async def go(bot: BotConnector) -> None:
+        with pytest.raises(BotNotInstalled) as caught:
+            await bot.create_conversation(bf.service_url, OWNER, TENANT_ID, after_install=True)
+        assert (caught.value.status, caught.value.code) == (403, "BotNotInConversationRoster")
+        assert len(bf.requests) == 5 and len(sleeps.delays) == 4
+        with pytest.raises(BotNotInstalled):  # installed long ago: an answer, not a wait
+            await bot.create_conversation(bf.service_url, OWNER, TENANT_ID)
+        assert len(bf.requests) == 6 and len(sleeps.delays) == 4
+
+    run(_with(connector(credential, test_ca, sleeps), go))
+    assert 11.25 <= sum(sleeps.delays) <= 18.75
+    growing = [d / w for d, w in zip(sleeps.delays, (1, 2, 4, 8), strict=True)]
+    assert all(0.75 <= g <= 1.25 for g in growing)
+
+
+def test_the_wait_schedule_is_a_setting(credential: MsalCredential, test_ca: TestCA,
+                                        bf: FakeBotFramework) -> None:
+    sleeps = Sleeps()
+    bf.refuse_creates(OWNER, 100)
+    bot = BotConnector(credential, APP_ID, verify=test_ca.client_context(), sleep=sleeps,
+                       install_waits=(10.0,))
+    with pytest.raises(BotNotInstalled):
+        run(_with(bot, lambda b: b.create_conversation(bf.service_url, OWNER, TENANT_ID,
+                                                       after_install=True)))
+    assert len(sleeps.delays) == 1 and 7.5 <= sleeps.delays[0] <= 12.5
 
 
 def test_a_user_without_the_app_needs_an_installation(credential: MsalCredential,

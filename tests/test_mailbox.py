@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -305,6 +306,80 @@ def test_a_move_that_changes_the_id_is_followed(
     assert totals(store) == (1, 1)
 
 
+def test_a_sorted_message_is_not_waiting_even_where_its_old_folder_still_answers(
+        settings: MailboxSettings, graph: FakeGraph, store: SqliteStore) -> None:
+    """Graph does not promise a 404 from the source folder for a message that left it: where
+    the message is (its parentFolderId) decides, not whether the folder answers."""
+    graph.folder_scoped_reads_check_folder = False  # as real Graph may
+    add(graph, FileAttachment("r.xml", report("a", ("192.0.2.1", 1))), mid="<a@r>")
+
+    async def go() -> tuple[Any, MailResult]:
+        async with open_mailbox(settings, retry=FAST) as mailbox:
+            (ref,) = await mailbox.messages()
+            assert (await ingest_message(mailbox, ref, store, Limits())).status == "processed"
+            # what the old check asked: the source folder still hands the sorted message out
+            old_look = await mailbox.graph.call(
+                lambda: mailbox._user.mail_folders.by_mail_folder_id("inbox").messages
+                .by_message_id(ref.id).get())
+            return old_look, await ingest_queued(mailbox, ref.id, store, Limits(), attempt=2)
+
+    old_look, again = asyncio.run(go())
+    assert old_look is not None and old_look.internet_message_id == "<a@r>"
+    assert again.status == "skipped" and again.reason == "sorted already"
+    assert folder(graph, "Processed") == ["<a@r>"] and folder(graph, "inbox") == []
+    assert totals(store) == (1, 1)
+    assert_well_behaved(graph)
+
+
+def test_waiting_messages_are_read_by_id_and_the_source_folder_is_asked_once(
+        settings: MailboxSettings, graph: FakeGraph, store: SqliteStore) -> None:
+    ids = [add(graph, FileAttachment("r.xml", report(f"q{n}", ("192.0.2.1", 1))),
+               mid=f"<q{n}@r>") for n in range(3)]
+
+    async def go() -> list[MailResult]:
+        async with open_mailbox(settings, retry=FAST) as mailbox:
+            listed = await mailbox.message_ids()
+            assert len(listed) == len(ids)
+            return [await ingest_queued(mailbox, mid, store, Limits(), attempt=1)
+                    for mid in listed]
+
+    graph.requests.clear()
+    results = asyncio.run(go())
+    assert [r.status for r in results] == ["processed"] * 3
+    reads = [r for r in graph.requests if r.method == "GET" and "/messages/" in r.path
+             and "/attachments" not in r.path and not r.path.endswith("/$value")]
+    assert len(reads) == 3  # one read per queued message, as before
+    for read in reads:
+        assert "/mailFolders/" not in read.path  # asked of the mailbox, not of a folder
+        assert "parentFolderId" in read.query["$select"].split(",")
+    looks = [r for r in graph.requests if r.method == "GET" and r.path.endswith("/inbox")]
+    assert len(looks) == 1 and looks[0].query == {"$select": "id"}
+    assert len(folder(graph, "Processed")) == 3
+    assert_well_behaved(graph)
+
+
+def test_a_parent_folder_id_in_another_form_is_resolved_once_before_being_trusted(
+        settings: MailboxSettings, graph: FakeGraph) -> None:
+    """Exchange can write one folder's id in more than one form: an id that is not the source
+    folder's own is asked of Graph, so a waiting message is never taken for a sorted one."""
+    mid = add(graph, FileAttachment("r.xml", report("a", ("192.0.2.1", 1))), mid="<a@r>")
+    seen = {"id": mid, "internetMessageId": "<a@r>", "categories": [], "attachments": [],
+            "parentFolderId": "Inbox"}  # another name for the source folder
+    graph.inject(200, method="GET", path_contains=f"/messages/{mid}", times=2, body=seen)
+
+    async def go() -> list[Any]:
+        async with open_mailbox(settings, retry=FAST) as mailbox:
+            return [await mailbox.waiting_message(mid), await mailbox.waiting_message(mid),
+                    await mailbox.waiting_message(mid)]  # the last one: the real answer
+
+    first, second, real = asyncio.run(go())
+    assert first is not None and first.internet_message_id == "<a@r>"
+    assert second == first and real is not None and real.internet_message_id == "<a@r>"
+    folder_looks = [r.path.rsplit("/", 1)[1] for r in graph.requests
+                    if r.method == "GET" and "/mailFolders/" in r.path]
+    assert folder_looks == ["inbox", "Inbox"]  # the source once, the other form once
+
+
 # -- credentials ---------------------------------------------------------------------------------
 
 
@@ -313,7 +388,7 @@ def test_a_certificate_credential_gets_a_token(
         store: SqliteStore) -> None:
     cert = test_ca.issue_client_certificate()
     entra.add_client(CLIENT_ID, certificate_pem=cert.cert_pem)
-    graph.add_mailbox(MAILBOX)
+    graph.add_mailbox(MAILBOX).grant(CLIENT_ID)
     pem = tmp_path / "app.pem"
     pem.write_text(cert.private_key_pem + cert.cert_pem)
     env = env_for(entra, graph, test_ca, DMARCBOT_CERTIFICATE_PATH=str(pem))
@@ -328,7 +403,7 @@ def test_the_managed_identity_vouches_for_the_app(
         monkeypatch: pytest.MonkeyPatch) -> None:
     identity = FakeManagedIdentity(issuer=f"{entra.authority}/v2.0")
     entra.add_client(CLIENT_ID, federated=[identity.credential()])  # no secret, no certificate
-    graph.add_mailbox(MAILBOX)
+    graph.add_mailbox(MAILBOX).grant(CLIENT_ID)
     add(graph, FileAttachment("r.xml", report("f", ("192.0.2.1", 2))), mid="<f@r>")
     managed_identity = "9d0c8a9e-6f57-4c41-9f3e-2f1d8a7c6b5a"
     with FakeIdentityEndpoint(identity, managed_identity) as endpoint:
@@ -346,7 +421,7 @@ def test_a_refused_secret_names_entras_error_code_and_never_the_secret(
         entra: FakeEntra, graph: FakeGraph, test_ca: TestCA, store: SqliteStore,
         caplog: pytest.LogCaptureFixture) -> None:
     entra.add_client(CLIENT_ID, secret="the-right-one")
-    graph.add_mailbox(MAILBOX)
+    graph.add_mailbox(MAILBOX).grant(CLIENT_ID)
     caplog.set_level(logging.DEBUG)
     with pytest.raises(CredentialError) as raised:
         run(mailbox_settings(env_for(entra, graph, test_ca)), store)
@@ -457,7 +532,7 @@ def test_a_pfx_certificate_credential_gets_a_token(
 
     cert = test_ca.issue_client_certificate()
     entra.add_client(CLIENT_ID, certificate_pem=cert.cert_pem)
-    graph.add_mailbox(MAILBOX)
+    graph.add_mailbox(MAILBOX).grant(CLIENT_ID)
     pfx = tmp_path / "app.pfx"
     pfx.write_bytes(pkcs12.serialize_key_and_certificates(
         b"dmarcbot", load_pem_private_key(cert.private_key_pem.encode(), None),  # type: ignore[arg-type]

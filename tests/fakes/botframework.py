@@ -27,7 +27,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import unquote
@@ -46,6 +46,18 @@ KEYS_PATH = "/v1/.well-known/keys"
 SERVICE_PREFIX = "/teams"  # as in https://smba.trafficmanager.net/teams/
 MAX_ACTIVITY_BYTES = 40 * 1024  # Teams refuses bigger messages with 413 MessageSizeTooBig
 DENIED = {"message": "Authorization has been denied for this request."}
+# What Teams answers (403) to a bot writing to a user who blocked or removed it: `message` is
+# itself JSON, in a string. Byte for byte the example of msteams-docs
+# msteams-platform/bots/how-to/conversations/send-proactive-messages.md ("Understand who
+# blocked, muted, or uninstalled a bot").
+MESSAGE_WRITES_BLOCKED = (
+    rb'{"errorCode":209,"message":"{\n  \"subCode\": \"MessageWritesBlocked\",\n  '
+    rb'\"details\": \"Thread is blocked from message writes.\",\n  \"errorCode\": null,'
+    rb'\n  \"errorSubCode\": null\n}"}')
+# What a create answers while a new installation has not reached the conversation roster yet
+# (the body of MicrosoftDocs/bot-docs#1527; Company Communicator users saw the same message
+# right after a proactive install, OfficeDev/microsoft-teams-apps-company-communicator#744).
+NOT_IN_ROSTER = ("BotNotInConversationRoster", "The bot is not part of the conversation roster.")
 
 
 class TokenIssuer(Protocol):
@@ -188,7 +200,8 @@ class FakeUser:
     aad_object_id: str
     user_id: str  # 29:...
     installed: bool = True
-    blocked: dict[str, str] | None = None  # the error object a send answers with
+    blocked: bytes | None = None  # the body creates and sends answer with (403)
+    settling: int = 0  # creates still refused (403 NOT_IN_ROSTER) though installed
 
 
 @dataclass
@@ -219,6 +232,19 @@ class _ConnectorError(Exception):
             error["subCode"] = sub_code
         self.status, self.payload = status, {"error": error}
         self.headers = dict(headers or {})
+        self.raw: bytes | None = None  # a body sent as is, in place of the payload
+
+    @classmethod
+    def with_body(cls, status: int, raw: bytes) -> _ConnectorError:
+        error = cls(status, "", "")
+        error.raw = raw
+        return error
+
+    def response(self) -> Response:
+        if self.raw is not None:
+            return Response(self.status, self.raw,
+                            {"Content-Type": "application/json; charset=utf-8", **self.headers})
+        return Response.json(self.status, self.payload, self.headers)
 
 
 class FakeBotFramework(Served):
@@ -244,6 +270,7 @@ class FakeBotFramework(Served):
         self.jwks_requests = 0
         self.jwks_available = True  # False: the key endpoint answers 503
         self._faults: list[_Fault] = []
+        self.settle_after_install = 0  # creates refused after each install (see install)
         self._server = LoopbackServer(self._handle, ca.server_context())
 
     @property
@@ -301,13 +328,35 @@ class FakeBotFramework(Served):
 
     def block(self, aad_object_id: str, *, code: str = "ConversationBlockedByUser",
               sub_code: str | None = "MessageWritesBlocked",
-              message: str = "User blocked the conversation with the bot.") -> None:
-        """The user blocks the bot: sends and creates answer 403 with this error object."""
-        error = {"code": code, "message": message}
-        if sub_code:
-            error["subCode"] = sub_code
+              message: str = "User blocked the conversation with the bot.",
+              body: bytes | None = None) -> None:
+        """The user blocks the bot: sends and creates answer 403 with this error object, or
+        with `body` as is (MESSAGE_WRITES_BLOCKED is what Teams documents)."""
+        if body is None:
+            error = {"code": code, "message": message}
+            if sub_code:
+                error["subCode"] = sub_code
+            body = json.dumps({"error": error}).encode()
         with self._lock:
-            self.users[aad_object_id].blocked = error
+            self.users[aad_object_id].blocked = body
+
+    def install(self, aad_object_id: str) -> None:
+        """The app was just installed for the user (FakeTeamsGraph calls this). Teams installs
+        asynchronously: the next `settle_after_install` creates still answer 403."""
+        with self._lock:
+            user = self.users.get(aad_object_id)
+            if user is None:
+                user = self.users[aad_object_id] = FakeUser(
+                    aad_object_id, f"29:1{secrets.token_urlsafe(24)}", installed=False)
+            if not user.installed:
+                user.installed = True
+                user.settling = self.settle_after_install
+
+    def refuse_creates(self, aad_object_id: str, times: int) -> None:
+        """The next `times` creates for an installed user answer 403 as a new installation
+        does (an installation that Teams has not finished, or never will)."""
+        with self._lock:
+            self.users[aad_object_id].settling = times
 
     def fail_next(self, status: int, code: str = "ServiceError", *, times: int = 1,
                   method: str | None = None, path_contains: str | None = None,
@@ -373,7 +422,7 @@ class FakeBotFramework(Served):
                 raise _ConnectorError(413, "MessageSizeTooBig", "Message size too large.")
             return self._route(request.method, path[len(SERVICE_PREFIX):], body)
         except _ConnectorError as exc:
-            return Response.json(exc.status, exc.payload, exc.headers)
+            return exc.response()
 
     def _authenticate(self, request: Request) -> None:
         scheme, _, token = (request.headers.get("Authorization") or "").strip().partition(" ")
@@ -445,8 +494,13 @@ class FakeBotFramework(Served):
             raise _ConnectorError(403, "ForbiddenOperationException",
                                   "Bot is not installed in user's personal scope")
         if user.blocked:
-            raise _ConnectorError(403, user.blocked["code"], user.blocked["message"],
-                                  user.blocked.get("subCode"))
+            raise _ConnectorError.with_body(403, user.blocked)
+        with self._lock:
+            settling = user.settling > 0
+            if settling:
+                user.settling -= 1
+        if settling:
+            raise _ConnectorError(403, *NOT_IN_ROSTER)
         conversation = self._conversation_for(user)
         return Response.json(201, {"id": conversation.id})
 
@@ -462,8 +516,7 @@ class FakeBotFramework(Served):
         if conversation is None:
             raise _ConnectorError(404, "ConversationNotFound", "Conversation not found.")
         if conversation.user.blocked:
-            blocked = conversation.user.blocked
-            raise _ConnectorError(403, blocked["code"], blocked["message"], blocked.get("subCode"))
+            raise _ConnectorError.with_body(403, conversation.user.blocked)
         return conversation
 
     def _send(self, conversation_id: str, body: Any) -> Response:
@@ -560,6 +613,7 @@ class FakeTeamsGraph(Served):
         self.installed: dict[str, dict[str, str]] = {}  # user id -> {teams app id: install id}
         self.calls: list[GraphCall] = []
         self.post_status: int | None = None  # answer POSTs with this error status instead
+        self.on_install: Callable[[str], None] | None = None  # told the user id of an install
         self._lock = threading.Lock()
         self._server = LoopbackServer(self._handle, ca.server_context())
 
@@ -602,7 +656,7 @@ class FakeTeamsGraph(Served):
             user = route.params.get("user-id", "")
             if request.method == "GET":
                 return self._installed(user, query)
-            return self._install(user, body)
+            return self._install(user, body, request.headers.get("Host") or "")
         return _graph_error(501, "NotImplemented", f"The fake does not serve {route.template}.")
 
     def _catalog(self, query: Mapping[str, str]) -> Response:
@@ -629,12 +683,13 @@ class FakeTeamsGraph(Served):
             value.append(item)
         return Response.json(200, {"value": value})
 
-    def _install(self, user: str, body: Any) -> Response:
+    def _install(self, user: str, body: Any, host: str) -> Response:
         if self.post_status is not None:
             return _graph_error(self.post_status, "Forbidden" if self.post_status == 403
                                 else "Error", "Injected.")
         bind = body.get("teamsApp@odata.bind") if isinstance(body, dict) else None
-        prefix = f"{self.base_url}/appCatalogs/teamsApps/"
+        # a bind to this Graph, whichever host serves it (a FakeGraph may route here)
+        prefix = f"https://{host}/v1.0/appCatalogs/teamsApps/"
         if not isinstance(bind, str) or not bind.startswith(prefix):
             return _graph_error(400, "BadRequest", "teamsApp@odata.bind is required.")
         app_id = bind[len(prefix):]
@@ -645,6 +700,8 @@ class FakeTeamsGraph(Served):
             if app_id in apps:
                 return _graph_error(409, "Conflict", "App is already installed.")
             apps[app_id] = base64.urlsafe_b64encode(f"{user}##{app_id}".encode()).decode()
+        if self.on_install is not None:  # e.g. FakeBotFramework.install
+            self.on_install(user)
         return Response(201)
 
 
