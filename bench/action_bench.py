@@ -100,7 +100,7 @@ class Fakes:
         from tests.fakes.graph import FakeGraph
         from tests.fakes.routes import RouteTable
         from tests.fakes.tls import TestCA
-        from tests.mailbox_env import CLIENT_ID, SECRET, env_for
+        from tests.mailbox_env import CLIENT_ID, PROVISIONING_ROLES, SECRET, env_for
 
         class TimedGraph(FakeGraph):
             """FakeGraph that keeps when each request's handler started and ended."""
@@ -125,9 +125,11 @@ class Fakes:
 
         self.ca = TestCA()
         self.entra = FakeEntra(self.ca, tenant_id=TENANT_ID).start()
-        self.entra.add_client(CLIENT_ID, secret=SECRET)
+        # the app provisions the list it then uses: it holds a site grant that can (the fakes
+        # refuse what a token's roles and grants do not cover, as Graph does)
+        self.entra.add_client(CLIENT_ID, secret=SECRET, roles=PROVISIONING_ROLES)
         self.graph = TimedGraph(tokens=self.entra, tls=self.ca, routes=RouteTable.load()).start()
-        self.site = self.graph.add_site(SITE)
+        self.site = self.graph.add_site(SITE).grant(CLIENT_ID, "manage")
         key = SigningKey(kid, load_pem_private_key(key_pem, password=None))  # type: ignore[arg-type]
         self.bf = FakeBotFramework(self.ca, app_id=CLIENT_ID, tenant_id=TENANT_ID,
                                    keys=[key]).start()

@@ -25,7 +25,7 @@ from tests.fakes.fixtures import TENANT_ID
 from tests.fakes.graph import FakeGraph
 from tests.fakes.sharepoint import FakeList, FakeSite
 from tests.fakes.tls import TestCA
-from tests.mailbox_env import CLIENT_ID, SECRET, env_for
+from tests.mailbox_env import CLIENT_ID, PROVISIONING_ROLES, SECRET, env_for, hand_over
 
 SITE = "contoso.sharepoint.com,2c1b2f4e-6b8e-4a4f-9a0e-3f1d2c3b4a59,7d0c6a1e-5f3b-4c2d-8e9f"
 OWNER = "0b6d2f4c-1111-4a4a-9c9c-000000000001"
@@ -47,8 +47,8 @@ def bf(test_ca: TestCA) -> Iterator[FakeBotFramework]:
 def the_list(monkeypatch: pytest.MonkeyPatch, entra: FakeEntra, graph: FakeGraph,
              test_ca: TestCA, bf: FakeBotFramework) -> FakeList:
     """The senders list with one Pending sender, Mailchimp for contoso.com, owned by OWNER."""
-    entra.add_client(CLIENT_ID, secret=SECRET)
-    site: FakeSite = graph.add_site(SITE)
+    entra.add_client(CLIENT_ID, secret=SECRET, roles=PROVISIONING_ROLES)
+    site: FakeSite = graph.add_site(SITE).grant(CLIENT_ID, "manage")
     env = env_for(entra, graph, test_ca, DMARCBOT_SP_SITE_ID=SITE,
                   DMARCBOT_BOT_OPENID_URL=bf.openid_metadata_url, DMARCBOT_ADMINS=ADMIN,
                   DMARCBOT_TEAMS_APP_ID="dmarcbot-teams-app")
@@ -65,6 +65,7 @@ def the_list(monkeypatch: pytest.MonkeyPatch, entra: FakeEntra, graph: FakeGraph
             return list_id
 
     env["DMARCBOT_SP_LIST_ID"] = asyncio.run(provision())
+    hand_over(site, env["DMARCBOT_SP_LIST_ID"])
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     found = site.list_named(DEFAULT_NAME)

@@ -26,7 +26,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 @pytest.fixture
 def graph_env(monkeypatch: pytest.MonkeyPatch, entra: FakeEntra, graph: FakeGraph,
               test_ca: TestCA) -> FakeGraph:
-    graph.add_mailbox(MAILBOX)
+    graph.add_mailbox(MAILBOX).grant(CLIENT_ID)
     for name, value in env_for(entra, graph, test_ca).items():
         monkeypatch.setenv(name, value)
     return graph

@@ -32,7 +32,14 @@ from tests.fakes.graph import FakeGraph
 from tests.fakes.mailbox import FileAttachment
 from tests.fakes.server import Request, Response
 from tests.fakes.tls import TestCA
-from tests.mailbox_env import CLIENT_ID, MAILBOX, SECRET, env_for
+from tests.mailbox_env import (
+    CLIENT_ID,
+    MAILBOX,
+    PROVISIONING_ROLES,
+    SECRET,
+    env_for,
+    hand_over,
+)
 from tests.test_mailbox_functions import SENDGRID, Out
 
 SITE = "contoso.sharepoint.com,2c1b2f4e-6b8e-4a4f-9a0e-3f1d2c3b4a59,7d0c6a1e-5f3b-4c2d-8e9f"
@@ -51,15 +58,23 @@ def entra(test_ca: TestCA) -> Iterator[FakeEntra]:
 
 
 @pytest.fixture
+def preinstalled() -> bool:
+    """Whether the owner has the Teams app already (parametrize it False to have dmarcbot
+    install it through Graph, as Teams does: asynchronously)."""
+    return True
+
+
+@pytest.fixture
 def world(monkeypatch: pytest.MonkeyPatch, entra: FakeEntra, graph: FakeGraph,
-          test_ca: TestCA, azurite: Any) -> Iterator[tuple[FakeBotFramework, Any]]:
-    entra.add_client(CLIENT_ID, secret=SECRET)
-    graph.add_mailbox(MAILBOX)
-    site = graph.add_site(SITE)
+          test_ca: TestCA, azurite: Any,
+          preinstalled: bool) -> Iterator[tuple[FakeBotFramework, Any]]:
+    entra.add_client(CLIENT_ID, secret=SECRET, roles=PROVISIONING_ROLES)
+    graph.add_mailbox(MAILBOX).grant(CLIENT_ID)
+    site = graph.add_site(SITE).grant(CLIENT_ID, "manage")
     teams = FakeTeamsGraph(test_ca)
     app_id = teams.publish_app(TEAMS_APP)
-    # installed already (an admin's setup policy); installing is tested in test_bot_connector
-    teams.installed[OWNER_ID] = {app_id: "install-1"}
+    if preinstalled:  # an admin's setup policy; otherwise dmarcbot installs it for the owner
+        teams.installed[OWNER_ID] = {app_id: "install-1"}
 
     def user(request: Request, route: Any) -> Response:
         if route.params.get("user-id", "").lower() != OWNER_UPN:
@@ -77,7 +92,8 @@ def world(monkeypatch: pytest.MonkeyPatch, entra: FakeEntra, graph: FakeGraph,
         ("POST", "/users/{user-id}/teamwork/installedApps"): through,
     })
     with FakeBotFramework(test_ca, app_id=CLIENT_ID, tenant_id=TENANT_ID, tokens=entra) as bf:
-        bf.add_user(OWNER_ID)
+        bf.add_user(OWNER_ID, installed=preinstalled)
+        teams.on_install = bf.install  # a Graph install reaches the Bot Connector's roster
         env = env_for(entra, graph, test_ca,
                       DMARCBOT_TABLES_CONNECTION=azurite.connection_string,
                       DMARCBOT_TABLES_PREFIX=unique_prefix(), DMARCBOT_NAMESERVERS="none",
@@ -85,6 +101,7 @@ def world(monkeypatch: pytest.MonkeyPatch, entra: FakeEntra, graph: FakeGraph,
                       DMARCBOT_TEAMS_APP_ID=TEAMS_APP, DMARCBOT_BOT_SERVICE_URL=bf.service_url,
                       DMARCBOT_BOT_OPENID_URL=bf.openid_metadata_url)
         env["DMARCBOT_SP_LIST_ID"] = provision(env, graph, site)
+        hand_over(site, env["DMARCBOT_SP_LIST_ID"])
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         mailbox_functions.app_store.cache_clear()
@@ -266,3 +283,149 @@ def test_owners_are_reminded_and_alerted_in_teams(world: tuple[FakeBotFramework,
     (conversation,) = bf.conversations.values()
     kinds = [json.dumps(a["attachments"][0]["content"]) for a in conversation.activities.values()]
     assert len(kinds) == 3 and '"verb": "approve"' not in kinds[2]  # the alert has no buttons
+
+
+# -- delivery to owners Teams is not ready for, or who blocked the bot --------------------------
+
+class Sleeps:
+    """Records the waits dmarcbot asks for instead of waiting them (no wall clock in tests)."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+
+
+def _asker(bf: FakeBotFramework, sleeps: Sleeps) -> Any:
+    """`ask(now)`: one notify run over a day of SendGrid mail, as the timer runs it, with the
+    Bot Connector's waits recorded in `sleeps`."""
+    import datetime as dt
+
+    from analysis import read_reports
+    from analysis.catalog import load_catalog
+    from analysis.senders import analyse_rollups
+    from function_app import teams_notify as teams
+    from function_app.settings import approval_settings, teams_settings
+    from graph.bot_connector import BotConnector
+    from graph.credentials import credential_for
+    from store import SqliteStore
+
+    begin = int(dt.datetime(2026, 11, 20, tzinfo=dt.UTC).timestamp())
+    store = SqliteStore(":memory:")
+    for report in read_reports(aggregate_xml(
+            record_xml("198.51.100.10", 9, dkim="fail", spf="fail", envelope_from="sendgrid.net",
+                       header_from="example.com", auth=SENDGRID),
+            report_id="fresh", begin=begin, end=begin + 86399)):
+        store.add_report(report)
+
+    def ask(now: dt.datetime) -> list[str]:
+        async def go() -> list[str]:
+            config = teams_settings()
+            _, verdicts, _ = await analyse_rollups(store.rollups(), load_catalog(), None)
+            try:
+                async with BotConnector(credential_for(config.credential), CLIENT_ID,
+                                        verify=ssl.create_default_context(
+                                            cafile=str(config.credential.ca_bundle)),
+                                        sleep=sleeps) as connector:
+                    notifier = teams.TeamsNotifier(
+                        connections.shared_graph(config.credential, config.graph_url),
+                        connector, TENANT_ID, TEAMS_APP, bf.service_url)
+                    return list(await teams.notify_owners(
+                        teams.senders_list(config), verdicts, notifier, approval_settings(),
+                        now))
+            finally:
+                await connections.close_shared()
+
+        return asyncio.run(go())
+
+    return ask
+
+
+def _creates(bf: FakeBotFramework) -> int:
+    return sum(1 for r in bf.requests if (r.method, r.path) == ("POST", "/teams/v3/conversations"))
+
+
+def _cards(bf: FakeBotFramework) -> int:
+    return sum(len(c.activities) for c in bf.conversations.values())
+
+
+def _start() -> Any:
+    import datetime as dt
+
+    return dt.datetime(2026, 11, 20, 8, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize("preinstalled", [False])
+def test_a_fresh_installation_is_waited_for_and_the_card_delivered(
+        world: tuple[FakeBotFramework, Any], graph: FakeGraph) -> None:
+    """Teams installs asynchronously: the chat answers 403 for a moment after the install."""
+    bf, the_list = world
+    bf.settle_after_install = 2
+    sleeps = Sleeps()
+    assert _asker(bf, sleeps)(_start()) == ["ask"]
+    installs = [r for r in graph.requests if r.method == "POST"
+                and r.path.endswith("/teamwork/installedApps")]
+    assert len(installs) == 1 and bf.users[OWNER_ID].installed
+    assert _creates(bf) == 3 and _cards(bf) == 1  # delivered on the third try
+    first, second = sleeps.delays  # backed off, with jitter
+    assert 0.75 <= first <= 1.25 and 1.5 <= second <= 2.5
+    (item,) = the_list.items.values()
+    (conversation,) = bf.conversations.values()
+    assert item.fields["CardActivityId"] == next(iter(conversation.activities))
+    assert item.fields["AskedAt"]
+
+
+@pytest.mark.parametrize("preinstalled", [False])
+def test_an_installation_that_stays_unready_leaves_the_sender_for_the_next_run(
+        world: tuple[FakeBotFramework, Any], graph: FakeGraph) -> None:
+    import datetime as dt
+
+    bf, the_list = world
+    bf.settle_after_install = 6  # more refusals than one run waits out
+    sleeps = Sleeps()
+    ask = _asker(bf, sleeps)
+    assert ask(_start()) == []
+    assert _creates(bf) == 5 and _cards(bf) == 0
+    assert len(sleeps.delays) == 4 and 11.25 <= sum(sleeps.delays) <= 18.75  # bounded
+    (item,) = the_list.items.values()
+    assert item.fields["Status"] == "Pending" and not item.fields.get("AskedAt")  # still due
+
+    # the next run: installed already, so a 403 is an answer, not a reason to wait
+    assert ask(_start() + dt.timedelta(hours=1)) == []
+    assert _creates(bf) == 6 and len(sleeps.delays) == 4 and _cards(bf) == 0
+    # Teams has caught up by the run after
+    assert ask(_start() + dt.timedelta(hours=2)) == ["ask"]
+    assert _creates(bf) == 7 and _cards(bf) == 1 and len(sleeps.delays) == 4
+    assert item.fields["AskedAt"] and item.fields["CardActivityId"]
+    assert sum(1 for r in graph.requests if r.method == "POST"
+               and r.path.endswith("/teamwork/installedApps")) == 1
+
+
+def test_an_owner_who_blocked_the_bot_is_not_asked_every_run(
+        world: tuple[FakeBotFramework, Any], caplog: pytest.LogCaptureFixture) -> None:
+    """Teams answers the documented 403 `errorCode 209` body; dmarcbot stops until the
+    reminder is due, instead of being refused again on every run."""
+    import datetime as dt
+
+    from tests.fakes.botframework import MESSAGE_WRITES_BLOCKED
+
+    bf, the_list = world
+    bf.block(OWNER_ID, body=MESSAGE_WRITES_BLOCKED)
+    sleeps = Sleeps()
+    ask = _asker(bf, sleeps)
+    caplog.set_level("INFO")
+    assert ask(_start()) == []
+    assert (_creates(bf), _cards(bf), sleeps.delays) == (1, 0, [])
+    assert "MessageWritesBlocked" in caplog.text and "blocked the bot" in caplog.text
+    (item,) = the_list.items.values()
+    assert item.fields["Status"] == "Pending" and item.fields["AskedAt"]
+    calls = len(bf.requests)
+    for later in (dt.timedelta(hours=1), dt.timedelta(days=1), dt.timedelta(days=6)):
+        assert ask(_start() + later) == []
+    assert len(bf.requests) == calls  # not asked again run after run
+    # a week on, the reminder tries once more (perhaps they unblocked it): still refused
+    assert ask(_start() + dt.timedelta(days=7)) == []
+    assert _creates(bf) == 2 and _cards(bf) == 0 and sleeps.delays == []
+    assert ask(_start() + dt.timedelta(days=7, hours=1)) == []
+    assert _creates(bf) == 2

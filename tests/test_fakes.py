@@ -145,7 +145,7 @@ def session(graph: FakeGraph, test_ca: TestCA,
             app: msal.ConfidentialClientApplication) -> Callable[..., Any]:
     """``async with session() as (client, adapter)``: the SDK with msal secret tokens, for
     mailbox UPN (created here)."""
-    graph.add_mailbox(UPN)
+    graph.add_mailbox(UPN).grant(CLIENT_ID)
 
     def make(retry: RetryHandlerOption | None = None,
              tokens: AccessTokenProvider | None = None) -> Any:

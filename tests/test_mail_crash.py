@@ -29,7 +29,7 @@ from tests.azurite import unique_prefix
 from tests.builders import aggregate_xml, gzipped, record_xml, report_email, zipped
 from tests.fakes.graph import FakeGraph
 from tests.fakes.mailbox import FileAttachment, ItemAttachment
-from tests.mailbox_env import FAST
+from tests.mailbox_env import CLIENT_ID, FAST
 
 
 class Crash(BaseException):
@@ -76,7 +76,7 @@ class CrashingStore:
 
 
 def seed(graph: FakeGraph, address: str) -> None:
-    box = graph.add_mailbox(address)
+    box = graph.add_mailbox(address).grant(CLIENT_ID)
     two = [record_xml("192.0.2.1", 3), record_xml("192.0.2.2", 4)]
     box.add_message(internet_message_id="<pair@r>", attachments=[
         FileAttachment("a.xml.gz", gzipped(aggregate_xml("".join(two), report_id="a"))),

@@ -48,7 +48,7 @@ class Out:
 def app_env(monkeypatch: pytest.MonkeyPatch, entra: FakeEntra, graph: FakeGraph,
             test_ca: TestCA, azurite: Any) -> Iterator[dict[str, str]]:
     entra.add_client(CLIENT_ID, secret=SECRET)
-    graph.add_mailbox(MAILBOX)
+    graph.add_mailbox(MAILBOX).grant(CLIENT_ID)
     env = env_for(entra, graph, test_ca,
                   DMARCBOT_TABLES_CONNECTION=azurite.connection_string,
                   DMARCBOT_TABLES_PREFIX=unique_prefix(),
@@ -194,3 +194,37 @@ def test_a_missing_setting_is_named(app_env: dict[str, str],
     monkeypatch.delenv("DMARCBOT_MAILBOX")
     with pytest.raises(SettingsError, match="DMARCBOT_MAILBOX is missing"):
         in_worker(lambda: mailbox_functions.poll_mailbox(TimerRequest(), Out()))
+
+
+def test_a_queued_id_costs_one_read_to_tell_whether_it_still_waits(
+        app_env: dict[str, str], graph: FakeGraph) -> None:
+    """Each delivery of a queued id reads the message once, by id from the mailbox; the
+    source folder's id is asked once per worker, not once per message."""
+    box = graph.mailbox(MAILBOX)
+    assert box is not None
+    graph.folder_scoped_reads_check_folder = False  # the source folder would answer 200
+    for n in range(3):
+        box.add_message(internet_message_id=f"<w{n}@r>", attachments=[
+            FileAttachment(f"{n}.xml.gz", sendgrid_report(f"w{n}", 1))])
+    out = Out()
+
+    async def scenario() -> None:
+        await mailbox_functions.poll_mailbox(TimerRequest(), out)
+        for message in queued(out):
+            await mailbox_functions.ingest_mail(message)
+        for message in queued(out, attempt=2):  # delivered again: sorted already
+            await mailbox_functions.ingest_mail(message)
+
+    graph.requests.clear()
+    in_worker(scenario)
+    reads = [r for r in graph.requests if r.method == "GET" and "/messages/" in r.path
+             and "/attachments" not in r.path and not r.path.endswith("/$value")]
+    assert len(reads) == 6 and not any("/mailFolders/" in r.path for r in reads)
+    folder_looks = [r.path.rsplit("/", 1)[1] for r in graph.requests
+                    if r.method == "GET" and r.query == {"$select": "id"}
+                    and "/mailFolders/" in r.path]
+    # the source once; the folder the sorted mail is in once, to be sure it is another
+    assert folder_looks == ["inbox", box.folder_id("Processed")]
+    assert len(box.messages_in("Processed")) == 3 and box.messages_in("inbox") == []
+    with table_store_from_settings(app_env) as store:
+        assert len(list(store.reports())) == 3

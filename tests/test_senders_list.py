@@ -29,7 +29,7 @@ from tests.fakes.entra import FakeEntra
 from tests.fakes.graph import FakeGraph
 from tests.fakes.routes import RouteTable
 from tests.fakes.sharepoint import HONOR_NON_INDEXED, FakeList, FakeSite
-from tests.mailbox_env import FAST
+from tests.mailbox_env import CLIENT_ID, FAST, PROVISIONING_ROLES
 
 T = TypeVar("T")
 SITE = ("contoso.sharepoint.com,2c1b2f4e-6b8e-4a4f-9a0e-3f1d2c3b4a59,"
@@ -39,8 +39,10 @@ FILTERED = {"Domain", "ServiceKey", "ItemKey", "Status", "OwnerUpn"}
 
 
 @pytest.fixture
-def site(graph: FakeGraph) -> FakeSite:
-    return graph.add_site(SITE)
+def site(graph: FakeGraph, entra: FakeEntra, settings: MailboxSettings) -> FakeSite:
+    """The site, with the app allowed to provision lists on it (an administrator's grant)."""
+    entra.set_roles(CLIENT_ID, PROVISIONING_ROLES)
+    return graph.add_site(SITE).grant(CLIENT_ID, "manage")
 
 
 def run(settings: MailboxSettings, scenario: Callable[[SendersList], Awaitable[T]],

@@ -75,6 +75,8 @@ class _Client:
     secret: str | None
     certificates: dict[str, x509.Certificate]  # thumbprint (b64url sha1 / sha256) -> cert
     federated: list[FederatedCredential]
+    roles: frozenset[str]  # Graph application roles consented for the app
+    object_id: str  # the service principal's object id (the token's `oid`)
 
 
 @dataclass
@@ -82,6 +84,7 @@ class _Issued:
     client_id: str
     scope: str
     expires_at: float
+    claims: dict[str, object]
 
 
 class EntraRequest(NamedTuple):
@@ -123,6 +126,7 @@ class FakeEntra(Served):
         self.token_requests = 0
         self._lock = threading.Lock()
         self._state = _Registry()
+        self._signing_secret = secrets.token_bytes(32)
         self._server = LoopbackServer(self._handle, ca.server_context())
 
     @property
@@ -140,8 +144,13 @@ class FakeEntra(Served):
     # ------------------------------------------------------------------ registration / state
     def add_client(self, client_id: str, *, secret: str | None = None,
                    certificate_pem: str | bytes | None = None,
-                   federated: Iterable[FederatedCredential] = ()) -> None:
-        """Register an app with any mix of secret, certificate and federated credentials."""
+                   federated: Iterable[FederatedCredential] = (),
+                   roles: Iterable[str] = ()) -> None:
+        """Register an app with any mix of secret, certificate and federated credentials.
+
+        ``roles``: the Microsoft Graph application permissions an admin consented to; Graph
+        tokens carry them in their ``roles`` claim (other resources' tokens carry none).
+        """
         certs: dict[str, x509.Certificate] = {}
         if certificate_pem is not None:
             raw = certificate_pem.encode() if isinstance(certificate_pem, str) else certificate_pem
@@ -149,7 +158,21 @@ class FakeEntra(Served):
             certs[_b64url_thumbprint(cert, hashes.SHA1())] = cert
             certs[_b64url_thumbprint(cert, hashes.SHA256())] = cert
         with self._lock:
-            self._state.clients[client_id] = _Client(client_id, secret, certs, list(federated))
+            self._state.clients[client_id] = _Client(client_id, secret, certs, list(federated),
+                                                      frozenset(roles), str(uuid.uuid4()))
+
+    def set_roles(self, client_id: str, roles: Iterable[str]) -> None:
+        """Consent changed: tokens issued from now on carry these Graph roles."""
+        with self._lock:
+            self._state.clients[client_id].roles = frozenset(roles)
+
+    def claims(self, token: str) -> dict[str, object] | None:
+        """The claims of a live token this fake issued (None otherwise), as Graph reads them."""
+        with self._lock:
+            issued = self._state.tokens.get(token)
+            if issued is None or time.time() >= issued.expires_at:
+                return None
+            return dict(issued.claims)
 
     def is_valid(self, token: str) -> bool:
         """True for a token this fake issued that has not expired (or been expired)."""
@@ -266,10 +289,21 @@ class FakeEntra(Served):
             raise _EntraError(401, "invalid_client", 7000218,
                               "The request body must contain the following parameter: "
                               "'client_assertion' or 'client_secret'.")
-        token = secrets.token_urlsafe(48)
+        now = int(time.time())
+        resource = scope.split()[0].removesuffix("/.default")
+        claims: dict[str, object] = {
+            "aud": resource, "iss": f"https://sts.windows.net/{self.tenant_id}/",
+            "iat": now, "nbf": now, "exp": now + self.expires_in, "appid": client_id,
+            "appidacr": "1" if form.get("client_secret") else "2", "idtyp": "app",
+            "oid": client.object_id, "sub": client.object_id, "tid": self.tenant_id,
+            "ver": "1.0", "uti": secrets.token_urlsafe(16)}
+        if resource + "/.default" == GRAPH_DEFAULT_SCOPE and client.roles:
+            claims["roles"] = sorted(client.roles)  # absent, not empty, when none: as Entra
+        # A JWT like Entra's, so a client may read its claims; its signature is this fake's own.
+        token = jwt.encode(claims, self._signing_secret, algorithm="HS256",
+                           headers={"kid": "fake-entra"})
         with self._lock:
-            self._state.tokens[token] = _Issued(client_id, scope,
-                                                time.time() + self.expires_in)
+            self._state.tokens[token] = _Issued(client_id, scope, now + self.expires_in, claims)
         return {"token_type": "Bearer", "expires_in": self.expires_in,
                 "ext_expires_in": self.expires_in, "access_token": token}
 

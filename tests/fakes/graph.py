@@ -53,6 +53,7 @@ from tests.fakes.odata import (
     parse_select,
     parse_top,
 )
+from tests.fakes.permissions import denied, need_for, token_roles
 from tests.fakes.routes import Route, RouteError, RouteTable
 from tests.fakes.server import LoopbackServer, Request, Response, Served
 from tests.fakes.tls import TestCA
@@ -164,11 +165,15 @@ class FakeGraph(Served):
         self.routes = routes or RouteTable.load()
         self.latency = 0.0
         self.ids_change_on_move = False
+        # False: /mailFolders/{id}/messages/{id} finds a message in any folder (Graph does not
+        # promise a 404 for a message that has left the folder)
+        self.folder_scoped_reads_check_folder = True
         self.mailbox_concurrency_limit: int | None = None  # Outlook's is 4; None = off
         self.requests: list[GraphRequest] = []
         self.rejected: list[Rejection] = []
         self.deleted: list[str] = []
         self.unimplemented: list[Rejection] = []
+        self.forbidden: list[Rejection] = []  # refused for want of a permission (app id in reason)
         self.in_flight: dict[str, int] = {}
         self.max_in_flight: dict[str, int] = {}
         self._lock = threading.RLock()
@@ -297,7 +302,9 @@ class FakeGraph(Served):
             raise GraphError(429, "ApplicationThrottled",
                              "Application is over its MailboxConcurrency limit.",
                              {"Retry-After": "0"})
-        self._authenticate(request.headers)
+        claims = self._authenticate(request.headers)
+        if claims is not None:
+            self._authorize(route, claims)
         return self._dispatch(request, route, raw_path, path, pairs)
 
     def _reject(self, method: str, path: str, reason: str) -> None:
@@ -305,7 +312,8 @@ class FakeGraph(Served):
             self.rejected.append(Rejection(method, path, reason))
         raise bad_request(reason)
 
-    def _authenticate(self, headers: Message) -> None:
+    def _authenticate(self, headers: Message) -> dict[str, Any] | None:
+        """The token's claims when ``tokens`` can tell them (a FakeEntra), else None."""
         value = headers.get("Authorization") or ""  # Message lookups ignore case
         scheme, _, token = value.strip().partition(" ")
         token = token.strip()
@@ -315,6 +323,31 @@ class FakeGraph(Served):
         if self.tokens is not None and not self.tokens.is_valid(token):
             raise GraphError(401, "InvalidAuthenticationToken", EXPIRED_MESSAGE,
                              {"WWW-Authenticate": WWW_AUTHENTICATE})
+        claims = getattr(self.tokens, "claims", None)
+        return claims(token) if claims is not None else None
+
+    def _authorize(self, route: Route, claims: dict[str, Any]) -> None:
+        """Refuse, as Graph does, a call the token's roles and the app's narrower grants
+        (Exchange RBAC on the mailbox, selected permissions on a site or list) do not cover."""
+        need = need_for(route.method, route.template)
+        if need is None:
+            return
+        roles = token_roles(claims)
+        if roles & need.roles:
+            return
+        app = str(claims.get("appid", ""))
+        if need.mail is not None:
+            box = self.mailbox(route.params.get("user-id", ""))
+            if box is None or box.allows(app, need.mail):
+                return  # an unknown mailbox is Exchange's 404, answered by the handler
+        if need.site_role is not None:
+            from tests.fakes.sharepoint import FakeSharePoint
+
+            if FakeSharePoint.of(self, self._lock).allows(route, app, roles, need):
+                return
+        with self._lock:
+            self.forbidden.append(Rejection(route.method, route.template, app))
+        raise denied(need, roles)
 
     def _take_fault(self, method: str, raw_path: str, path: str) -> _Fault | None:
         with self._lock:
@@ -453,7 +486,8 @@ class FakeGraph(Served):
         msg = ctx.mailbox.find(ref)
         if msg is None:
             raise _malformed_or_missing(ref, ("AAMk", "AAkA"))
-        if ctx.in_folder is not None and msg.folder_id != self._folder(ctx, ctx.in_folder).id:
+        if ctx.in_folder is not None and self.folder_scoped_reads_check_folder \
+                and msg.folder_id != self._folder(ctx, ctx.in_folder).id:
             raise _not_found()
         return msg
 

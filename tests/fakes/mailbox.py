@@ -146,10 +146,28 @@ class FakeMailbox:
         self._messages: dict[int, FakeMessage] = {}
         self._index: dict[str, int] = {}  # REST and immutable ids -> message key
         self._next_key = 0
+        self.app_roles: dict[str, str] = {}  # app id -> Exchange RBAC role scoped to this box
         for name, display in WELL_KNOWN_FOLDERS.items():
             fid = _token("AQMkAD", 24) + "AAAA="
             parent = "" if name == ROOT else self._well_known_id(ROOT)
             self._folders[fid] = FakeFolder(fid, display, parent, name, is_hidden=name == ROOT)
+
+    # ------------------------------------------------------------------ access
+    def grant(self, app_id: str, role: str = "Mail.ReadWrite") -> FakeMailbox:
+        """An Exchange RBAC for Applications assignment (`Application Mail.ReadWrite` or
+        `Application Mail.Read`) whose management scope holds this mailbox only."""
+        with self._lock:
+            self.app_roles[app_id] = role
+        return self
+
+    def revoke(self, app_id: str) -> None:
+        with self._lock:
+            self.app_roles.pop(app_id, None)
+
+    def allows(self, app_id: str, wanted: str) -> bool:
+        with self._lock:
+            granted = self.app_roles.get(app_id)
+        return granted == wanted or granted == "Mail.ReadWrite"
 
     # ------------------------------------------------------------------ seeding / inspection
     def add_message(self, folder: str = "inbox", *, subject: str = "",

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote, urlencode
 
 from tests.fakes.odata import GraphError, bad_request, parse_expand
+from tests.fakes.permissions import SITE_ROLES, Need, role_at_least
 from tests.fakes.routes import Route
 from tests.fakes.server import Request, Response
 
@@ -198,6 +199,7 @@ class FakeList:
         self.description = description
         self.columns: list[FakeColumn] = _builtin_columns()
         self.items: dict[int, FakeItem] = {}
+        self.grants: dict[str, str] = {}  # app id -> role (Lists.SelectedOperations.Selected)
         self.created = self.modified = _now()
         self._guid = str(uuid.uuid4())
         self._version = 1
@@ -206,6 +208,12 @@ class FakeList:
     @property
     def etag(self) -> str:
         return f'"{self._guid},{self._version}"'
+
+    def grant(self, app_id: str, role: str = "write") -> FakeList:
+        """What `POST …/lists/{id}/permissions` records: the app may use this list only."""
+        with self.site.lock:
+            self.grants[app_id] = role
+        return self
 
     @property
     def web_url(self) -> str:
@@ -402,8 +410,15 @@ class FakeSite:
         self.id = site_id
         self.lock = lock
         self.lists: dict[str, FakeList] = {}
+        self.grants: dict[str, str] = {}  # app id -> role (Sites.Selected)
         host = site_id.split(",", 1)[0] if "," in site_id else "contoso.sharepoint.com"
         self.web_url = f"https://{host}/sites/dmarc"
+
+    def grant(self, app_id: str, role: str = "fullcontrol") -> FakeSite:
+        """What `POST /sites/{id}/permissions` records (for an app holding Sites.Selected)."""
+        with self.lock:
+            self.grants[app_id] = role
+        return self
 
     def list(self, ref: str) -> FakeList | None:
         """A list by id or by title (Graph takes either in the URL)."""
@@ -721,6 +736,10 @@ class FakeSharePoint:
             ("GET", f"{lst}/items/{{listItem-id}}"): self._get_item,
             ("GET", f"{lst}/items/{{listItem-id}}/fields"): self._get_fields,
             ("PATCH", f"{lst}/items/{{listItem-id}}/fields"): self._patch_fields,
+            ("GET", f"{sites}/permissions"): self._list_permissions,
+            ("POST", f"{sites}/permissions"): self._create_permission,
+            ("GET", f"{lst}/permissions"): self._list_permissions,
+            ("POST", f"{lst}/permissions"): self._create_permission,
         }
         graph.add_handlers({key: self._wrap(handler) for key, handler in routes.items()})
 
@@ -738,6 +757,56 @@ class FakeSharePoint:
                 raise ValueError(f"site {site_id} exists")
             site = self.sites[site_id.lower()] = FakeSite(site_id, self.lock)
             return site
+
+    def allows(self, route: Route, app_id: str, roles: frozenset[str], need: Need) -> bool:
+        """Whether a selected-permission grant covers the call (the tenant-wide roles were
+        checked by the caller). An unknown site or list is let through to answer 404."""
+        with self.lock:
+            site = self.sites.get(route.params.get("site-id", "").lower())
+            if site is None:
+                return True
+            if "Sites.Selected" in roles and need.site_role is not None \
+                    and role_at_least(site.grants.get(app_id), need.site_role):
+                return True
+            if need.list_role is None or "Lists.SelectedOperations.Selected" not in roles:
+                return False
+            found = site.list(route.params.get("list-id", ""))
+            return found is None or role_at_least(found.grants.get(app_id), need.list_role)
+
+    def _grants_of(self, call: _Call) -> dict[str, str]:
+        if "list-id" in call.route.params:
+            return self._list(call).grants
+        return self._site(call).grants
+
+    @staticmethod
+    def _permission_json(app_id: str, role: str) -> dict[str, Any]:
+        identity = {"application": {"id": app_id, "displayName": "app"}}
+        return {"id": base64.b64encode(f"app#{app_id}".encode()).decode(), "roles": [role],
+                "grantedToIdentitiesV2": [identity], "grantedToIdentities": [identity]}
+
+    def _list_permissions(self, call: _Call) -> Response:
+        grants = self._grants_of(call)
+        return _json(200, {"value": [self._permission_json(app, role)
+                                     for app, role in sorted(grants.items())]})
+
+    def _create_permission(self, call: _Call) -> Response:
+        """`POST …/permissions` for an application (selected permissions): one role, one app,
+        in `grantedToIdentities`, `grantedTo` or `grantedToV2` as the reference pages show."""
+        body = call.json_body()
+        roles = body.get("roles")
+        if not isinstance(roles, list) or len(roles) != 1 or roles[0] not in SITE_ROLES:
+            raise _invalid("roles must hold one of read, write, manage, fullcontrol.")
+        identities = body.get("grantedToIdentities") or body.get("grantedToIdentitiesV2")
+        if identities is None:
+            single = body.get("grantedTo") or body.get("grantedToV2")
+            identities = [single] if single is not None else None
+        app = (identities[0] or {}).get("application") if isinstance(identities, list) \
+            and len(identities) == 1 and isinstance(identities[0], dict) else None
+        app_id = app.get("id") if isinstance(app, dict) else None
+        if not isinstance(app_id, str) or not app_id:
+            raise _invalid("An application id is required in grantedToIdentities.")
+        self._grants_of(call)[app_id] = roles[0]
+        return _json(201, self._permission_json(app_id, roles[0]))
 
     # -- plumbing ----------------------------------------------------------------------------
 
