@@ -7,7 +7,7 @@ at import time reads settings, secrets or the network.
 
 import azure.functions as func
 
-from function_app import bot_functions, digest_functions, mailbox_functions
+from function_app import bot_functions, digest_functions, doctor_functions, mailbox_functions
 from graph.client import quiet_transport_logs
 
 quiet_transport_logs()  # request URLs carry mailbox and message ids; see graph.client
@@ -16,5 +16,6 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_blueprint(mailbox_functions.bp)
 app.register_blueprint(bot_functions.bp)
 app.register_blueprint(digest_functions.bp)
+app.register_blueprint(doctor_functions.bp)
 
 __all__ = ["app"]

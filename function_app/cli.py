@@ -34,7 +34,7 @@ from analysis.serialize import (
 )
 from analysis.summary import DomainSummary, summarise
 from analysis.verdicts import ServiceVerdict
-from function_app import settings
+from function_app import settings, setup_cli
 from function_app.approvals import (
     ApprovalSettings,
     Refused,
@@ -590,6 +590,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outbox", metavar="DIR", help="where the demo's cards go (default: beside"
                    " its reports)")
     p.set_defaults(handler=cmd_demo)
+
+    setup_cli.add_commands(sub)  # teams-app, sharepoint, doctor
     return parser
 
 

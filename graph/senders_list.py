@@ -219,7 +219,7 @@ class SendersList:
                 return _text(row.get("id"))
         return None
 
-    async def _upgrade_columns(self) -> None:
+    async def _existing_columns(self) -> dict[str, dict[str, Any]]:
         from kiota_abstractions.base_request_configuration import RequestConfiguration
         from msgraph.generated.sites.item.lists.item.columns.columns_request_builder import (
             ColumnsRequestBuilder,
@@ -230,8 +230,12 @@ class SendersList:
             select=["id", "name", "indexed", "enforceUniqueValues", "text", "choice", "number",
                     "dateTime"])
         info = columns.to_get_request_information(RequestConfiguration(query_parameters=query))
-        existing = {str(row.get("name")): row
-                    async for row in self._pages(info, lambda url: columns.with_url(url))}
+        return {str(row.get("name")): row
+                async for row in self._pages(info, lambda url: columns.with_url(url))}
+
+    async def _upgrade_columns(self) -> None:
+        columns = self._list.columns
+        existing = await self._existing_columns()
         for column in COLUMNS:
             row = existing.get(column.name)
             if row is None:
@@ -246,21 +250,54 @@ class SendersList:
                 log.warning("column %s of the senders list is not of type %s; leaving it",
                             column.name, column.kind)
                 continue
-            patch: dict[str, Any] = {}
-            if (column.indexed or column.unique) and not row.get("indexed"):
-                patch["indexed"] = True
-            if column.unique and not row.get("enforceUniqueValues"):
-                patch["enforceUniqueValues"] = True
-            if column.kind == "choice":
-                have = list((row.get("choice") or {}).get("choices") or [])
-                missing = [c for c in column.facet["choices"] if c not in have]
-                if missing:
-                    patch["choice"] = {**(row.get("choice") or {}), "choices": have + missing}
+            patch = _column_patch(column, row)
             if patch:
                 builder = columns.by_column_definition_id(str(row.get("id")))
                 await self._json(self._request(builder, "PATCH", patch))
                 log.info("updated column %s of the senders list: %s", column.name,
                          sorted(patch))
+
+    async def column_problems(self) -> list[str]:
+        """What provisioning would change on this list, in words: empty when the list has every
+        column, index and uniqueness dmarcbot relies on (read-only; `dmarcbot doctor`)."""
+        existing = await self._existing_columns()
+        problems = []
+        for column in COLUMNS:
+            row = existing.get(column.name)
+            if row is None:
+                problems.append(f"column {column.name} is missing")
+            elif column.kind not in row:
+                problems.append(f"column {column.name} is not of type {column.kind}")
+            else:
+                problems += [f"column {column.name} {what}"
+                             for what in _patch_words(_column_patch(column, row))]
+        return problems
+
+    async def grant(self, app_id: str, role: str = "write") -> bool:
+        """Give an app `role` on this list alone (selected permissions); False when it had it.
+
+        Needs an administrator's grant (Sites.FullControl.All, or Sites.Selected with
+        `fullcontrol` on the site). The runtime app then needs the application permission
+        Lists.SelectedOperations.Selected, and nothing tenant-wide.
+        """
+        if role not in _SITE_ROLES:
+            raise ValueError(f"role {role!r} is not one of {', '.join(_SITE_ROLES)}")
+        permissions = self._list.permissions
+        answer = await self._json(permissions.to_get_request_information())
+        for row in answer.get("value") or []:
+            identities = row.get("grantedToIdentitiesV2") or row.get("grantedToIdentities") or []
+            apps = {str((i.get("application") or {}).get("id", "")).lower()
+                    for i in identities if isinstance(i, dict)}
+            had = [r for r in row.get("roles") or [] if r in _SITE_ROLES]
+            if app_id.lower() in apps and any(
+                    _SITE_ROLES.index(r) >= _SITE_ROLES.index(role) for r in had):
+                return False
+        body = {"roles": [role],
+                "grantedToIdentities": [{"application": {"id": app_id,
+                                                         "displayName": "dmarcbot"}}]}
+        await self._json(self._request(permissions, "POST", body))
+        log.info("granted %s on the senders list to an app", role)
+        return True
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -489,6 +526,30 @@ class SendersList:
 
 
 # -- mapping -------------------------------------------------------------------------------------
+
+
+_SITE_ROLES = ("read", "write", "manage", "fullcontrol")  # each includes the ones before
+
+
+def _column_patch(column: Column, row: dict[str, Any]) -> dict[str, Any]:
+    """What a column as Graph shows it (`row`) lacks of its definition, as a PATCH body."""
+    patch: dict[str, Any] = {}
+    if (column.indexed or column.unique) and not row.get("indexed"):
+        patch["indexed"] = True
+    if column.unique and not row.get("enforceUniqueValues"):
+        patch["enforceUniqueValues"] = True
+    if column.kind == "choice":
+        have = list((row.get("choice") or {}).get("choices") or [])
+        missing = [c for c in column.facet["choices"] if c not in have]
+        if missing:
+            patch["choice"] = {**(row.get("choice") or {}), "choices": have + missing}
+    return patch
+
+
+def _patch_words(patch: dict[str, Any]) -> list[str]:
+    words = {"indexed": "is not indexed", "enforceUniqueValues": "does not enforce unique values",
+             "choice": "lacks some choices"}
+    return [words[key] for key in patch]
 
 
 def _sender(row: dict[str, Any]) -> SenderItem:

@@ -269,10 +269,11 @@ class TableStore:
         self.path = f"{_public(service.url)}/{prefix}"  # where the data is; never a key
 
     @classmethod
-    def from_connection_string(cls, conn: str, *, prefix: str = "dmarcbot") -> TableStore:
+    def from_connection_string(cls, conn: str, *, prefix: str = "dmarcbot",
+                               **client_options: Any) -> TableStore:
         """Key or SAS access (Azurite, development)."""
         try:
-            service = TableServiceClient.from_connection_string(conn)
+            service = TableServiceClient.from_connection_string(conn, **client_options)
         except (ValueError, AzureError):
             raise StoreError("the Table Storage connection string is not valid") from None
         return cls(service, prefix=prefix)
@@ -295,6 +296,14 @@ class TableStore:
 
     def close(self) -> None:
         self._service.close()
+
+    def probe(self) -> str:
+        """Whether the account answers this identity, read-only (`dmarcbot doctor`)."""
+        with self._errors("*"):
+            names = [t.name for t in self._service.list_tables()
+                     if t.name.startswith(self._prefix)]
+        return (f"Table Storage answers; {len(names)} {self._prefix}* tables exist"
+                + ("" if names else " (made at the first report)"))
 
     def __enter__(self) -> TableStore:
         return self
@@ -593,7 +602,8 @@ class TableStore:
         return True
 
 
-def table_store_from_settings(env: Mapping[str, str] | None = None) -> TableStore:
+def table_store_from_settings(env: Mapping[str, str] | None = None,
+                              **client_options: Any) -> TableStore:
     """The store the settings name: a connection string, or an account URL and managed identity.
 
     `DMARCBOT_TABLES_CLIENT_ID` picks a user-assigned identity; without it the app's
@@ -612,12 +622,12 @@ def table_store_from_settings(env: Mapping[str, str] | None = None) -> TableStor
     if conn and url:
         raise StoreError(f"set {CONNECTION_ENV} or {ACCOUNT_URL_ENV}, not both")
     if conn:
-        return TableStore.from_connection_string(conn, prefix=prefix)
+        return TableStore.from_connection_string(conn, prefix=prefix, **client_options)
     if url:
         from azure.identity import ManagedIdentityCredential  # only Azure needs azure-identity
 
         client_id = env.get(CLIENT_ID_ENV, "").strip() or None
         return TableStore.from_account(url, ManagedIdentityCredential(client_id=client_id),
-                                       prefix=prefix)
+                                       prefix=prefix, **client_options)
     raise StoreError(f"Table Storage is not configured: set {ACCOUNT_URL_ENV} (with a managed "
                      f"identity) or {CONNECTION_ENV} (a connection string)")

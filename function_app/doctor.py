@@ -1,0 +1,421 @@
+"""`dmarcbot doctor`: is this deployment ready for its first report, and if not, what to fix.
+
+Every check reads, none writes: it may run against production at any time. One line per check
+says what was found and, when it failed, what to do. The same checks run from the command line
+(the settings as environment variables) and behind the `doctor` function (the app's settings).
+A check that depends on an earlier one that failed is skipped, so the first failure is the one
+to fix first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal
+
+from function_app import settings as app_settings
+from function_app.settings import SettingsError
+
+Status = Literal["ok", "fail", "skip"]
+
+__all__ = ["Check", "Status", "healthy", "run_checks"]
+
+# A doctor answers in seconds: storage that does not answer at once is reported, not retried
+# for a minute as the app's own clients are.
+_QUICK: dict[str, Any] = {"retry_total": 0, "connection_timeout": 5, "read_timeout": 10}
+QUEUE_NAME = "dmarcbot-mail"  # function_app.mailjob.MAIL_QUEUE, not imported: it loads Graph
+
+# What Entra ID's AADSTS codes mean for the one who set the app up, and what to do.
+AADSTS_FIXES = {
+    "700016": "the app registration is not in this tenant: check DMARCBOT_CLIENT_ID and "
+              "DMARCBOT_TENANT_ID",
+    "90002": "the tenant does not exist: check DMARCBOT_TENANT_ID",
+    "7000215": "the client secret is wrong: use the secret's value, not its id",
+    "7000222": "the client secret has expired: create a new one (or move to the managed "
+               "identity)",
+    "700027": "the certificate is not registered on the app, or its signature is wrong: upload "
+              "the public certificate to the app registration",
+    "700024": "the client assertion is outside its validity: check the machine's clock",
+    "70021": "no federated credential on the app registration matches the managed identity: "
+             "run scripts/setup-entra.sh (the subject is the identity's principal id)",
+    "700212": "the federated credential's audience is not api://AzureADTokenExchange",
+    "500011": "the resource (Graph or the Bot Framework) is not in the tenant",
+    "7000218": "no credential was sent: set DMARCBOT_MANAGED_IDENTITY_CLIENT_ID, "
+               "DMARCBOT_CERTIFICATE_PATH or DMARCBOT_CLIENT_SECRET",
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Check:
+    """One question about the deployment and its answer."""
+
+    name: str
+    status: Status
+    detail: str  # what was found: counts, names, error codes; never secrets or contents
+    fix: str = ""  # what to do when it failed
+
+    def as_dict(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+
+def healthy(checks: list[Check]) -> bool:
+    return all(check.status != "fail" for check in checks)
+
+
+class _Failed(Exception):
+    """A check's failure, with what to fix."""
+
+    def __init__(self, detail: str, fix: str) -> None:
+        super().__init__(detail)
+        self.detail, self.fix = detail, fix
+
+
+async def run_checks(environ: Mapping[str, str], *,
+                     other_mailbox: str | None = None) -> list[Check]:
+    """Every check, in the order a deployment is built; later ones skip when what they need
+    failed. `other_mailbox` is one the app must not be able to read (default: an owner's)."""
+    return await _Doctor(environ, other_mailbox).run()
+
+
+class _Doctor:
+    def __init__(self, env: Mapping[str, str], other_mailbox: str | None) -> None:
+        self.env = env
+        self.other_mailbox = other_mailbox
+        self.checks: list[Check] = []
+        self.settings: dict[str, Any] = {}
+        self.graph: Any = None
+
+    async def run(self) -> list[Check]:
+        from graph.client import connect
+        from graph.credentials import credential_for
+
+        settings_ok = await self._check("settings", self._settings)
+        teams = "teams" in self.settings
+        credential = None
+        if settings_ok:
+            credential = credential_for(self.settings["mailbox"].credential)
+        graph_ok = await self._when(settings_ok, "graph token",
+                                    lambda: self._graph_token(credential))
+        if graph_ok:
+            mailbox = self.settings["mailbox"]
+            self.graph = connect(credential, base_url=mailbox.graph_url,  # type: ignore[arg-type]
+                                 ca_bundle=mailbox.credential.ca_bundle)
+        try:
+            await self._when(graph_ok, "graph permissions", self._graph_permissions)
+            await self._when(teams, "bot token", lambda: self._bot_token(credential))
+            await self._when(graph_ok, "mailbox", self._mailbox)
+            await self._when(graph_ok, "other mailboxes", self._other_mailbox)
+            await self._when(graph_ok and teams, "senders list", self._senders_list)
+            await self._when(graph_ok and teams, "teams app", self._teams_app)
+            await self._when(teams, "bot keys", self._bot_keys)
+        finally:
+            if self.graph is not None:
+                await self.graph.aclose()
+        await self._check("table storage", self._tables)
+        await self._check("host queue", self._queue)
+        await self._when(settings_ok, "dns", self._dns)
+        return self.checks
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    async def _check(self, name: str, probe: Callable[[], Awaitable[str]]) -> bool:
+        from graph.errors import GraphError
+        from store import StoreError
+
+        try:
+            detail = await probe()
+        except _Failed as exc:
+            self.checks.append(Check(name, "fail", exc.detail, exc.fix))
+            return False
+        except (SettingsError, StoreError, GraphError, ValueError, OSError) as exc:
+            self.checks.append(Check(name, "fail", _one_line(exc), ""))
+            return False
+        status: Status = "skip" if detail.startswith("skipped:") else "ok"
+        self.checks.append(Check(name, status, detail.removeprefix("skipped: ")))
+        return True
+
+    async def _when(self, ready: bool, name: str, probe: Callable[[], Awaitable[str]]) -> bool:
+        if ready:
+            return await self._check(name, probe)
+        self.checks.append(Check(name, "skip", "needs the checks above to pass first"))
+        return False
+
+    # -- the checks ------------------------------------------------------------------------------
+
+    async def _settings(self) -> str:
+        from analysis import Limits
+        from analysis.dnsevidence import make_resolver
+
+        env = self.env
+        self.settings["mailbox"] = app_settings.mailbox_settings(env)
+        self.settings["approvals"] = app_settings.approval_settings(env)
+        try:
+            Limits.from_env(env)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+        servers = app_settings.nameservers(env)
+        if servers:
+            try:
+                make_resolver(servers)
+            except ValueError as exc:
+                raise SettingsError(f"app setting DMARCBOT_NAMESERVERS: {exc}") from None
+        self.settings["nameservers"] = servers
+        if app_settings.teams_configured(env):
+            self.settings["teams"] = app_settings.teams_settings(env)
+        credential = self.settings["mailbox"].credential
+        teams = "owners asked in Teams" if "teams" in self.settings else "Teams not set up"
+        return f"{credential.kind} credential for app {credential.client_id}; {teams}"
+
+    async def _graph_token(self, credential: Any) -> str:
+        from graph.client import graph_scope
+
+        scope = graph_scope(self.settings["mailbox"].graph_url)
+        self.settings["graph_token"] = await self._token(credential, scope, "Microsoft Graph")
+        return f"Entra ID issued a token for Microsoft Graph ({credential.kind} credential)"
+
+    async def _bot_token(self, credential: Any) -> str:
+        from graph.bot_connector import BOT_SCOPE
+
+        await self._token(credential, BOT_SCOPE, "the Bot Framework")
+        return "Entra ID issued a token for the Bot Framework"
+
+    @staticmethod
+    async def _token(credential: Any, scope: str, what: str) -> str:
+        from graph.errors import CredentialError
+
+        try:
+            token = await credential.get_token(scope)
+        except CredentialError as exc:
+            code = str(exc).rsplit("AADSTS", 1)[-1].rstrip(")") if "AADSTS" in str(exc) else ""
+            fix = AADSTS_FIXES.get(code, "check the app registration and its credential "
+                                         "(docs/deploy.md, step 2)")
+            raise _Failed(f"no token for {what}: {exc}", fix) from None
+        return str(token.token)
+
+    async def _graph_permissions(self) -> str:
+        from graph.health import token_claims
+        from graph.permissions import TEAMS_ROLES, missing_roles, unwanted_roles
+
+        claims = token_claims(self.settings["graph_token"])
+        if not claims:
+            return "skipped: the token cannot be read, so its roles cannot be checked"
+        roles = frozenset(r for r in claims.get("roles") or [] if isinstance(r, str))
+        unwanted = unwanted_roles(roles)
+        missing = missing_roles(roles, teams="teams" in self.settings)
+        problems = []
+        if unwanted:
+            problems.append(f"tenant-wide {', '.join(unwanted)} granted")
+        if missing:
+            problems.append(f"{', '.join(missing)} missing")
+        if problems:
+            fixes = []
+            if unwanted:
+                fixes.append("remove the tenant-wide roles from the app registration (mailbox "
+                             "access comes from the Exchange scope, the list from its own grant)")
+            if missing:
+                fixes.append("grant and consent " + "; ".join(
+                    f"{role} ({TEAMS_ROLES[role]})" for role in missing)
+                    + ": scripts/setup-entra.sh")
+            raise _Failed("; ".join(problems), "; ".join(fixes))
+        return f"roles {', '.join(sorted(roles)) or 'none'}; nothing tenant-wide"
+
+    async def _mailbox(self) -> str:
+        from graph.errors import GraphError
+        from graph.health import folder_by_name, mail_folder
+
+        mailbox = self.settings["mailbox"]
+        try:
+            source = await mail_folder(self.graph, mailbox.address, mailbox.folders.source)
+        except GraphError as exc:
+            raise _Failed(f"cannot read {mailbox.address}: {exc}", _mail_fix(exc)) from None
+        found = []
+        for name in (mailbox.folders.processed, mailbox.folders.failed):
+            exists = await folder_by_name(self.graph, mailbox.address, name)
+            found.append(f"{name} {'exists' if exists else 'is made at the first sort'}")
+        count = source.get("totalItemCount")
+        waiting = f"{count} messages" if isinstance(count, int) else "messages"
+        return (f"{mailbox.address}: {mailbox.folders.source} holds {waiting}; "
+                + "; ".join(found))
+
+    async def _other_mailbox(self) -> str:
+        from graph.errors import GraphError
+        from graph.health import mail_folder
+
+        other = self.other_mailbox or self._someone_else()
+        if other is None:
+            return ("skipped: no other mailbox to try; give one with --other-mailbox to prove "
+                    "the Exchange scope holds the app to the DMARC mailbox")
+        try:
+            await mail_folder(self.graph, other, "inbox")
+        except GraphError as exc:
+            if exc.status == 403:
+                return f"{other}: refused, as it should be"
+            if exc.status == 404:
+                return f"skipped: {other} has no mailbox; try another with --other-mailbox"
+            raise
+        raise _Failed(f"the app can read {other}'s mailbox",
+                      "limit the app to the DMARC mailbox: an Exchange management scope "
+                      "(scripts/setup-exchange.ps1) and no Mail.* role in Entra ID")
+
+    def _someone_else(self) -> str | None:
+        mine = self.settings["mailbox"].address.casefold()
+        approvals = self.settings["approvals"]
+        people = [*approvals.default_owners.values(), *sorted(approvals.admins)]
+        return next((p for p in people if "@" in p and p.casefold() != mine), None)
+
+    async def _senders_list(self) -> str:
+        from graph.errors import GraphError
+        from graph.senders_list import SendersList
+
+        teams = self.settings["teams"]
+        senders = SendersList(self.graph, teams.site_id, teams.list_id)
+        try:
+            problems = await senders.column_problems()
+        except GraphError as exc:
+            fix = ("grant the app write on the list: dmarcbot sharepoint grant"
+                   if exc.status in (401, 403) else
+                   "check DMARCBOT_SP_SITE_ID and DMARCBOT_SP_LIST_ID (dmarcbot sharepoint "
+                   "provision prints the list id)")
+            raise _Failed(f"cannot read the senders list: {exc}", fix) from None
+        if problems:
+            raise _Failed("; ".join(problems),
+                          "run dmarcbot sharepoint provision again (it adds what is missing)")
+        return "every column is there, filtered ones indexed, ItemKey unique"
+
+    async def _teams_app(self) -> str:
+        from graph.errors import GraphError
+        from graph.health import catalog_app_id
+
+        external = self.settings["teams"].teams_app_id
+        try:
+            found = await catalog_app_id(self.graph, external)
+        except GraphError as exc:
+            raise _Failed(f"cannot read the org app catalog: {exc}",
+                          "grant AppCatalog.Read.All (scripts/setup-entra.sh)") from None
+        if found is None:
+            raise _Failed(f"no app with manifest id {external} in the org app catalog",
+                          "build it with dmarcbot teams-app and upload it in the Teams admin "
+                          "center (Manage apps > Upload new app)")
+        return f"manifest id {external} is in the org app catalog"
+
+    async def _bot_keys(self) -> str:
+        from graph.errors import GraphError
+        from graph.health import openid_keys
+
+        teams = self.settings["teams"]
+        ca = teams.credential.ca_bundle
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca)) if ca else True
+        try:
+            keys = await openid_keys(teams.openid_metadata_url, verify)
+        except GraphError as exc:
+            raise _Failed(f"{exc}", "let the app reach the Bot Framework's OpenID metadata "
+                                    "(outbound HTTPS), or fix DMARCBOT_BOT_OPENID_URL") from None
+        if keys == 0:
+            raise _Failed("the Bot Framework's key set is empty",
+                          "check DMARCBOT_BOT_OPENID_URL")
+        return f"the Bot Framework's OpenID metadata lists {keys} signing keys"
+
+    async def _tables(self) -> str:
+        from store import StoreError
+        from store.tables import table_store_from_settings
+
+        store = table_store_from_settings(self.env, **_QUICK)
+
+        def read() -> str:
+            try:
+                return store.probe()
+            finally:
+                store.close()
+
+        try:
+            return await asyncio.to_thread(read)
+        except StoreError as exc:
+            refused = "refused" in str(exc)
+            raise _Failed(str(exc), _storage_fix(refused, "Table", "DMARCBOT_TABLES_*")) from None
+
+    async def _queue(self) -> str:
+        return await asyncio.to_thread(self._queue_sync)
+
+    def _queue_sync(self) -> str:
+        from azure.core.exceptions import ResourceNotFoundError
+        from azure.storage.queue import QueueClient
+
+        env = self.env
+        conn = env.get("AzureWebJobsStorage", "").strip()
+        account = env.get("AzureWebJobsStorage__accountName", "").strip()
+        service = env.get("AzureWebJobsStorage__queueServiceUri", "").strip()
+        if conn:
+            client = QueueClient.from_connection_string(conn, QUEUE_NAME, **_QUICK)
+        elif account or service:
+            from azure.identity import ManagedIdentityCredential
+
+            url = service or f"https://{account}.queue.core.windows.net"
+            identity = ManagedIdentityCredential(
+                client_id=env.get("AzureWebJobsStorage__clientId", "").strip() or None)
+            client = QueueClient(url, QUEUE_NAME, credential=identity, **_QUICK)
+        else:
+            raise _Failed("AzureWebJobsStorage is not set",
+                          "set AzureWebJobsStorage__accountName (identity-based) or a "
+                          "connection string")
+        try:
+            with client:
+                client.get_queue_properties()
+            return f"queue {QUEUE_NAME} answers"
+        except ResourceNotFoundError:
+            return f"the queue service answers; {QUEUE_NAME} is made at the first poll"
+        except Exception as exc:  # azure-core's errors: named by type and code, never by URL
+            refused = getattr(exc, "status_code", None) is not None
+            raise _Failed(f"the host's queue did not answer: {_azure_error(exc)}",
+                          _storage_fix(refused, "Queue", "AzureWebJobsStorage")) from None
+
+    async def _dns(self) -> str:
+        import dns.asyncresolver
+        import dns.exception
+        import dns.resolver
+
+        from analysis.dnsevidence import make_resolver
+
+        servers = self.settings["nameservers"]
+        if servers is None:
+            return "skipped: DNS lookups are off (DMARCBOT_NAMESERVERS=none)"
+        resolver = make_resolver(servers) if servers else dns.asyncresolver.Resolver()
+        resolver.lifetime = 3.0
+        domains = sorted(self.settings["approvals"].default_owners) or ["microsoft.com"]
+        name = f"_dmarc.{domains[0]}"
+        try:
+            await resolver.resolve(name, "TXT")
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            pass  # an answer all the same: the resolver works
+        except dns.exception.DNSException as exc:
+            raise _Failed(f"no answer for {name} ({type(exc).__name__})",
+                          "let the app reach a DNS resolver, or set DMARCBOT_NAMESERVERS") \
+                from None
+        return f"the resolver answered for {name}"
+
+
+def _mail_fix(exc: Any) -> str:
+    if exc.status == 403:
+        return ("assign the app Application Mail.ReadWrite scoped to this mailbox "
+                "(scripts/setup-exchange.ps1); a new assignment takes up to 2 hours to apply")
+    if exc.status == 404:
+        return "check DMARCBOT_MAILBOX and DMARCBOT_MAILBOX_FOLDER"
+    return "see the error code in Microsoft Graph's documentation"
+
+
+def _storage_fix(refused: bool, service: str, settings: str) -> str:
+    if refused:
+        return (f"give the identity Storage {service} Data Contributor on the account "
+                "(infra/main.json does)")
+    return f"check {settings} (the account) and that the app can reach it"
+
+
+def _azure_error(exc: BaseException) -> str:
+    code = getattr(exc, "error_code", None) or getattr(exc, "status_code", None)
+    return f"{type(exc).__name__}{f' ({code})' if code else ''}"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
