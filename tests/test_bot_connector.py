@@ -30,6 +30,7 @@ from tests.fakes.botframework import (
 from tests.fakes.entra import FakeEntra
 from tests.fakes.fixtures import TENANT_ID
 from tests.fakes.tls import TestCA
+from tests.mailbox_env import RUNTIME_ROLES
 
 APP_ID = "3f1c1a52-5b1e-4b7b-9a59-6b0c4ad0e0d1"
 SECRET = "bot-secret-that-must-never-be-logged"
@@ -47,7 +48,7 @@ DECIDED = {"type": "AdaptiveCard", "version": "1.5",
 def entra(test_ca: TestCA) -> Iterator[FakeEntra]:
     """Entra issuing tokens for Graph and for the Bot Framework, as the real tenant does."""
     with FakeEntra(test_ca, tenant_id=TENANT_ID, scopes=(GRAPH_SCOPE, BOT_SCOPE)) as fake:
-        fake.add_client(APP_ID, secret=SECRET)
+        fake.add_client(APP_ID, secret=SECRET, roles=RUNTIME_ROLES)
         yield fake
     assert not fake.errors, fake.errors[0]
 

@@ -10,6 +10,7 @@ digest shows the sender approved.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 import time
@@ -22,6 +23,7 @@ from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
 from function_app import bot_functions, connections, digest_functions, mailbox_functions
+from graph.permissions import TEAMS_ROLES
 from graph.senders_list import DEFAULT_NAME
 from tests.azurite import unique_prefix
 from tests.builders import aggregate_xml, gzipped, record_xml
@@ -368,12 +370,40 @@ def test_a_fresh_installation_is_waited_for_and_the_card_delivered(
                 and r.path.endswith("/teamwork/installedApps")]
     assert len(installs) == 1 and bf.users[OWNER_ID].installed
     assert _creates(bf) == 3 and _cards(bf) == 1  # delivered on the third try
+    assert not graph.forbidden  # the roles graph.permissions names are enough
     first, second = sleeps.delays  # backed off, with jitter
     assert 0.75 <= first <= 1.25 and 1.5 <= second <= 2.5
     (item,) = the_list.items.values()
     (conversation,) = bf.conversations.values()
     assert item.fields["CardActivityId"] == next(iter(conversation.activities))
     assert item.fields["AskedAt"]
+
+
+@pytest.mark.parametrize("preinstalled", [False])
+@pytest.mark.parametrize("role", sorted(TEAMS_ROLES))
+def test_every_graph_role_the_setup_grants_is_needed(
+        world: tuple[FakeBotFramework, Any], graph: FakeGraph, entra: FakeEntra,
+        role: str) -> None:
+    """The roles in graph.permissions (and scripts/setup-entra.sh) are the least that works:
+    the fakes refuse, as Graph does, once any one of them is missing."""
+    from graph.errors import GraphError
+
+    bf, _ = world
+    entra.set_roles(CLIENT_ID, PROVISIONING_ROLES - {role})
+    entra.expire_all()  # the consent changed: tokens issued before it carry the old roles
+    with contextlib.suppress(GraphError):
+        _asker(bf, Sleeps())(_start())
+    refused = {r.path for r in graph.forbidden}  # route templates
+    assert any(t.endswith(NEEDED_FOR[role]) for t in refused), (role, refused)
+    assert _cards(bf) == 0
+
+
+NEEDED_FOR = {  # the call each role is for, as the fake Graph routes it
+    "User.ReadBasic.All": "/users/{user-id}",
+    "AppCatalog.Read.All": "/appCatalogs/teamsApps",
+    "TeamsAppInstallation.ReadWriteSelfForUser.All": "/teamwork/installedApps",
+    "Lists.SelectedOperations.Selected": "/items",
+}
 
 
 @pytest.mark.parametrize("preinstalled", [False])

@@ -435,6 +435,10 @@ class FakeBotFramework(Served):
             scope = _issued_scope(self.tokens, token)
             if scope is not None and BOT_SCOPE not in scope.split():
                 raise _Denied()  # a Graph token is no good here
+            claims = getattr(self.tokens, "claims", None)
+            issued = claims(token) if claims is not None else None
+            if issued is not None and issued.get("appid") != self.app_id:
+                raise _Denied()  # another app's Bot Framework token: not this bot's
 
     def _take_fault(self, method: str, path: str) -> _Fault | None:
         with self._lock:
@@ -649,6 +653,9 @@ class FakeTeamsGraph(Served):
         if scheme.lower() != "bearer" or not token.strip() or (
                 self.tokens is not None and not self.tokens.is_valid(token.strip())):
             return _graph_error(401, "InvalidAuthenticationToken", "Access token is empty.")
+        refused = self._refused(route, token.strip())
+        if refused is not None:
+            return refused
         template = route.template.lower()
         if template == "/appcatalogs/teamsapps" and request.method == "GET":
             return self._catalog(query)
@@ -658,6 +665,20 @@ class FakeTeamsGraph(Served):
                 return self._installed(user, query)
             return self._install(user, body, request.headers.get("Host") or "")
         return _graph_error(501, "NotImplemented", f"The fake does not serve {route.template}.")
+
+    def _refused(self, route: Any, token: str) -> Response | None:
+        """Graph's 403 when the token's roles do not cover the call (tests.fakes.permissions)."""
+        from tests.fakes.permissions import denied, need_for, token_roles
+
+        claims = getattr(self.tokens, "claims", None)
+        need = need_for(route.method, route.template)
+        if claims is None or need is None:
+            return None
+        roles = token_roles(claims(token))
+        if roles & need.roles:
+            return None
+        error = denied(need, roles)
+        return _graph_error(error.status, error.code, error.message)
 
     def _catalog(self, query: Mapping[str, str]) -> Response:
         wanted = _eq_filter(query.get("$filter", ""), "externalId")
