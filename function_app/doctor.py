@@ -25,7 +25,7 @@ __all__ = ["Check", "Status", "healthy", "run_checks"]
 # A doctor answers in seconds: storage that does not answer at once is reported, not retried
 # for a minute as the app's own clients are.
 _QUICK: dict[str, Any] = {"retry_total": 0, "connection_timeout": 5, "read_timeout": 10}
-QUEUE_NAME = "dmarcbot-mail"  # function_app.mailjob.MAIL_QUEUE, not imported: it loads Graph
+_NO_TEAMS = "owners are not asked in Teams yet (DMARCBOT_SP_SITE_ID is empty)"
 
 # What Entra ID's AADSTS codes mean for the one who set the app up, and what to do.
 AADSTS_FIXES = {
@@ -104,12 +104,16 @@ class _Doctor:
                                  ca_bundle=mailbox.credential.ca_bundle)
         try:
             await self._when(graph_ok, "graph permissions", self._graph_permissions)
-            await self._when(teams, "bot token", lambda: self._bot_token(credential))
+            no_teams = (_NO_TEAMS if settings_ok and not teams
+                        else "needs the checks above to pass first")
+            await self._when(teams, "bot token", lambda: self._bot_token(credential), no_teams)
             await self._when(graph_ok, "mailbox", self._mailbox)
             await self._when(graph_ok, "other mailboxes", self._other_mailbox)
-            await self._when(graph_ok and teams, "senders list", self._senders_list)
-            await self._when(graph_ok and teams, "teams app", self._teams_app)
-            await self._when(teams, "bot keys", self._bot_keys)
+            await self._when(graph_ok and teams, "senders list", self._senders_list,
+                             no_teams if not teams else "needs the checks above to pass first")
+            await self._when(graph_ok and teams, "teams app", self._teams_app,
+                             no_teams if not teams else "needs the checks above to pass first")
+            await self._when(teams, "bot keys", self._bot_keys, no_teams)
         finally:
             if self.graph is not None:
                 await self.graph.aclose()
@@ -136,10 +140,11 @@ class _Doctor:
         self.checks.append(Check(name, status, detail.removeprefix("skipped: ")))
         return True
 
-    async def _when(self, ready: bool, name: str, probe: Callable[[], Awaitable[str]]) -> bool:
+    async def _when(self, ready: bool, name: str, probe: Callable[[], Awaitable[str]],
+                    why: str = "needs the checks above to pass first") -> bool:
         if ready:
             return await self._check(name, probe)
-        self.checks.append(Check(name, "skip", "needs the checks above to pass first"))
+        self.checks.append(Check(name, "skip", why))
         return False
 
     # -- the checks ------------------------------------------------------------------------------
@@ -315,7 +320,7 @@ class _Doctor:
         if keys == 0:
             raise _Failed("the Bot Framework's key set is empty",
                           "check DMARCBOT_BOT_OPENID_URL")
-        return f"the Bot Framework's OpenID metadata lists {keys} signing keys"
+        return f"the Bot Framework's OpenID metadata lists {keys} signing key(s)"
 
     async def _tables(self) -> str:
         from store import StoreError
@@ -341,6 +346,8 @@ class _Doctor:
     def _queue_sync(self) -> str:
         from azure.core.exceptions import ResourceNotFoundError
         from azure.storage.queue import QueueClient
+
+        from function_app.mailjob import MAIL_QUEUE as QUEUE_NAME
 
         env = self.env
         conn = env.get("AzureWebJobsStorage", "").strip()
