@@ -70,3 +70,10 @@ if ! (cd teams_manifest && node -e '
     }' 2>/dev/null); then
     (cd teams_manifest && npm ci --no-audit --no-fund --ignore-scripts --silent)
 fi
+# tests/test_setup_scripts.py lints scripts/*.sh with Debian's shellcheck.
+if ! command -v shellcheck >/dev/null 2>&1; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends shellcheck
+fi

@@ -1,0 +1,1 @@
+"""A fake Azure CLI for running scripts/setup-entra.sh under test."""
