@@ -25,7 +25,8 @@ __all__ = ["Check", "Status", "healthy", "run_checks"]
 # A doctor answers in seconds: storage that does not answer at once is reported, not retried
 # for a minute as the app's own clients are.
 _QUICK: dict[str, Any] = {"retry_total": 0, "connection_timeout": 5, "read_timeout": 10}
-_NO_TEAMS = "owners are not asked in Teams yet (DMARCBOT_SP_SITE_ID is empty)"
+_SETTINGS_FIX = ("set it in infra/main.parameters.json and deploy again, or in the Function "
+                 "App's settings (docs/azure.md lists them all)")
 
 # What Entra ID's AADSTS codes mean for the one who set the app up, and what to do.
 AADSTS_FIXES = {
@@ -72,48 +73,47 @@ class _Failed(Exception):
         self.detail, self.fix = detail, fix
 
 
-async def run_checks(environ: Mapping[str, str], *,
-                     other_mailbox: str | None = None) -> list[Check]:
+async def run_checks(environ: Mapping[str, str], *, other_mailbox: str | None = None,
+                     dns_timeout: float = 3.0) -> list[Check]:
     """Every check, in the order a deployment is built; later ones skip when what they need
     failed. `other_mailbox` is one the app must not be able to read (default: an owner's)."""
-    return await _Doctor(environ, other_mailbox).run()
+    return await _Doctor(environ, other_mailbox, dns_timeout).run()
+
+
+_AFTER = "needs the checks above to pass first"
+_NO_TEAMS = "owners are not asked in Teams yet (DMARCBOT_SP_SITE_ID is empty)"
 
 
 class _Doctor:
-    def __init__(self, env: Mapping[str, str], other_mailbox: str | None) -> None:
+    def __init__(self, env: Mapping[str, str], other_mailbox: str | None,
+                 dns_timeout: float) -> None:
         self.env = env
         self.other_mailbox = other_mailbox
+        self.dns_timeout = dns_timeout
         self.checks: list[Check] = []
         self.settings: dict[str, Any] = {}
+        self.credential: Any = None
         self.graph: Any = None
 
     async def run(self) -> list[Check]:
         from graph.client import connect
-        from graph.credentials import credential_for
 
         settings_ok = await self._check("settings", self._settings)
         teams = "teams" in self.settings
-        credential = None
-        if settings_ok:
-            credential = credential_for(self.settings["mailbox"].credential)
-        graph_ok = await self._when(settings_ok, "graph token",
-                                    lambda: self._graph_token(credential))
+        teams_why = _NO_TEAMS if settings_ok and not teams else _AFTER
+        graph_ok = await self._when(settings_ok, "graph token", self._graph_token)
         if graph_ok:
             mailbox = self.settings["mailbox"]
-            self.graph = connect(credential, base_url=mailbox.graph_url,  # type: ignore[arg-type]
+            self.graph = connect(self.credential, base_url=mailbox.graph_url,
                                  ca_bundle=mailbox.credential.ca_bundle)
         try:
             await self._when(graph_ok, "graph permissions", self._graph_permissions)
-            no_teams = (_NO_TEAMS if settings_ok and not teams
-                        else "needs the checks above to pass first")
-            await self._when(teams, "bot token", lambda: self._bot_token(credential), no_teams)
+            await self._when(graph_ok and teams, "bot token", self._bot_token, teams_why)
             await self._when(graph_ok, "mailbox", self._mailbox)
             await self._when(graph_ok, "other mailboxes", self._other_mailbox)
-            await self._when(graph_ok and teams, "senders list", self._senders_list,
-                             no_teams if not teams else "needs the checks above to pass first")
-            await self._when(graph_ok and teams, "teams app", self._teams_app,
-                             no_teams if not teams else "needs the checks above to pass first")
-            await self._when(teams, "bot keys", self._bot_keys, no_teams)
+            await self._when(graph_ok and teams, "senders list", self._senders_list, teams_why)
+            await self._when(graph_ok and teams, "teams app", self._teams_app, teams_why)
+            await self._when(teams, "bot keys", self._bot_keys, teams_why)
         finally:
             if self.graph is not None:
                 await self.graph.aclose()
@@ -125,6 +125,7 @@ class _Doctor:
     # -- plumbing --------------------------------------------------------------------------------
 
     async def _check(self, name: str, probe: Callable[[], Awaitable[str]]) -> bool:
+        from function_app.mailjob import one_line
         from graph.errors import GraphError
         from store import StoreError
 
@@ -134,14 +135,14 @@ class _Doctor:
             self.checks.append(Check(name, "fail", exc.detail, exc.fix))
             return False
         except (SettingsError, StoreError, GraphError, ValueError, OSError) as exc:
-            self.checks.append(Check(name, "fail", _one_line(exc), ""))
+            self.checks.append(Check(name, "fail", one_line(exc), ""))
             return False
         status: Status = "skip" if detail.startswith("skipped:") else "ok"
         self.checks.append(Check(name, status, detail.removeprefix("skipped: ")))
         return True
 
     async def _when(self, ready: bool, name: str, probe: Callable[[], Awaitable[str]],
-                    why: str = "needs the checks above to pass first") -> bool:
+                    why: str = _AFTER) -> bool:
         if ready:
             return await self._check(name, probe)
         self.checks.append(Check(name, "skip", why))
@@ -150,10 +151,23 @@ class _Doctor:
     # -- the checks ------------------------------------------------------------------------------
 
     async def _settings(self) -> str:
+        env = self.env
+        placeholders = sorted(name for name, value in env.items() if "REPLACE-ME" in value)
+        if placeholders:
+            raise _Failed(f"app setting {placeholders[0]} still holds a REPLACE-ME placeholder",
+                          _SETTINGS_FIX)
+        try:
+            self._read_settings(env)
+        except SettingsError as exc:
+            raise _Failed(str(exc), _SETTINGS_FIX) from None
+        credential = self.settings["mailbox"].credential
+        teams = "owners asked in Teams" if "teams" in self.settings else "Teams not set up"
+        return f"{credential.kind} credential for app {credential.client_id}; {teams}"
+
+    def _read_settings(self, env: Mapping[str, str]) -> None:
         from analysis import Limits
         from analysis.dnsevidence import make_resolver
 
-        env = self.env
         self.settings["mailbox"] = app_settings.mailbox_settings(env)
         self.settings["approvals"] = app_settings.approval_settings(env)
         try:
@@ -169,33 +183,36 @@ class _Doctor:
         self.settings["nameservers"] = servers
         if app_settings.teams_configured(env):
             self.settings["teams"] = app_settings.teams_settings(env)
-        credential = self.settings["mailbox"].credential
-        teams = "owners asked in Teams" if "teams" in self.settings else "Teams not set up"
-        return f"{credential.kind} credential for app {credential.client_id}; {teams}"
 
-    async def _graph_token(self, credential: Any) -> str:
+    async def _graph_token(self) -> str:
         from graph.client import graph_scope
+        from graph.credentials import credential_for
+        from graph.errors import CredentialError
 
+        app = self.settings["mailbox"].credential
+        try:
+            self.credential = credential_for(app)  # reads a certificate file, if one is set
+        except CredentialError as exc:
+            raise _Failed(str(exc), "check DMARCBOT_CERTIFICATE_PATH and "
+                                    "DMARCBOT_CERTIFICATE_PASSWORD") from None
         scope = graph_scope(self.settings["mailbox"].graph_url)
-        self.settings["graph_token"] = await self._token(credential, scope, "Microsoft Graph")
-        return f"Entra ID issued a token for Microsoft Graph ({credential.kind} credential)"
+        self.settings["graph_token"] = await self._token(scope, "Microsoft Graph")
+        return f"Entra ID issued a token for Microsoft Graph ({app.kind} credential)"
 
-    async def _bot_token(self, credential: Any) -> str:
+    async def _bot_token(self) -> str:
         from graph.bot_connector import BOT_SCOPE
 
-        await self._token(credential, BOT_SCOPE, "the Bot Framework")
+        await self._token(BOT_SCOPE, "the Bot Framework")
         return "Entra ID issued a token for the Bot Framework"
 
-    @staticmethod
-    async def _token(credential: Any, scope: str, what: str) -> str:
+    async def _token(self, scope: str, what: str) -> str:
         from graph.errors import CredentialError
 
         try:
-            token = await credential.get_token(scope)
+            token = await self.credential.get_token(scope)
         except CredentialError as exc:
-            code = str(exc).rsplit("AADSTS", 1)[-1].rstrip(")") if "AADSTS" in str(exc) else ""
-            fix = AADSTS_FIXES.get(code, "check the app registration and its credential "
-                                         "(docs/deploy.md, step 2)")
+            fix = AADSTS_FIXES.get(exc.aadsts or "", "check the app registration and its "
+                                   "credential (docs/deploy.md, steps 2 and 4)")
             raise _Failed(f"no token for {what}: {exc}", fix) from None
         return str(token.token)
 
@@ -290,8 +307,8 @@ class _Doctor:
         return "every column is there, filtered ones indexed, ItemKey unique"
 
     async def _teams_app(self) -> str:
+        from graph.bot_connector import catalog_app_id
         from graph.errors import GraphError
-        from graph.health import catalog_app_id
 
         external = self.settings["teams"].teams_app_id
         try:
@@ -323,59 +340,37 @@ class _Doctor:
         return f"the Bot Framework's OpenID metadata lists {keys} signing key(s)"
 
     async def _tables(self) -> str:
-        from store import StoreError
         from store.tables import table_store_from_settings
 
-        store = table_store_from_settings(self.env, **_QUICK)
-
         def read() -> str:
+            store = table_store_from_settings(self.env, **_QUICK)
             try:
                 return store.probe()
             finally:
                 store.close()
 
-        try:
-            return await asyncio.to_thread(read)
-        except StoreError as exc:
-            refused = "refused" in str(exc)
-            raise _Failed(str(exc), _storage_fix(refused, "Table", "DMARCBOT_TABLES_*")) from None
+        return await self._storage(read, "Table", "DMARCBOT_TABLES_*")
 
     async def _queue(self) -> str:
-        return await asyncio.to_thread(self._queue_sync)
+        from function_app.mailjob import MAIL_QUEUE
+        from store import host_queue
 
-    def _queue_sync(self) -> str:
-        from azure.core.exceptions import ResourceNotFoundError
-        from azure.storage.queue import QueueClient
+        return await self._storage(lambda: host_queue.probe(self.env, MAIL_QUEUE, **_QUICK),
+                                   "Queue", "AzureWebJobsStorage")
 
-        from function_app.mailjob import MAIL_QUEUE as QUEUE_NAME
+    @staticmethod
+    async def _storage(probe: Callable[[], str], service: str, settings: str) -> str:
+        from store import StorageRefused, StoreError
 
-        env = self.env
-        conn = env.get("AzureWebJobsStorage", "").strip()
-        account = env.get("AzureWebJobsStorage__accountName", "").strip()
-        service = env.get("AzureWebJobsStorage__queueServiceUri", "").strip()
-        if conn:
-            client = QueueClient.from_connection_string(conn, QUEUE_NAME, **_QUICK)
-        elif account or service:
-            from azure.identity import ManagedIdentityCredential
-
-            url = service or f"https://{account}.queue.core.windows.net"
-            identity = ManagedIdentityCredential(
-                client_id=env.get("AzureWebJobsStorage__clientId", "").strip() or None)
-            client = QueueClient(url, QUEUE_NAME, credential=identity, **_QUICK)
-        else:
-            raise _Failed("AzureWebJobsStorage is not set",
-                          "set AzureWebJobsStorage__accountName (identity-based) or a "
-                          "connection string")
         try:
-            with client:
-                client.get_queue_properties()
-            return f"queue {QUEUE_NAME} answers"
-        except ResourceNotFoundError:
-            return f"the queue service answers; {QUEUE_NAME} is made at the first poll"
-        except Exception as exc:  # azure-core's errors: named by type and code, never by URL
-            refused = getattr(exc, "status_code", None) is not None
-            raise _Failed(f"the host's queue did not answer: {_azure_error(exc)}",
-                          _storage_fix(refused, "Queue", "AzureWebJobsStorage")) from None
+            return await asyncio.to_thread(probe)
+        except StoreError as exc:
+            if isinstance(exc, StorageRefused) and exc.status in (401, 403):
+                fix = (f"give the identity Storage {service} Data Contributor on the account "
+                       "(infra/main.json does; a new role takes a few minutes)")
+            else:
+                fix = f"check {settings} (the account) and that the app can reach it"
+            raise _Failed(str(exc), fix) from None
 
     async def _dns(self) -> str:
         import dns.asyncresolver
@@ -388,7 +383,7 @@ class _Doctor:
         if servers is None:
             return "skipped: DNS lookups are off (DMARCBOT_NAMESERVERS=none)"
         resolver = make_resolver(servers) if servers else dns.asyncresolver.Resolver()
-        resolver.lifetime = 3.0
+        resolver.lifetime = self.dns_timeout
         domains = sorted(self.settings["approvals"].default_owners) or ["microsoft.com"]
         name = f"_dmarc.{domains[0]}"
         try:
@@ -411,18 +406,3 @@ def _mail_fix(exc: Any) -> str:
     return "see the error code in Microsoft Graph's documentation"
 
 
-def _storage_fix(refused: bool, service: str, settings: str) -> str:
-    if refused:
-        return (f"give the identity Storage {service} Data Contributor on the account "
-                "(infra/main.json does)")
-    return f"check {settings} (the account) and that the app can reach it"
-
-
-def _azure_error(exc: BaseException) -> str:
-    code = getattr(exc, "error_code", None) or getattr(exc, "status_code", None)
-    return f"{type(exc).__name__}{f' ({code})' if code else ''}"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -137,7 +137,7 @@ async def ingest_queued(mailbox: Mailbox, message_id: str, store: Store, limits:
         if attempt < max_attempts:
             raise
         ref = MailRef(message_id)  # enough to label and move it, whatever failed above
-        reason = f"gave up after {attempt} attempts: {_one_line(exc)}"
+        reason = f"gave up after {attempt} attempts: {one_line(exc)}"
         log.error("%s: gave up after %d attempts (%s %s)", ref.label, attempt,
                   type(exc).__name__, getattr(exc, "code", None) or "")
         await mailbox.mark(ref, reason)
@@ -166,7 +166,7 @@ async def run_mailbox(mailbox: Mailbox, store: Store, limits: Limits, *,
                 results.append(await ingest_message(mailbox, ref, store, limits))
             except GraphError as exc:
                 log.warning("%s left for the next run: %s", ref.label, exc)
-                results.append(MailResult(ref.label, "retry", reason=_one_line(exc)))
+                results.append(MailResult(ref.label, "retry", reason=one_line(exc)))
 
     tasks = [asyncio.create_task(worker()) for _ in range(workers)]
     try:
@@ -178,6 +178,6 @@ async def run_mailbox(mailbox: Mailbox, store: Store, limits: Limits, *,
     return results
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0][:300] if lines else type(exc).__name__

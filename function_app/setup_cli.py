@@ -29,14 +29,24 @@ def _usage(message: str) -> Exception:
 
 def cmd_teams_app(args: argparse.Namespace, limits: Limits) -> int:
     """Build the Teams app package; the checks and the zip live in `teams_package`."""
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
     from function_app import teams_package as tp
 
+    app_version = args.app_version
+    if app_version is None:
+        try:
+            app_version = version("dmarcbot")
+        except PackageNotFoundError:
+            raise _usage("dmarcbot is not installed, so it has no version to give the app: "
+                         "pass --app-version X.Y.Z") from None
+        if not tp.SEMVER.fullmatch(app_version):
+            raise _usage(f"dmarcbot's version {app_version} is not X.Y.Z, as Teams wants: pass "
+                         "--app-version X.Y.Z") from None
     try:
         manifest = tp.build_manifest(
             app_id=args.app_id, manifest_id=args.manifest_id, host=args.host,
-            version=args.app_version or version("dmarcbot"), developer_name=args.developer,
+            version=app_version, developer_name=args.developer,
             website_url=args.website, privacy_url=args.privacy_url, terms_url=args.terms_url)
         tp.write_package(tp.package_bytes(manifest), Path(args.out), force=args.force)
     except tp.PackageError as exc:

@@ -53,7 +53,7 @@ MEMBERS = ("manifest.json", COLOR_ICON, OUTLINE_ICON)
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can record: no build-time clock
 
 _GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
-_SEMVER = re.compile(r"(?:0|[1-9][0-9]*)\.(?:0|[1-9][0-9]*)\.(?:0|[1-9][0-9]*)")
+SEMVER = re.compile(r"(?:0|[1-9][0-9]*)\.(?:0|[1-9][0-9]*)\.(?:0|[1-9][0-9]*)")
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
@@ -100,7 +100,7 @@ def https_url(text: str, flag: str) -> str:
 def app_version(text: str, flag: str = "--app-version") -> str:
     """MAJOR.MINOR.PATCH: Teams takes an upload as an update only if this number grows."""
     value = text.strip()
-    if not _SEMVER.fullmatch(value):
+    if not SEMVER.fullmatch(value):
         raise PackageError(f"{flag} {text!r} is not a version like 1.2.3")
     return value
 
@@ -114,8 +114,8 @@ def build_manifest(*, app_id: str, version: str, manifest_id: str | None = None,
     `manifest_id` defaults to the app id: one id for the admin to copy everywhere. The developer
     links default to the website, and the website to the Function App's address. The bot takes
     no commands and is not notification-only, because owners act on its cards.
-    `webApplicationInfo.resource` is `api://botid-<app id>`, the form the Teams docs give for a
-    bot without a tab (bots/how-to/authentication/bot-sso-manifest).
+    `webApplicationInfo` holds the id alone: dmarcbot uses no single sign-on, so there is no
+    `resource` (an Application ID URI the app registration would have to expose).
     """
     app_id = guid(app_id, "--app-id")
     manifest_id = app_id if manifest_id is None else guid(manifest_id, "--manifest-id")
@@ -152,7 +152,7 @@ def build_manifest(*, app_id: str, version: str, manifest_id: str | None = None,
         }],
         "permissions": ["identity"],
         "validDomains": [host],
-        "webApplicationInfo": {"id": app_id, "resource": f"api://botid-{app_id}"},
+        "webApplicationInfo": {"id": app_id},
     }
     if host is None:
         del manifest["validDomains"]

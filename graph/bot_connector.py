@@ -19,8 +19,8 @@ only on 429 and 503, which say it was not done.
 
 Teams installs an app asynchronously: right after `ensure_app_installed` installed it, creating
 the conversation can still be refused as not installed for a few seconds. With
-`after_install=True`, `create_conversation` waits and tries again a few times (about 15 s in
-all); otherwise that refusal is an answer, not a reason to wait.
+`after_install=True`, `create_conversation` waits and tries again a few times (11 to 19 s in
+all: INSTALL_WAITS with jitter); otherwise that refusal is an answer, not a reason to wait.
 """
 
 from __future__ import annotations
@@ -339,6 +339,23 @@ class AppInstallation:
     installed_now: bool  # False: it was installed already
 
 
+async def catalog_app_id(graph_connection: GraphConnection, external_id: str) -> str | None:
+    """The org catalog's id of the Teams app whose manifest id is `external_id` (app permission
+    AppCatalog.Read.All), or None when it has not been uploaded."""
+    from kiota_abstractions.base_request_configuration import RequestConfiguration
+    from msgraph.generated.app_catalogs.teams_apps.teams_apps_request_builder import (
+        TeamsAppsRequestBuilder,
+    )
+
+    query = TeamsAppsRequestBuilder.TeamsAppsRequestBuilderGetQueryParameters(
+        filter=f"externalId eq {odata_string(external_id)}", select=["id", "externalId"])
+    info = graph_connection.client.app_catalogs.teams_apps.to_get_request_information(
+        RequestConfiguration(query_parameters=query))
+    apps = (await graph_connection.json(info)).get("value") or []
+    return next((a["id"] for a in apps if isinstance(a, dict)
+                 and a.get("externalId") == external_id and isinstance(a.get("id"), str)), None)
+
+
 async def ensure_app_installed(graph_connection: GraphConnection, user_id: str,
                                teams_app_external_id: str) -> AppInstallation:
     """Install our Teams app for a user unless it is there already (Graph, app permission
@@ -347,9 +364,6 @@ async def ensure_app_installed(graph_connection: GraphConnection, user_id: str,
     user's Entra object id.
     """
     from kiota_abstractions.base_request_configuration import RequestConfiguration
-    from msgraph.generated.app_catalogs.teams_apps.teams_apps_request_builder import (
-        TeamsAppsRequestBuilder,
-    )
     from msgraph.generated.models.user_scope_teams_app_installation import (
         UserScopeTeamsAppInstallation,
     )
@@ -358,15 +372,7 @@ async def ensure_app_installed(graph_connection: GraphConnection, user_id: str,
     )
 
     client = graph_connection.client
-    catalog_query = TeamsAppsRequestBuilder.TeamsAppsRequestBuilderGetQueryParameters(
-        filter=f"externalId eq {odata_string(teams_app_external_id)}",
-        select=["id", "externalId"])
-    info = client.app_catalogs.teams_apps.to_get_request_information(
-        RequestConfiguration(query_parameters=catalog_query))
-    apps = (await graph_connection.json(info)).get("value") or []
-    teams_app_id = next((a.get("id") for a in apps
-                         if isinstance(a, dict) and a.get("externalId") == teams_app_external_id
-                         and isinstance(a.get("id"), str)), None)
+    teams_app_id = await catalog_app_id(graph_connection, teams_app_external_id)
     if teams_app_id is None:
         raise NotFound(f"the Teams app {teams_app_external_id} is not in the org app catalog",
                        code="AppNotInCatalog", status=404)
@@ -386,9 +392,10 @@ async def ensure_app_installed(graph_connection: GraphConnection, user_id: str,
     try:
         await graph_connection.json(info, answer=False)
     except GraphError as exc:
-        if exc.status != 409:  # installed by someone else meanwhile: what we wanted
+        if exc.status != 409:
             raise
-        return AppInstallation(teams_app_id, installed_now=False)
+        # installed by a concurrent run a moment ago: just as fresh, so just as unsettled
+        return AppInstallation(teams_app_id, installed_now=True)
     log.info("installed the Teams app for a user")
     return AppInstallation(teams_app_id, installed_now=True)
 

@@ -102,7 +102,7 @@ class MsalCredential:
             codes = result.get("error_codes") or []
             detail = f" (AADSTS{codes[0]})" if codes else ""
             raise CredentialError(f"Entra ID refused the {self.kind} credential: {code}{detail}",
-                                  code=str(code))
+                                  code=str(code), aadsts=str(codes[0]) if codes else None)
         return AccessToken(result["access_token"], int(time.time()) + int(result["expires_in"]))
 
     def invalidate(self) -> None:

@@ -17,7 +17,13 @@ class GraphError(Exception):
 
 
 class CredentialError(GraphError):
-    """No token: the credential is misconfigured or Entra refused it (`code` is Entra's)."""
+    """No token: the credential is misconfigured or Entra refused it (`code` is Entra's error,
+    `aadsts` its AADSTS number when it gave one: what `dmarcbot doctor` explains)."""
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None,
+                 aadsts: str | None = None):
+        super().__init__(message, code=code, status=status)
+        self.aadsts = aadsts
 
 
 class NotFound(GraphError):

@@ -19,7 +19,7 @@ from graph.errors import GraphError
 if TYPE_CHECKING:
     from graph.client import GraphConnection
 
-__all__ = ["catalog_app_id", "folder_by_name", "mail_folder", "openid_keys", "token_claims"]
+__all__ = ["folder_by_name", "mail_folder", "openid_keys", "token_claims"]
 
 
 def token_claims(access_token: str) -> dict[str, Any]:
@@ -67,23 +67,6 @@ async def folder_by_name(graph: GraphConnection, mailbox: str, name: str) -> str
         RequestConfiguration(query_parameters=query)))
     return next((str(row["id"]) for row in answer.get("value") or []
                  if isinstance(row, dict) and row.get("id")), None)
-
-
-async def catalog_app_id(graph: GraphConnection, external_id: str) -> str | None:
-    """The org catalog's id of the Teams app whose manifest id is `external_id`."""
-    from kiota_abstractions.base_request_configuration import RequestConfiguration
-    from msgraph.generated.app_catalogs.teams_apps.teams_apps_request_builder import (
-        TeamsAppsRequestBuilder,
-    )
-
-    query = TeamsAppsRequestBuilder.TeamsAppsRequestBuilderGetQueryParameters(
-        filter=f"externalId eq {odata_string(external_id)}", select=["id", "externalId"])
-    info = graph.client.app_catalogs.teams_apps.to_get_request_information(
-        RequestConfiguration(query_parameters=query))
-    answer = await graph.json(info)
-    return next((str(row["id"]) for row in answer.get("value") or []
-                 if isinstance(row, dict) and row.get("externalId") == external_id
-                 and row.get("id")), None)
 
 
 async def openid_keys(metadata_url: str, verify: ssl.SSLContext | bool = True) -> int:

@@ -284,18 +284,25 @@ class SendersList:
             raise ValueError(f"role {role!r} is not one of {', '.join(_SITE_ROLES)}")
         permissions = self._list.permissions
         answer = await self._json(permissions.to_get_request_information())
+        lower = None  # the app's existing grant, if it is of a lesser role
         for row in answer.get("value") or []:
             identities = row.get("grantedToIdentitiesV2") or row.get("grantedToIdentities") or []
             apps = {str((i.get("application") or {}).get("id", "")).lower()
                     for i in identities if isinstance(i, dict)}
-            had = [r for r in row.get("roles") or [] if r in _SITE_ROLES]
-            if app_id.lower() in apps and any(
-                    _SITE_ROLES.index(r) >= _SITE_ROLES.index(role) for r in had):
+            if app_id.lower() not in apps:
+                continue
+            had = [_SITE_ROLES.index(r) for r in row.get("roles") or [] if r in _SITE_ROLES]
+            if had and max(had) >= _SITE_ROLES.index(role):
                 return False
-        body = {"roles": [role],
-                "grantedToIdentities": [{"application": {"id": app_id,
-                                                         "displayName": "dmarcbot"}}]}
-        await self._json(self._request(permissions, "POST", body))
+            lower = _text(row.get("id"))
+        if lower is not None:  # one grant per app: raise it rather than add a second
+            builder = permissions.by_permission_id(lower)
+            await self._json(self._request(builder, "PATCH", {"roles": [role]}))
+        else:
+            body = {"roles": [role],
+                    "grantedToIdentities": [{"application": {"id": app_id,
+                                                             "displayName": "dmarcbot"}}]}
+            await self._json(self._request(permissions, "POST", body))
         log.info("granted %s on the senders list to an app", role)
         return True
 

@@ -129,6 +129,14 @@ if ($assignment.Count -eq 0) {
     New-ManagementRoleAssignment -Name $assignmentName -App $ServicePrincipalObjectId -Role $role -CustomResourceScope $scopeName | Out-Null
     Write-Host "Assigned $role to $AppId within $scopeName"
 }
+elseif ("$($assignment[0].CustomResourceScope)" -ne $scopeName) {
+    # A stale assignment of the same name (another app's, or an older scope): the checks below
+    # would fail with a misleading message, so say what is wrong here.
+    Write-Error ("Role assignment $assignmentName exists but is scoped to " +
+        "'$($assignment[0].CustomResourceScope)', not $scopeName. Remove it " +
+        "(Remove-ManagementRoleAssignment -Identity $assignmentName) or pass another -Name.")
+    exit 3
+}
 else {
     Write-Host "Role assignment $assignmentName exists"
 }

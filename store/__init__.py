@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from store.base import AddResult, InventoryItem, LedgerEntry, Store, StoreError
+from store.base import AddResult, InventoryItem, LedgerEntry, StorageRefused, Store, StoreError
 from store.sqlite import SqliteStore
 
 if TYPE_CHECKING:
     from store.tables import TableStore
 
-__all__ = ["AddResult", "InventoryItem", "LedgerEntry", "SqliteStore", "Store", "StoreError",
-           "TableStore"]
+__all__ = ["AddResult", "InventoryItem", "LedgerEntry", "SqliteStore", "StorageRefused", "Store",
+           "StoreError", "TableStore"]
 
 
 def __getattr__(name: str) -> Any:

@@ -17,6 +17,15 @@ class StoreError(Exception):
     """The store cannot be used (wrong schema version, unreadable file); one-line message."""
 
 
+class StorageRefused(StoreError):
+    """Azure Storage answered with a refusal; `status` is its HTTP status (401/403: the identity
+    lacks a role), None when no answer came with one (no identity to sign in with)."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class LedgerEntry:
     key: LedgerKey

@@ -38,7 +38,7 @@ from azure.data.tables import (
 from analysis.dnsevidence import Answer
 from analysis.model import AggregateReport, FailureReport, Report, TlsReport
 from analysis.rollup import LedgerKey, RollupKey, ledger_key, report_days, rollup_rows
-from store.base import AddResult, InventoryItem, LedgerEntry, StoreError
+from store.base import AddResult, InventoryItem, LedgerEntry, StorageRefused, StoreError
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -299,9 +299,14 @@ class TableStore:
 
     def probe(self) -> str:
         """Whether the account answers this identity, read-only (`dmarcbot doctor`)."""
-        with self._errors("*"):
+        try:
             names = [t.name for t in self._service.list_tables()
                      if t.name.startswith(self._prefix)]
+        except HttpResponseError as exc:
+            raise StorageRefused(f"Table Storage refused the request ({_code(exc)})",
+                                 status=exc.status_code) from None
+        except AzureError as exc:
+            raise StoreError(f"Table Storage did not answer ({type(exc).__name__})") from None
         return (f"Table Storage answers; {len(names)} {self._prefix}* tables exist"
                 + ("" if names else " (made at the first report)"))
 

@@ -45,8 +45,11 @@ def settings(entra: FakeEntra, graph: FakeGraph, test_ca: TestCA) -> MailboxSett
     return mailbox_settings(env_for(entra, graph, test_ca))
 
 
-def hand_over(site: FakeSite, list_id: str) -> None:
-    """The provisioning is done: the runtime app keeps `write` on the one list, nothing more."""
+def hand_over(entra: FakeEntra, site: FakeSite, list_id: str) -> None:
+    """The provisioning is done: the runtime app keeps `write` on the one list and the roles
+    production gives it, nothing more (tokens issued before carry the old roles: expired)."""
+    entra.set_roles(CLIENT_ID, RUNTIME_ROLES)
+    entra.expire_all()
     site.grants.pop(CLIENT_ID, None)
     found = site.list(list_id)
     assert found is not None

@@ -65,7 +65,7 @@ def the_list(monkeypatch: pytest.MonkeyPatch, entra: FakeEntra, graph: FakeGraph
             return list_id
 
     env["DMARCBOT_SP_LIST_ID"] = asyncio.run(provision())
-    hand_over(site, env["DMARCBOT_SP_LIST_ID"])
+    hand_over(entra, site, env["DMARCBOT_SP_LIST_ID"])
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     found = site.list_named(DEFAULT_NAME)

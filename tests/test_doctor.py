@@ -44,7 +44,8 @@ class World:
 
     def check(self, **changes: str) -> list[Check]:
         env = {**self.env, **changes}
-        return asyncio.run(run_checks({k: v for k, v in env.items() if v != "<unset>"}))
+        return asyncio.run(run_checks({k: v for k, v in env.items() if v != "<unset>"},
+                                      dns_timeout=0.3))
 
 
 @pytest.fixture
@@ -145,7 +146,8 @@ def test_the_function_answers_503_with_the_checks_when_unhealthy(world: World) -
     assert healthy_answer.status_code == 200
     assert json.loads(healthy_answer.get_body())["healthy"] is True
     world.graph.mailbox(OWNER).grant(CLIENT_ID)  # type: ignore[union-attr]
-    sick = call({"other": OWNER})
+    # the mailbox to try is a configured owner's: a caller cannot make it probe another
+    sick = call({"other": "someone@elsewhere.example"})
     assert sick.status_code == 503
     checks = json.loads(sick.get_body())["checks"]
     assert [c["name"] for c in checks if c["status"] == "fail"] == ["other mailboxes"]
@@ -159,6 +161,24 @@ def test_a_missing_setting_is_named_and_the_rest_waits(world: World) -> None:
     bad = failed(checks)
     assert list(bad) == ["settings"] and "DMARCBOT_MAILBOX" in bad["settings"].detail
     assert by_name(checks)["graph token"].status == "skip"
+
+
+def test_a_placeholder_left_in_the_parameters_is_named(world: World) -> None:
+    bad = failed(world.check(DMARCBOT_ADMINS="REPLACE-ME-entra-object-id-of-an-admin"))
+    assert list(bad) == ["settings"]
+    assert "DMARCBOT_ADMINS" in bad["settings"].detail
+    assert "infra/main.parameters.json" in bad["settings"].fix
+
+
+def test_an_unreadable_certificate_is_a_failed_check_not_a_crash(
+        world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DMARCBOT_CLIENT_SECRET")
+    monkeypatch.setenv("DMARCBOT_CERTIFICATE_PATH", "/nonexistent/dmarcbot.pem")
+    assert main(["doctor"]) == 1
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert "FAIL  graph token" in out and "cannot read the certificate" in out
+    assert "fix: check DMARCBOT_CERTIFICATE_PATH" in out
 
 
 def test_a_wrong_secret_is_explained(world: World) -> None:
@@ -267,3 +287,20 @@ def test_without_teams_only_the_mailbox_side_is_checked(world: World) -> None:
     statuses = {c.name: c.status for c in checks}
     assert statuses["bot token"] == statuses["senders list"] == statuses["teams app"] == "skip"
     assert statuses["mailbox"] == statuses["graph permissions"] == "ok"
+
+
+def test_grant_raises_a_lesser_grant_rather_than_adding_a_second(
+        world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    (the_list,) = world.site.lists.values()
+    the_list.grants[CLIENT_ID] = "read"  # an earlier, narrower grant
+    monkeypatch.setenv("DMARCBOT_CLIENT_ID", ADMIN_ID)
+    monkeypatch.setenv("DMARCBOT_CLIENT_SECRET", ADMIN_SECRET)
+    args = ["sharepoint", "grant", "--site", SITE, "--list", the_list.id, "--app-id", CLIENT_ID]
+    assert main(args) == 0
+    assert "may now read and write" in capsys.readouterr().out
+    assert the_list.grants == {CLIENT_ID: "write"}
+    assert [r.method for r in world.graph.requests if r.path.endswith("/permissions")
+            or "/permissions/" in r.path][-2:] == ["GET", "PATCH"]
+    assert main(args) == 0
+    assert "could already" in capsys.readouterr().out
+    assert healthy(world.check())

@@ -38,10 +38,12 @@ from tests.mailbox_env import (
     CLIENT_ID,
     MAILBOX,
     PROVISIONING_ROLES,
+    RUNTIME_ROLES,
     SECRET,
     env_for,
     hand_over,
 )
+from tests.test_bot_connector import Sleeps
 from tests.test_mailbox_functions import SENDGRID, Out
 
 SITE = "contoso.sharepoint.com,2c1b2f4e-6b8e-4a4f-9a0e-3f1d2c3b4a59,7d0c6a1e-5f3b-4c2d-8e9f"
@@ -103,7 +105,7 @@ def world(monkeypatch: pytest.MonkeyPatch, entra: FakeEntra, graph: FakeGraph,
                       DMARCBOT_TEAMS_APP_ID=TEAMS_APP, DMARCBOT_BOT_SERVICE_URL=bf.service_url,
                       DMARCBOT_BOT_OPENID_URL=bf.openid_metadata_url)
         env["DMARCBOT_SP_LIST_ID"] = provision(env, graph, site)
-        hand_over(site, env["DMARCBOT_SP_LIST_ID"])
+        hand_over(entra, site, env["DMARCBOT_SP_LIST_ID"])
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         mailbox_functions.app_store.cache_clear()
@@ -289,16 +291,6 @@ def test_owners_are_reminded_and_alerted_in_teams(world: tuple[FakeBotFramework,
 
 # -- delivery to owners Teams is not ready for, or who blocked the bot --------------------------
 
-class Sleeps:
-    """Records the waits dmarcbot asks for instead of waiting them (no wall clock in tests)."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, delay: float) -> None:
-        self.delays.append(delay)
-
-
 def _asker(bf: FakeBotFramework, sleeps: Sleeps) -> Any:
     """`ask(now)`: one notify run over a day of SendGrid mail, as the timer runs it, with the
     Bot Connector's waits recorded in `sleeps`."""
@@ -389,7 +381,7 @@ def test_every_graph_role_the_setup_grants_is_needed(
     from graph.errors import GraphError
 
     bf, _ = world
-    entra.set_roles(CLIENT_ID, PROVISIONING_ROLES - {role})
+    entra.set_roles(CLIENT_ID, RUNTIME_ROLES - {role})
     entra.expire_all()  # the consent changed: tokens issued before it carry the old roles
     with contextlib.suppress(GraphError):
         _asker(bf, Sleeps())(_start())

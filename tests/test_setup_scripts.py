@@ -362,6 +362,7 @@ CMDLET_PARAMS: dict[str, set[str]] = {
     "Out-Null": {"InputObject"},
     "Set-StrictMode": {"Version", "Off"},
     "Write-Host": {"Object", "NoNewline", "Separator", "ForegroundColor", "BackgroundColor"},
+    "Write-Error": {"Message", "Category", "ErrorId", "TargetObject"},
 }
 # Entra ID consent has no place in the Exchange script (mail access is Exchange RBAC only).
 ENTRA_CONSENT = ("az ad app permission", "admin-consent", "New-MgServicePrincipalAppRoleAssignment",

@@ -136,7 +136,7 @@ def test_every_manifest_the_command_can_build_is_valid(options: dict[str, str]) 
 def test_the_ids_land_where_teams_expects_them() -> None:
     manifest = tp.build_manifest(app_id=APP.upper(), version="1.0.0", host=HOST)
     assert manifest["id"] == manifest["bots"][0]["botId"] == APP
-    assert manifest["webApplicationInfo"] == {"id": APP, "resource": f"api://botid-{APP}"}
+    assert manifest["webApplicationInfo"] == {"id": APP}  # no SSO: no resource URI
     assert manifest["bots"][0]["scopes"] == ["personal"]
     assert manifest["bots"][0]["isNotificationOnly"] is False  # owners act on its cards
     other = tp.build_manifest(app_id=APP, manifest_id=OTHER, version="1.0.0", host=HOST)

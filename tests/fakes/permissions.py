@@ -91,6 +91,7 @@ _rule("GET", _LIST + r"/items.*", _sp("read", on_list=True))
 _rule("POST,PATCH", _LIST + r"/items.*", _sp("write", on_list=True))
 # Granting selected permissions is itself a full-control operation.
 _rule("GET,POST", _LIST + r"/permissions", _sp("fullcontrol", on_list=False))
+_rule("PATCH", _LIST + r"/permissions/\{permission-id\}", _sp("fullcontrol", on_list=False))
 _rule("GET,POST", _SITE + r"/permissions", Need("sharepoint",
                                                 frozenset({"Sites.FullControl.All"})))
 

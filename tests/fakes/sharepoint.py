@@ -740,6 +740,7 @@ class FakeSharePoint:
             ("POST", f"{sites}/permissions"): self._create_permission,
             ("GET", f"{lst}/permissions"): self._list_permissions,
             ("POST", f"{lst}/permissions"): self._create_permission,
+            ("PATCH", f"{lst}/permissions/{{permission-id}}"): self._update_permission,
         }
         graph.add_handlers({key: self._wrap(handler) for key, handler in routes.items()})
 
@@ -788,6 +789,24 @@ class FakeSharePoint:
         grants = self._grants_of(call)
         return _json(200, {"value": [self._permission_json(app, role)
                                      for app, role in sorted(grants.items())]})
+
+    def _update_permission(self, call: _Call) -> Response:
+        """`PATCH …/permissions/{id}`: only `roles` may change."""
+        grants = self._grants_of(call)
+        try:
+            app_id = base64.b64decode(call.route.params["permission-id"]).decode()
+        except ValueError:
+            raise _not_found("Permission not found") from None
+        app_id = app_id.removeprefix("app#")
+        if app_id not in grants:
+            raise _not_found("Permission not found")
+        body = call.json_body()
+        roles = body.get("roles")
+        if set(body) != {"roles"} or not isinstance(roles, list) or len(roles) != 1 \
+                or roles[0] not in SITE_ROLES:
+            raise _invalid("Only roles, one of read, write, manage, fullcontrol, can change.")
+        grants[app_id] = roles[0]
+        return _json(200, self._permission_json(app_id, roles[0]))
 
     def _create_permission(self, call: _Call) -> Response:
         """`POST …/permissions` for an application (selected permissions): one role, one app,
