@@ -68,6 +68,9 @@ class Caller:
     tenant_id: str
     service_url: str  # the activity's serviceUrl, as sent
     conversation_id: str
+    # the token's `exp` (Unix seconds): until then + MAX_CLOCK_SKEW the same token is accepted
+    # again, so that is how long the endpoint must remember the activity it came with
+    token_expires: float | None = dataclasses.field(default=None, compare=False)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -159,7 +162,8 @@ class ActivityAuthenticator:
             raise BotAuthError("missing_tenant")
         if tenant.lower() != self.tenant_id.lower():
             raise BotAuthError("wrong_tenant")
-        return _caller(activity, tenant, service_url)
+        return dataclasses.replace(_caller(activity, tenant, service_url),
+                                   token_expires=float(claims["exp"]))
 
     def _verified_claims(self, token: str, key: _Key) -> dict[str, Any]:
         try:

@@ -10,6 +10,18 @@ with graph.bot_auth on every request, and dispatches:
   service URL and 1:1 conversation id for proactive messages;
 * anything else → 200 with no body.
 
+Replays: the Bot Connector's token names no activity (its claims bind only the service URL) and
+the same token comes with every activity for its lifetime, so a captured token and body can be
+posted again. The endpoint therefore remembers each card action's activity `id` (Teams gives every
+invoke its own) until the token it came with expires, and answers a second activity with that id
+as a duplicate click is answered: with the card as it stands (`on_action` with the verb
+"refresh", which reads and never decides), without acting. The id alone is the key, whatever
+the conversation or token: the body is the sender's to write, the id is what names one activity.
+A Teams redelivery of a slow invoke (same id) is a duplicate too, and gets the same answer. An
+action without an id is refused (400 in the invoke answer). The memory is this process's
+(the worker keeps one endpoint per event loop), bounded by count, oldest first out; on another
+instance a replayed decision meets the SharePoint item already decided (and its eTag).
+
 Answers: 400 for a body that is not a JSON object, 401 `{"error":"Unauthorized"}` for any
 authentication failure (the reason is logged, the token never is), 413 for an oversized body.
 A failing `on_action` never escapes: Teams gets HTTP 200 with a generic error card whose
@@ -28,14 +40,17 @@ Function all the same (`App(http_server_adapter=...)`, `await app.initialize()`,
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import logging
 import re
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from graph.bot_auth import ActivityAuthenticator, Caller
+from graph.bot_auth import MAX_CLOCK_SKEW, ActivityAuthenticator, Caller
 from graph.errors import BotAuthError
 
 __all__ = [
@@ -44,6 +59,7 @@ __all__ = [
     "BotEndpoint",
     "ConversationHandler",
     "FunctionsHttpAdapter",
+    "SeenActivities",
     "error_card",
 ]
 
@@ -54,6 +70,9 @@ CARD_RESPONSE = "application/vnd.microsoft.card.adaptive"
 ERROR_RESPONSE = "application/vnd.microsoft.error"
 MAX_BODY = 1024 * 1024  # Teams activities are a few KB; the Bot Service caps far lower
 CONVERSATION_EVENTS = frozenset({"installationUpdate", "conversationUpdate"})
+REFRESH = "refresh"  # the verb of a card's refresh action: shows the card, decides nothing
+TOKEN_LIFETIME = 3600  # seconds; how long an activity is remembered if its token's exp is unknown
+MAX_REMEMBERED = 10_000  # activity ids; ~1 MB, far above an hour of clicks in one tenant
 
 ActionHandler = Callable[[Caller, str, dict[str, Any]], Awaitable[Mapping[str, Any]]]
 ConversationHandler = Callable[[Caller, dict[str, Any]], Awaitable[None]]
@@ -62,16 +81,58 @@ Answer = tuple[int, dict[str, Any] | None]
 _UNSAFE = re.compile(r"[^A-Za-z0-9_./:-]")
 
 
+class SeenActivities:
+    """Activity ids already acted on, each until the token it came with expires.
+
+    Kept as SHA-256 digests, so an entry costs the same whatever the id's length. At most
+    `limit` entries: a flood (it needs a valid token: only authenticated activities get here)
+    pushes the oldest out rather than growing the process. `clock` returns Unix seconds.
+    """
+
+    def __init__(self, limit: int = MAX_REMEMBERED,
+                 clock: Callable[[], float] = time.time) -> None:
+        if limit < 1:
+            raise ValueError("remember at least one activity")
+        self.limit = limit
+        self._clock = clock
+        self._until: OrderedDict[bytes, float] = OrderedDict()  # digest -> forget after
+        self.evicted = 0  # still-valid entries pushed out by the limit, for logs and tests
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+    def first_time(self, activity_id: str, token_expires: float | None) -> bool:
+        """Remember `activity_id`; False if it was already remembered and not yet forgotten."""
+        now = self._clock()
+        key = hashlib.sha256(activity_id.encode("utf-8", "surrogatepass")).digest()
+        until = self._until.get(key)
+        if until is not None and now <= until:
+            return False
+        self._until.pop(key, None)
+        # oldest first: mostly also the first to expire (tokens live about as long)
+        while self._until and now > next(iter(self._until.values())):
+            self._until.popitem(last=False)
+        while len(self._until) >= self.limit:
+            self._until.popitem(last=False)
+            self.evicted += 1
+        # the authenticator accepts a token until exp + skew: remember the activity as long
+        expires = token_expires if token_expires is not None else now + TOKEN_LIFETIME
+        self._until[key] = expires + MAX_CLOCK_SKEW
+        return True
+
+
 class BotEndpoint:
     """The messaging endpoint: authentication, then dispatch to the two callbacks."""
 
     def __init__(self, authenticator: ActivityAuthenticator, on_action: ActionHandler,
                  on_conversation: ConversationHandler | None = None, *,
-                 max_body: int = MAX_BODY) -> None:
+                 max_body: int = MAX_BODY, seen: SeenActivities | None = None) -> None:
         self.authenticator = authenticator
         self.on_action = on_action
         self.on_conversation = on_conversation
         self.max_body = max_body
+        self.seen = seen if seen is not None else SeenActivities()
+        self.replays = 0  # card actions answered without acting, for logs and tests
 
     async def handle(self, body: bytes, headers: Mapping[str, str]) -> Answer:
         """(HTTP status, JSON body or None) for one POST to the messaging endpoint."""
@@ -118,8 +179,17 @@ class BotEndpoint:
         if not isinstance(verb, str) or not verb or not isinstance(data, dict):
             return _invoke_error(400, "BadRequest", "The action has no verb or its data is not "
                                  "an object.")
+        activity_id = activity.get("id")
+        if not isinstance(activity_id, str) or not activity_id:
+            return _invoke_error(400, "BadRequest", "The activity has no id.")
+        acting = verb
+        if not self.seen.first_time(activity_id, caller.token_expires):
+            self.replays += 1
+            log.warning("bot activity replayed (replay, %d so far): answered without acting",
+                        self.replays)
+            acting = REFRESH  # the card as it stands, as a second click on it gets
         try:
-            card = await _maybe_await(self.on_action(caller, verb, data))
+            card = await _maybe_await(self.on_action(caller, acting, data))
             if not isinstance(card, Mapping):
                 raise TypeError(f"on_action returned {type(card).__name__}, not a card")
         except Exception as exc:

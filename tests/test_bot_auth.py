@@ -15,8 +15,14 @@ from typing import Any
 
 import pytest
 
-from graph.bot_auth import KEYS_TTL, REFRESH_COOLDOWN, ActivityAuthenticator, Caller
-from graph.bot_host import BotEndpoint, FunctionsHttpAdapter
+from graph.bot_auth import (
+    KEYS_TTL,
+    MAX_CLOCK_SKEW,
+    REFRESH_COOLDOWN,
+    ActivityAuthenticator,
+    Caller,
+)
+from graph.bot_host import TOKEN_LIFETIME, BotEndpoint, FunctionsHttpAdapter, SeenActivities
 from graph.errors import BotAuthError
 from tests.fakes.botframework import (
     FakeBotFramework,
@@ -373,6 +379,69 @@ def test_an_action_without_a_verb_is_a_bad_request_for_teams(auth: ActivityAuthe
     assert status == 200
     assert body["statusCode"] == 400 and body["type"] == "application/vnd.microsoft.error"
     assert not recorder.actions
+
+
+# ----------------------------------------------------------------------------- replays
+
+def test_a_replayed_action_is_answered_as_a_refresh_and_not_acted_on(
+        auth: ActivityAuthenticator, bf: FakeBotFramework, clock: Clock,
+        caplog: pytest.LogCaptureFixture) -> None:
+    recorder = Recorder()
+    endpoint = BotEndpoint(auth, recorder.on_action, seen=SeenActivities(clock=clock))
+    activity, token = invoke_activity("approve", {"k": 1}, **bf.who()), bf.mint(now=clock.now)
+    caplog.set_level(logging.INFO, logger="dmarcbot.bot")
+    first = post(endpoint, activity, f"Bearer {token}")
+    again = post(endpoint, activity, f"Bearer {token}")
+    assert first == again  # the same answer shape a second click gets: the card
+    assert [verb for _, verb, _ in recorder.actions] == ["approve", "refresh"]
+    assert endpoint.replays == 1
+    # a count in the log, never the token or the activity
+    assert "replay" in caplog.text and token not in caplog.text
+    assert activity["id"] not in caplog.text
+
+
+def test_an_activity_is_remembered_until_its_token_expires(
+        auth: ActivityAuthenticator, bf: FakeBotFramework, clock: Clock) -> None:
+    recorder = Recorder()
+    seen = SeenActivities(clock=clock)
+    endpoint = BotEndpoint(auth, recorder.on_action, seen=seen)
+    activity = invoke_activity("approve", {"k": 1}, **bf.who())
+    token = bf.mint(now=clock.now, lifetime=600)
+    post(endpoint, activity, f"Bearer {token}")
+    clock.now += 600 + MAX_CLOCK_SKEW - 1  # the token is still accepted: still a replay
+    post(endpoint, activity, f"Bearer {token}")
+    assert [verb for _, verb, _ in recorder.actions] == ["approve", "refresh"]
+    clock.now += 2  # now the token itself is refused, and the activity may be forgotten
+    assert post(endpoint, activity, f"Bearer {token}")[0] == 401
+    post(endpoint, invoke_activity("reject", **bf.who()), f"Bearer {bf.mint(now=clock.now)}")
+    assert len(seen) == 1  # the expired entry went when the next one came
+    assert [verb for _, verb, _ in recorder.actions] == ["approve", "refresh", "reject"]
+
+
+def test_the_memory_is_bounded_by_count_oldest_out(auth: ActivityAuthenticator,
+                                                   bf: FakeBotFramework, clock: Clock) -> None:
+    recorder = Recorder()
+    seen = SeenActivities(limit=3, clock=clock)
+    endpoint = BotEndpoint(auth, recorder.on_action, seen=seen)
+    token = f"Bearer {bf.mint(now=clock.now)}"
+    activities = [invoke_activity("approve", {"n": n}, **bf.who()) for n in range(5)]
+    for activity in activities:
+        post(endpoint, activity, token)
+    assert (len(seen), seen.evicted) == (3, 2)
+    post(endpoint, activities[-1], token)  # remembered: answered without acting
+    post(endpoint, activities[0], token)  # pushed out by the flood: acted on again
+    assert [verb for _, verb, _ in recorder.actions] == ["approve"] * 5 + ["refresh", "approve"]
+
+
+def test_without_the_token_s_expiry_an_activity_is_kept_for_a_token_s_lifetime(
+        clock: Clock) -> None:
+    seen = SeenActivities(clock=clock)
+    assert seen.first_time("f:1", None)
+    assert seen.first_time("f:\ud800", None)  # any string the JSON held, lone surrogates too
+    clock.now += TOKEN_LIFETIME + MAX_CLOCK_SKEW
+    assert not seen.first_time("f:1", None)
+    clock.now += 1
+    assert seen.first_time("f:1", None)
 
 
 def test_other_activities_get_an_empty_200(auth: ActivityAuthenticator,

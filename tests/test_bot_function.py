@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import azure.functions as func
@@ -78,20 +78,31 @@ def click(bf: FakeBotFramework, user: str, verb: str, data: dict[str, Any] | Non
     """One Action.Execute click, posted to the function as the host would."""
     who: FakeUser = bf.users[user]
     activity = invoke_activity(verb, data or DATA, **bf.who(who))
-    request = func.HttpRequest(
-        method="POST", url="/api/messages", body=json.dumps(activity).encode(),
-        headers={"Authorization": f"Bearer {token or bf.mint()}",
-                 "Content-Type": "application/json"})
+    (answer,) = post_together([(activity, token or bf.mint())])
+    return answer
 
-    async def post() -> func.HttpResponse:
+
+def post_together(posts: list[tuple[dict[str, Any], str]],
+                  between: Callable[[int], None] = lambda _: None) -> list[tuple[int, Any]]:
+    """(activity, token) pairs posted one after the other on one event loop, so to one
+    endpoint, as a worker does; `between(i)` runs after the i-th answer."""
+    async def post_all() -> list[tuple[int, Any]]:
+        answers = []
         try:
-            return await bot_functions.bot_messages(request)
+            for i, (activity, token) in enumerate(posts):
+                request = func.HttpRequest(
+                    method="POST", url="/api/messages", body=json.dumps(activity).encode(),
+                    headers={"Authorization": f"Bearer {token}",
+                             "Content-Type": "application/json"})
+                response = await bot_functions.bot_messages(request)
+                body = response.get_body()
+                answers.append((response.status_code, json.loads(body) if body else None))
+                between(i)
         finally:
             await connections.close_shared()
+        return answers
 
-    response = asyncio.run(post())
-    body = response.get_body()
-    return response.status_code, json.loads(body) if body else None
+    return asyncio.run(post_all())
 
 
 def item(the_list: FakeList) -> dict[str, Any]:
@@ -183,3 +194,84 @@ def test_a_request_without_a_valid_token_is_refused(bf: FakeBotFramework,
     status, answer = click(bf, OWNER, "approve", token=bf.mint(audience="api://someone-else"))
     assert (status, answer) == (401, {"error": "Unauthorized"})
     assert item(the_list)["Status"] == "Pending"
+
+
+# ----------------------------------------------------------------------------- replays
+
+def writes(graph: FakeGraph) -> int:
+    """SharePoint writes so far (a decision is a PATCH of the item's fields)."""
+    return sum(1 for r in graph.requests if r.method in ("PATCH", "POST", "PUT", "DELETE"))
+
+
+def reopen(the_list: FakeList) -> None:
+    """Someone sets the sender back to Pending in the list (a decision taken back)."""
+    (fake_item,) = the_list.items.values()
+    the_list.update_item(fake_item, {"Status": "Pending", "DecidedBy": None, "DecidedAt": None})
+
+
+def test_a_replayed_click_is_answered_without_acting(bf: FakeBotFramework, the_list: FakeList,
+                                                     graph: FakeGraph) -> None:
+    """The reproduced attack: a captured approve, posted again with its token, decided again
+    (here after the decision was taken back in the list, so the replay would have mattered)."""
+    activity, token = invoke_activity("approve", DATA, **bf.who(bf.users[OWNER])), bf.mint()
+    counted: list[int] = []
+
+    def after(i: int) -> None:
+        counted.append(writes(graph))
+        if i == 0:
+            reopen(the_list)
+
+    first, replay = post_together([(activity, token), (activity, token)], after)
+    assert first[0] == 200 and "Approved" in json.dumps(first[1]["value"])
+    assert counted[1] == counted[0]  # the replay wrote nothing
+    assert item(the_list)["Status"] == "Pending"  # and decided nothing
+    # answered as a duplicate click is: the card as it stands (here: the buttons again)
+    assert replay[0] == 200 and replay[1]["type"] == "application/vnd.microsoft.card.adaptive"
+    assert buttons(replay[1]) == ["approve", "reject", "notmine"]
+
+
+def test_the_same_token_with_another_activity_is_acted_on(bf: FakeBotFramework,
+                                                          the_list: FakeList) -> None:
+    """The Bot Connector sends every activity of the hour with one token: that is legitimate."""
+    token, who = bf.mint(), bf.who(bf.users[OWNER])
+    approve = invoke_activity("approve", DATA, **who)
+    reject = invoke_activity("reject", DATA, **who)  # a new id, the same token
+    (_, first), (_, second) = post_together([(approve, token), (reject, token)],
+                                            lambda i: reopen(the_list) if i == 0 else None)
+    assert "Approved" in json.dumps(first["value"]) and "Rejected" in json.dumps(second["value"])
+    assert item(the_list)["Status"] == "Rejected"
+
+
+def test_an_activity_id_reused_in_another_conversation_is_still_a_replay(
+        bf: FakeBotFramework, the_list: FakeList) -> None:
+    """The body is the sender's to write: the id alone is remembered, not (conversation, id)."""
+    token, who = bf.mint(), bf.who(bf.users[OWNER])
+    approve = invoke_activity("approve", DATA, **who)
+    elsewhere = json.loads(json.dumps(approve))
+    elsewhere["conversation"]["id"] = "a:1-another-conversation"
+    post_together([(approve, token), (elsewhere, bf.mint())],
+                  lambda i: reopen(the_list) if i == 0 else None)
+    assert item(the_list)["Status"] == "Pending"
+
+
+def test_an_action_without_an_activity_id_is_not_acted_on(bf: FakeBotFramework,
+                                                          the_list: FakeList) -> None:
+    """Without an id a replay could not be told apart: Teams always sends one."""
+    activity = invoke_activity("approve", DATA, **bf.who(bf.users[OWNER]))
+    del activity["id"]
+    ((status, answer),) = post_together([(activity, bf.mint())])
+    assert status == 200 and answer["statusCode"] == 400
+    assert item(the_list)["Status"] == "Pending"
+
+
+def test_a_replay_on_another_instance_meets_the_decision_already_taken(
+        bf: FakeBotFramework, the_list: FakeList, graph: FakeGraph) -> None:
+    """Another worker has no memory of the activity: the item's status (and If-Match on its
+    eTag, for a replay that races the original) keeps the first decision."""
+    activity, token = invoke_activity("reject", DATA, **bf.who(bf.users[OWNER])), bf.mint()
+    post_together([(invoke_activity("approve", DATA, **bf.who(bf.users[OWNER])), token)])
+    decided = dict(item(the_list))
+    before = writes(graph)
+    ((status, answer),) = post_together([(activity, token)])  # another event loop: another
+    assert status == 200 and "Approved" in json.dumps(answer["value"])  # endpoint
+    assert writes(graph) == before and item(the_list) == decided
