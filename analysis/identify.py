@@ -76,10 +76,10 @@ def activities_from_rollups(rows: Iterable[tuple[RollupKey, int]]) -> list[Sourc
         totals["dmarc_pass"] += messages if (key.dkim_aligned or key.spf_aligned) else 0
         totals["dkim"] += messages if key.dkim_aligned else 0
         totals["spf"] += messages if key.spf_aligned else 0
-        for item in key.dkim.split():
-            a["dkim"][_split_result(item)] += messages
-        for item in key.spf.split():
-            a["spf"][_split_result(item)] += messages
+        for result in key.dkim:
+            a["dkim"][result] += messages
+        for result in key.spf:
+            a["spf"][result] += messages
         for reason in (json.loads(key.reasons) if key.reasons else ()):
             a["reasons"][reason] += messages
         a["header_from"][key.header_from] += messages
@@ -96,13 +96,6 @@ def activities_from_rollups(rows: Iterable[tuple[RollupKey, int]]) -> list[Sourc
             first_day=days[domain, ip][0], last_day=days[domain, ip][1],
         ))
     return out
-
-
-def _split_result(item: str) -> tuple[str, str, str]:
-    """`domain/selector=result` (or `domain/scope=result`) -> (domain, selector, result)."""
-    left, _, result = item.rpartition("=")
-    domain, _, middle = left.partition("/")
-    return domain, middle, result
 
 
 # -- evidence -------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ proportion to the time it covers there, with exact integer totals.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from collections.abc import Iterator
@@ -42,8 +43,11 @@ class RollupKey:
     source_ip: str
     header_from: str
     envelope_from: str  # "" when the report gave none
-    dkim: str  # "domain/selector=result" per signature, space-separated, in report order
-    spf: str  # "domain/scope=result" per SPF result
+    #: (domain, selector, result) per DKIM signature, in report order ("" for no selector).
+    #: Structured, never joined into one text: a domain holding a space must not split into two
+    #: signatures when read back (issue 13).
+    dkim: tuple[tuple[str, str, str], ...]
+    spf: tuple[tuple[str, str, str], ...]  # (domain, scope, result) per SPF result
     dkim_aligned: bool
     spf_aligned: bool
     disposition: str
@@ -109,12 +113,81 @@ def split_count(count: int, weights: list[int]) -> list[int]:
     return shares
 
 
-def _results(record: Record) -> tuple[str, str, str]:
-    dkim = " ".join(f"{d.domain}/{d.selector or ''}={d.result}" for d in record.auth_dkim)
-    spf = " ".join(f"{s.domain or ''}/{s.scope or ''}={s.result}" for s in record.auth_spf)
+Results = tuple[tuple[str, str, str], ...]
+
+
+@functools.lru_cache(maxsize=4096)
+def results_json(results: Results) -> str:
+    """How both stores write DKIM or SPF results: one JSON list of [domain, selector or scope,
+    result] (cached: a report repeats the same few)."""
+    return json.dumps(results)
+
+
+@functools.lru_cache(maxsize=4096)
+def results_from_json(text: str) -> Results:
+    return tuple((str(d), str(m), str(r)) for d, m, r in json.loads(text))
+
+
+def legacy_results(text: str) -> Results:
+    """Results as stores wrote them before they were structured: `domain/middle=result` items
+    joined by spaces. Ambiguous when a domain held a space, `/` or `=`; kept only to convert
+    old rows (the SQLite migration, old Table Storage entities)."""
+    out = []
+    for item in text.split():
+        left, _, result = item.rpartition("=")
+        domain, _, middle = left.partition("/")
+        out.append((domain, middle, result))
+    return tuple(out)
+
+
+def _results(record: Record) -> tuple[Results, Results, str]:
+    dkim = tuple([(d.domain, d.selector or "", d.result) for d in record.auth_dkim])
+    spf = tuple([(s.domain or "", s.scope or "", s.result) for s in record.auth_spf])
     reasons = json.dumps([f"{r.type}:{' '.join(r.comment.split())}" if r.comment else r.type
                           for r in record.reasons]) if record.reasons else ""
     return dkim, spf, reasons
+
+
+def stored_order(key: RollupKey) -> tuple[object, ...]:
+    """A rollup key as stores keep it, in the order SQLite's primary key sorts rows."""
+    return (key.policy_domain, key.day, key.source_ip, key.header_from, key.envelope_from,
+            results_json(key.dkim), results_json(key.spf), key.dkim_aligned, key.spf_aligned,
+            key.disposition, key.reasons)
+
+
+class ContentDigest:
+    """A digest of what a store keeps of one report: its ledger key and, in report order, each
+    record's rollup dimensions and count (or a TLS or failure report's fields).
+
+    Two reports with one ledger key are the same report (a duplicate) only when what is kept of
+    them is the same; otherwise both are kept and flagged (issue 13: a forged copy of a report's
+    key must neither pre-empt the genuine report nor be believed beside it). A re-sent or
+    re-serialised copy (other wrapping, whitespace, `<id@host>` for `id`) has the same digest;
+    one with its records in another order does not, so stores compare rows when digests differ.
+    """
+
+    def __init__(self, key: LedgerKey) -> None:
+        self._hash = hashlib.sha256(json.dumps(dataclasses.astuple(key)).encode())
+
+    def add_record(self, record: Record) -> None:
+        dkim, spf, reasons = _results(record)
+        self._hash.update(json.dumps([
+            record.source_ip, record.header_from, record.envelope_from or "", dkim, spf,
+            record.dkim, record.spf, record.disposition, reasons, record.count]).encode() + b"\n")
+
+    def add_text(self, text: str) -> None:
+        self._hash.update(text.encode("utf-8", "surrogatepass") + b"\n")
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()[:32]
+
+
+def content_digest(report: TlsReport | FailureReport, key: LedgerKey) -> str:
+    """The `ContentDigest` of a TLS or failure report: everything it holds but where it was
+    read from and the problems met reading it."""
+    digest = ContentDigest(key)
+    digest.add_text(repr(dataclasses.replace(report, source="", errors=[])))
+    return digest.hexdigest()
 
 
 def rollup_rows(report: AggregateReport, record: Record,

@@ -31,6 +31,9 @@ class Outcome:
     rule: str | None = None  # which rule refused it (analysis.errors), for `rejected`
     domain: str | None = None  # the report's policy domain
     errors: int = 0  # problems recovered from while reading (skipped records, XML repairs)
+    #: Stored, but another report has its ledger key and other content: both are kept, flagged
+    #: and left out of what is believed (store.AddResult `conflict`).
+    conflict: bool = False
 
 
 def ingest_input(source: str | os.PathLike[str] | bytes, store: Store, limits: Limits, *,
@@ -43,10 +46,11 @@ def ingest_input(source: str | os.PathLike[str] | bytes, store: Store, limits: L
     label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
     try:
         for report in read_reports(source, limits, name=name):
-            status = store.add_report(report)
-            log.info("%s report %s from %s", status, report.kind, report.source)
-            yield Outcome(report.source, status, report.kind, errors=len(report.errors),
-                          domain=ledger_key(report).policy_domain)
+            added = store.add_report(report)
+            log.info("%s report %s from %s", added, report.kind, report.source)
+            yield Outcome(report.source, "stored" if added == "conflict" else added, report.kind,
+                          errors=len(report.errors), domain=ledger_key(report).policy_domain,
+                          conflict=added == "conflict")
     except RejectedInput as exc:
         log.warning("rejected input (%s)", exc.rule)
         yield Outcome(exc.source or label, "rejected", reason=str(exc), rule=exc.rule)

@@ -10,7 +10,9 @@ from analysis.dnsevidence import Answer
 from analysis.model import Report
 from analysis.rollup import LedgerKey, RollupKey
 
-AddResult = Literal["stored", "duplicate"]
+#: `conflict`: stored, but another report has the same ledger key and other content; both are
+#: kept, flagged, and left out of `rollups()` (what is believed) until resolved (issue 13).
+AddResult = Literal["stored", "conflict", "duplicate"]
 
 
 class StoreError(Exception):
@@ -36,6 +38,7 @@ class LedgerEntry:
     messages: int
     errors: tuple[str, ...]
     stored_at: str
+    conflict: bool = False  # another report has this key and other content (see AddResult)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -59,7 +62,9 @@ class InventoryItem:
 
 class Store(Protocol):
     def add_report(self, report: Report) -> AddResult:
-        """Store a report whole, in one transaction, or not at all; a second copy changes nothing.
+        """Store a report whole, in one transaction, or not at all; a second copy changes nothing
+        (a copy: same ledger key and same `ContentDigest`; same key and other content is a
+        `conflict`, stored beside the first whichever came first).
 
         Consumes an aggregate report's records. If reading them fails, nothing is stored and the
         error propagates.
@@ -71,9 +76,12 @@ class Store(Protocol):
         """Ledger entries, optionally for one policy domain and ending on or after `since`."""
         ...
 
-    def rollups(self, *, domain: str | None = None,
-                since: str | None = None) -> Iterator[tuple[RollupKey, int]]:
-        """Daily rollup rows and their message counts, `since` a YYYY-MM-DD UTC day."""
+    def rollups(self, *, domain: str | None = None, since: str | None = None,
+                conflicting: bool = False) -> Iterator[tuple[RollupKey, int]]:
+        """Daily rollup rows and their message counts, `since` a YYYY-MM-DD UTC day.
+
+        Rows of reports in conflict are left out (they are not believed) unless `conflicting`.
+        """
         ...
 
     # The DNS cache (analysis.dnsevidence.DnsCache): answers kept until their TTL runs out.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -11,16 +12,30 @@ from pathlib import Path
 
 from analysis.dnsevidence import Answer
 from analysis.model import AggregateReport, FailureReport, Report, TlsReport
-from analysis.rollup import LedgerKey, RollupKey, ledger_key, report_days, rollup_rows
+from analysis.rollup import (
+    LedgerKey,
+    RollupKey,
+    content_digest,
+    ledger_key,
+    legacy_results,
+    report_days,
+    results_from_json,
+    results_json,
+    rollup_rows,
+)
 from store.base import AddResult, InventoryItem, LedgerEntry, StoreError
 
 _BATCH = 5000
 _UPSERT_ROLLUP = """
 INSERT INTO daily_rollups (policy_domain, day, source_ip, header_from, envelope_from, dkim, spf,
-                           dkim_aligned, spf_aligned, disposition, reasons, messages)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                           dkim_aligned, spf_aligned, disposition, reasons, report, messages)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT DO UPDATE SET messages = messages + excluded.messages
 """
+_KEY_COLUMNS = ("policy_domain, day, source_ip, header_from, envelope_from, dkim, spf,"
+                " dkim_aligned, spf_aligned, disposition, reasons")
+_SAME_KEY = ("kind = ? AND reporter = ? AND report_id = ? AND policy_domain = ?"
+             " AND begin_ts = ? AND end_ts = ?")
 
 
 def _migrations() -> list[str]:
@@ -52,23 +67,48 @@ class SqliteStore:
             raise StoreError(f"{self.path}: cannot open the database ({exc})") from None
 
     def _migrate(self) -> None:
+        """Bring the schema up to date, one version per transaction.
+
+        The version is read again after taking the write lock: several processes opening a new
+        file at once (four `ingest` runs on a first start) each see version 0 before any has the
+        lock, and all but the first would otherwise apply a script that has already run.
+        """
         scripts = _migrations()
+        if self._version(len(scripts)) == len(scripts):
+            return  # the usual case: no write lock taken
+        self._db.create_function("dmarcbot_legacy_results", 1, _legacy_results_json,
+                                 deterministic=True)
+        # Table rebuilds (version 4) need foreign keys off; they are checked before committing.
+        self._db.execute("PRAGMA foreign_keys = OFF")
+        try:
+            while True:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    version = self._version(len(scripts))
+                    if version == len(scripts):
+                        self._db.execute("COMMIT")
+                        return
+                    for statement in _statements(scripts[version]):
+                        self._db.execute(statement)
+                    if self._db.execute("PRAGMA foreign_key_check").fetchone() is not None:
+                        raise StoreError(f"{self.path}: schema version {version + 1} would break "
+                                         "a reference between tables")
+                    self._db.execute(f"PRAGMA user_version = {version + 1}")
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._rollback()
+                    raise
+        finally:
+            self._db.execute("PRAGMA foreign_keys = ON")
+
+    def _version(self, known: int) -> int:
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
-        if version > len(scripts):
+        if version > known:
             raise StoreError(
                 f"{self.path}: database schema version {version} is newer than this dmarcbot "
-                f"knows ({len(scripts)}); upgrade dmarcbot"
+                f"knows ({known}); upgrade dmarcbot"
             )
-        for number in range(version + 1, len(scripts) + 1):
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in _statements(scripts[number - 1]):
-                    self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version = {number}")
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
+        return int(version)
 
     @property
     def schema_version(self) -> int:
@@ -86,36 +126,56 @@ class SqliteStore:
     # -- writing -------------------------------------------------------------------------------
 
     def add_report(self, report: Report) -> AddResult:
+        """Store the report; `duplicate` if a report with its key and content is stored,
+        `conflict` (stored, and both flagged) if one with its key but other content is.
+
+        Content is compared only once the records are read, so a report whose key is already
+        stored is read and written whole, then rolled back if it turns out a duplicate: an
+        aggregate report by its rollup rows, a TLS or failure report by its content digest, one
+        stored before schema 4 (whose rows were merged with others') by its counts.
+        """
         key = ledger_key(report)
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
+            earlier = db.execute("SELECT id, digest, legacy, records, messages FROM reports"
+                                 " WHERE " + _SAME_KEY, dataclasses.astuple(key)).fetchall()
             report_row = self._insert_ledger(key, report)
-            if report_row is None:
-                db.execute("ROLLBACK")
-                return "duplicate"
+            content = None
             if isinstance(report, AggregateReport):
-                records, messages = self._add_rollups(report)
+                records, messages = self._add_rollups(report, report_row)
             elif isinstance(report, TlsReport):
                 records, messages = self._add_tls(report_row, report)
+                content = content_digest(report, key)
             else:
                 records, messages = self._add_failure(report_row, report)
+                content = content_digest(report, key)
+            for row, digest, legacy, records_, messages_ in earlier:
+                if ((records_, messages_) == (records, messages) if legacy
+                        else self._same_rows(report, row, report_row) if content is None
+                        else digest == content):
+                    db.execute("ROLLBACK")
+                    return "duplicate"
+            db.executemany("UPDATE reports SET conflict = 1 WHERE id = ?",
+                           [(row[0],) for row in earlier])
             db.execute(
-                "UPDATE reports SET records = ?, messages = ?, errors = ? WHERE id = ?",
-                (records, messages, json.dumps(report.errors), report_row),
+                "UPDATE reports SET records = ?, messages = ?, errors = ?, digest = ?,"
+                " conflict = ? WHERE id = ?",
+                (records, messages, json.dumps(report.errors), content, int(bool(earlier)),
+                 report_row),
             )
             db.execute("COMMIT")
         except BaseException:
             self._rollback()
             raise
-        return "stored"
+        return "conflict" if earlier else "stored"
 
     def _rollback(self) -> None:
         # SQLite may have rolled back already (a full disk, say); don't hide the first error.
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
 
-    def _insert_ledger(self, key: LedgerKey, report: Report) -> int | None:
+    def _insert_ledger(self, key: LedgerKey, report: Report) -> int:
         if isinstance(report, AggregateReport):
             org, schema = report.reporter.org_name, report.schema
         elif isinstance(report, TlsReport):
@@ -124,14 +184,28 @@ class SqliteStore:
             org, schema = report.reporter or "", report.format
         cursor = self._db.execute(
             "INSERT INTO reports (kind, reporter, report_id, policy_domain, begin_ts, end_ts,"
-            " org_name, schema, source, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT DO NOTHING",
+            " org_name, schema, source, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (key.kind, key.reporter, key.report_id, key.policy_domain, key.begin, key.end, org,
              schema, report.source, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")),
         )
-        return cursor.lastrowid if cursor.rowcount == 1 else None
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
 
-    def _add_rollups(self, report: AggregateReport) -> tuple[int, int]:
+    def _same_rows(self, report: AggregateReport, one: int, other: int) -> bool:
+        """Whether two aggregate reports of one ledger key keep the same rollup rows.
+
+        Only a report whose key is stored already pays for this; the rows are found through
+        the primary key's (domain, day) prefix.
+        """
+        days = report_days(report.begin, report.end)
+        where = "policy_domain = ? AND day BETWEEN ? AND ? AND report = ?"
+        span = (report.policy.domain, days[0][0].isoformat(), days[-1][0].isoformat())
+        rows = f"SELECT {_KEY_COLUMNS}, messages FROM daily_rollups WHERE {where}"
+        differ = f"SELECT EXISTS ({rows} EXCEPT {rows})"
+        return not any(self._db.execute(differ, (*span, a, *span, b)).fetchone()[0]
+                       for a, b in ((one, other), (other, one)))
+
+    def _add_rollups(self, report: AggregateReport, report_row: int) -> tuple[int, int]:
         days = report_days(report.begin, report.end)
         batch: list[tuple[object, ...]] = []
         records = messages = 0
@@ -141,8 +215,9 @@ class SqliteStore:
             for key, count in rollup_rows(report, record, days):
                 batch.append((
                     key.policy_domain, key.day, key.source_ip, key.header_from,
-                    key.envelope_from, key.dkim, key.spf, key.dkim_aligned, key.spf_aligned,
-                    key.disposition, key.reasons, count,
+                    key.envelope_from, results_json(key.dkim), results_json(key.spf),
+                    key.dkim_aligned, key.spf_aligned, key.disposition, key.reasons,
+                    report_row, count,
                 ))
             if len(batch) >= _BATCH:
                 self._db.executemany(_UPSERT_ROLLUP, batch)
@@ -187,7 +262,8 @@ class SqliteStore:
     def reports(self, *, domain: str | None = None, since: str | None = None,
                 kind: str | None = None) -> Iterator[LedgerEntry]:
         sql = ("SELECT kind, reporter, report_id, policy_domain, begin_ts, end_ts, org_name,"
-               " schema, source, records, messages, errors, stored_at FROM reports WHERE 1=1")
+               " schema, source, records, messages, errors, stored_at, conflict FROM reports"
+               " WHERE 1=1")
         params: list[object] = []
         if domain is not None:
             sql += " AND policy_domain = ?"
@@ -202,14 +278,14 @@ class SqliteStore:
             yield LedgerEntry(
                 key=LedgerKey(*row[:6]), org_name=row[6], schema=row[7], source=row[8],
                 records=row[9], messages=row[10], errors=tuple(json.loads(row[11])),
-                stored_at=row[12],
+                stored_at=row[12], conflict=bool(row[13]),
             )
 
-    def rollups(self, *, domain: str | None = None,
-                since: str | None = None) -> Iterator[tuple[RollupKey, int]]:
-        sql = ("SELECT policy_domain, day, source_ip, header_from, envelope_from, dkim, spf,"
-               " dkim_aligned, spf_aligned, disposition, reasons, messages FROM daily_rollups"
-               " WHERE 1=1")
+    def rollups(self, *, domain: str | None = None, since: str | None = None,
+                conflicting: bool = False) -> Iterator[tuple[RollupKey, int]]:
+        sql = f"SELECT {_KEY_COLUMNS}, sum(messages) FROM daily_rollups WHERE 1=1"
+        if not conflicting:
+            sql += " AND report NOT IN (SELECT id FROM reports WHERE conflict)"
         params: list[object] = []
         if domain is not None:
             sql += " AND policy_domain = ?"
@@ -217,8 +293,11 @@ class SqliteStore:
         if since is not None:
             sql += " AND day >= ?"
             params.append(since)
-        for row in self._db.execute(sql + " ORDER BY policy_domain, day", params):
-            yield RollupKey(*row[:7], bool(row[7]), bool(row[8]), *row[9:11]), row[11]
+        # Grouped in primary-key order: rows of several reports sum up without a sort.
+        for row in self._db.execute(f"{sql} GROUP BY {_KEY_COLUMNS} ORDER BY {_KEY_COLUMNS}",
+                                    params):
+            yield RollupKey(*row[:5], results_from_json(row[5]), results_from_json(row[6]),
+                            bool(row[7]), bool(row[8]), *row[9:11]), row[11]
 
 
     # -- DNS cache (analysis.dnsevidence.DnsCache) --------------------------------------------
@@ -282,6 +361,11 @@ class SqliteStore:
              if_status),
         )
         return cursor.rowcount == 1
+
+
+def _legacy_results_json(text: str) -> str:
+    """Schema 4: a space-joined result text of earlier versions as JSON."""
+    return results_json(legacy_results(text))
 
 
 def _statements(script: str) -> Iterator[str]:

@@ -19,8 +19,9 @@ import json
 import os
 import re
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -37,7 +38,19 @@ from azure.data.tables import (
 
 from analysis.dnsevidence import Answer
 from analysis.model import AggregateReport, FailureReport, Report, TlsReport
-from analysis.rollup import LedgerKey, RollupKey, ledger_key, report_days, rollup_rows
+from analysis.rollup import (
+    ContentDigest,
+    LedgerKey,
+    RollupKey,
+    content_digest,
+    ledger_key,
+    legacy_results,
+    report_days,
+    results_from_json,
+    results_json,
+    rollup_rows,
+    stored_order,
+)
 from store.base import AddResult, InventoryItem, LedgerEntry, StorageRefused, StoreError
 
 if TYPE_CHECKING:
@@ -57,8 +70,8 @@ _ERRORS_CHARS = 60_000  # JSON kept of a report's errors; an entity holds at mos
 _DETAILS_CHARS = 240_000  # JSON kept of a TLS or failure report's details
 _SAFE_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
 _PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9]{0,53}")  # table names: letters and digits, <= 63
-_ROLLUP_TEXT = ("policy_domain", "source_ip", "header_from", "envelope_from", "dkim", "spf",
-                "disposition", "reasons")
+_ROLLUP_TEXT = ("policy_domain", "source_ip", "header_from", "envelope_from", "disposition",
+                "reasons")
 _CONFLICTS = {"EntityAlreadyExists", "UpdateConditionNotSatisfied", "ConditionNotMet"}
 
 Operation = tuple[Any, ...]  # ("upsert", entity, {...}): one operation of a transaction
@@ -214,7 +227,7 @@ def _org_schema(report: Report) -> tuple[str, str | None]:
     return report.reporter or "", report.format
 
 
-def _ledger_entry(entity: Mapping[str, Any]) -> LedgerEntry:
+def _ledger_entry(entity: Mapping[str, Any], conflict: bool) -> LedgerEntry:
     key = LedgerKey(entity["kind"], _text(entity, "reporter"), _text(entity, "report_id"),
                     _text(entity, "policy_domain"), _value(entity["begin_ts"]),
                     _value(entity["end_ts"]))
@@ -222,13 +235,35 @@ def _ledger_entry(entity: Mapping[str, Any]) -> LedgerEntry:
         key=key, org_name=_text(entity, "org_name"), schema=_optional(entity, "schema"),
         source=_text(entity, "source"), records=_value(entity["records"]),
         messages=_value(entity["messages"]), errors=tuple(json.loads(_text(entity, "errors"))),
-        stored_at=entity["stored_at"],
+        stored_at=entity["stored_at"], conflict=conflict,
     )
 
 
+def _same_content(entity: Mapping[str, Any], content: str, records: int, messages: int,
+                  kind: str) -> bool:
+    """Whether a ledger entity of the same key holds this content, by its digest. An entity
+    stored before there were digests: a TLS or failure report by its counts; an aggregate
+    report's rows are compared instead (`TableStore._rows_of`)."""
+    if "digest" in entity:
+        return bool(entity["digest"] == content)
+    return kind != "aggregate" and (_value(entity["records"]), _value(entity["messages"])) == (
+        records, messages)
+
+
+def _same_key(row_key: str) -> str:
+    """The digest of the ledger key a ledger RowKey starts with (`<key>` before issue 13's
+    content digests, `<key>-<content>` since)."""
+    return row_key[:32]
+
+
 def _rollup_key(entity: Mapping[str, Any]) -> RollupKey:
+    if "dkim_results" in entity:
+        dkim = results_from_json(_text(entity, "dkim_results"))
+        spf = results_from_json(_text(entity, "spf_results"))
+    else:  # written before results were structured: space-joined text
+        dkim, spf = legacy_results(_text(entity, "dkim")), legacy_results(_text(entity, "spf"))
     return RollupKey(day=entity["day"], dkim_aligned=entity["dkim_aligned"],
-                     spf_aligned=entity["spf_aligned"],
+                     spf_aligned=entity["spf_aligned"], dkim=dkim, spf=spf,
                      **{name: _text(entity, name) for name in _ROLLUP_TEXT})
 
 
@@ -364,21 +399,42 @@ class TableStore:
     # -- writing ------------------------------------------------------------------------------
 
     def add_report(self, report: Report) -> AddResult:
+        """See `Store.add_report`. Reports with one ledger key share the first 32 characters of
+        their ledger RowKey (`<key digest>-<content digest>`), and their rollup rows' prefix."""
         key = ledger_key(report)
-        partition, row = _key(key.policy_domain), _digest(*dataclasses.astuple(key))
-        if self._get(LEDGER, partition, row) is not None:
-            return "duplicate"
+        partition, same = _key(key.policy_domain), _digest(*dataclasses.astuple(key))
+        earlier = list(self._query(
+            LEDGER, "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+            {"pk": partition, "low": same, "high": same + "."},
+            select=["RowKey", "digest", "records", "messages", "attempt"]))
         attempt = uuid.uuid4().hex[:12]
         written: list[tuple[str, list[str]]] = []  # (partition, row keys) per transaction
+        row: str | None = None  # the ledger RowKey, once the content is known
         try:
             if isinstance(report, AggregateReport):
-                records, messages = self._add_rollups(report, row, attempt, written)
-                details = None
-            elif isinstance(report, TlsReport):
-                records, messages, details = _tls_details(report)
+                digest = ContentDigest(key)
+                records, messages, last = self._add_rollups(report, same, attempt, written,
+                                                            digest)
+                content, details = digest.hexdigest(), None
             else:
-                records, messages, details = _failure_details(report)
+                records, messages, details = (_tls_details(report)
+                                              if isinstance(report, TlsReport)
+                                              else _failure_details(report))
+                content, last = content_digest(report, key), {}
+            if any(_same_content(e, content, records, messages, key.kind) for e in earlier):
+                self._forget(partition, None, attempt, written)
+                return "duplicate"  # seen before, the last rows never written
+            if last:
+                self._write_rollups(last, f"{same}-{attempt}-{len(written):x}", written)
+            if isinstance(report, AggregateReport) and earlier:  # same rows, other order?
+                days = [day for day, _ in report_days(report.begin, report.end)]
+                ours = self._rows_of(partition, days, same, attempt)
+                if any(self._rows_of(partition, days, same, e["attempt"]) == ours
+                       for e in earlier):
+                    self._forget(partition, None, attempt, written)
+                    return "duplicate"
             org, schema = _org_schema(report)
+            row = f"{same}-{content}"
             committed = self._commit({
                 "PartitionKey": partition, "RowKey": row,
                 **_props(kind=key.kind, reporter=key.reporter, report_id=key.report_id,
@@ -386,33 +442,49 @@ class TableStore:
                          org_name=org, schema=schema, source=report.source, records=records,
                          messages=messages, errors=_errors_json(report.errors),
                          stored_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                         attempt=attempt, details=details),
+                         attempt=attempt, details=details, digest=content),
             })
         except Exception:
             self._forget(partition, row, attempt, written)
             raise
-        if not committed:  # another process stored the report meanwhile
+        if not committed:  # another process stored the same report meanwhile
             self._forget(partition, row, attempt, written)
             return "duplicate"
-        return "stored"
+        # A conflicting report committed by another process since `earlier` was read is
+        # flagged all the same: conflicts are worked out when the ledger is read.
+        return "conflict" if earlier else "stored"
 
-    def _add_rollups(self, report: AggregateReport, ledger_row: str, attempt: str,
-                     written: list[tuple[str, list[str]]]) -> tuple[int, int]:
-        """Write the report's rollup rows under `attempt`; identical rows add up first."""
+    def _add_rollups(self, report: AggregateReport, same: str, attempt: str,
+                     written: list[tuple[str, list[str]]], digest: ContentDigest
+                     ) -> tuple[int, int, dict[RollupKey, int]]:
+        """Write the report's rollup rows under `attempt`, identical rows added up first; the
+        rows of the last chunk are returned unwritten (all of a usual report: a duplicate is
+        then found without writing anything)."""
         days = report_days(report.begin, report.end)
         pending: dict[RollupKey, int] = {}
         records = messages = 0
         for record in report.records:
             records += 1
             messages += record.count
+            digest.add_record(record)
             for key, count in rollup_rows(report, record, days):
                 pending[key] = pending.get(key, 0) + count
             if len(pending) >= self._flush_rows:
-                self._write_rollups(pending, f"{ledger_row}-{attempt}-{len(written):x}", written)
+                self._write_rollups(pending, f"{same}-{attempt}-{len(written):x}", written)
                 pending = {}
-        if pending:
-            self._write_rollups(pending, f"{ledger_row}-{attempt}-{len(written):x}", written)
-        return records, messages
+        return records, messages, pending
+
+    def _rows_of(self, partition: str, days: list[date], same: str, attempt: str
+                 ) -> Counter[RollupKey]:
+        """The rollup rows one attempt wrote for a report, summed per key (chunks add up)."""
+        rows: Counter[RollupKey] = Counter()
+        for day in days:
+            for e in self._query(ROLLUPS, "PartitionKey eq @pk and RowKey ge @low and RowKey lt"
+                                 " @high", {"pk": f"{partition}!{day.isoformat()}",
+                                            "low": f"{same}-{attempt}-",
+                                            "high": f"{same}-{attempt}."}):
+                rows[_rollup_key(e)] += _value(e["messages"])
+        return rows
 
     def _write_rollups(self, rows: dict[RollupKey, int], row_prefix: str,
                        written: list[tuple[str, list[str]]]) -> None:
@@ -425,6 +497,7 @@ class TableStore:
                 {"PartitionKey": part,
                  "RowKey": f"{row_prefix}-{_digest(*dataclasses.astuple(key))}",
                  **_props(**{name: getattr(key, name) for name in _ROLLUP_TEXT}, day=key.day,
+                          dkim_results=results_json(key.dkim), spf_results=results_json(key.spf),
                           dkim_aligned=key.dkim_aligned, spf_aligned=key.spf_aligned,
                           messages=count)}
                 for key, count in group)
@@ -447,16 +520,17 @@ class TableStore:
         current = self._get(LEDGER, entity["PartitionKey"], entity["RowKey"])
         return current is not None and current.get("attempt") == entity["attempt"]
 
-    def _forget(self, partition: str, row: str, attempt: str,
+    def _forget(self, partition: str, row: str | None, attempt: str,
                 written: list[tuple[str, list[str]]]) -> None:
-        """Best effort: delete this attempt's rollup rows unless it committed after all.
+        """Best effort: delete this attempt's rollup rows unless it committed after all (`row`:
+        the ledger entity it would have committed, None if it never tried).
 
         The rows are invisible anyway; this only keeps the table tidy.
         """
         if not written:
             return
         with contextlib.suppress(Exception):
-            current = self._get(LEDGER, partition, row)
+            current = None if row is None else self._get(LEDGER, partition, row)
             if current is not None and current.get("attempt") == attempt:
                 return
             for part, rows in written:
@@ -478,30 +552,41 @@ class TableStore:
         if kind is not None:
             clauses.append("kind eq @kind")
             parameters["kind"] = kind
-        entries = [_ledger_entry(e)
-                   for e in self._query(LEDGER, " and ".join(clauses), parameters)]
-        yield from sorted(entries, key=lambda e: (e.key.begin, e.key.end, e.key.kind,
-                                                  e.key.reporter, e.key.report_id,
-                                                  e.key.policy_domain))
+        # Every copy of a key passes the same filters (they are on the key), so counting the
+        # copies here finds every conflict.
+        entities = list(self._query(LEDGER, " and ".join(clauses), parameters))
+        copies = Counter((e["PartitionKey"], _same_key(e["RowKey"])) for e in entities)
+        entries = [(_ledger_entry(e, copies[e["PartitionKey"], _same_key(e["RowKey"])] > 1),
+                    e["stored_at"], e["RowKey"]) for e in entities]
+        yield from (entry for entry, *_ in sorted(entries, key=lambda e: (
+            e[0].key.begin, e[0].key.end, e[0].key.kind, e[0].key.reporter, e[0].key.report_id,
+            e[0].key.policy_domain, e[1], e[2])))
 
-    def _committed(self, domain: str | None) -> dict[str, tuple[str, dict[str, str]]]:
-        """Per ledger partition: its policy domain and the committed attempt of each report."""
+    def _committed(self, domain: str | None, conflicting: bool
+                   ) -> dict[str, tuple[str, dict[str, set[str]]]]:
+        """Per ledger partition: its policy domain and, per ledger key digest, the committed
+        attempts of its reports; keys held by several reports (in conflict) are left out
+        unless `conflicting`."""
         query, parameters = "kind eq @kind", {"kind": "aggregate"}
         if domain is not None:
             query += " and PartitionKey eq @pk"
             parameters["pk"] = _key(domain.lower())
-        out: dict[str, tuple[str, dict[str, str]]] = {}
+        out: dict[str, tuple[str, dict[str, set[str]]]] = {}
         for e in self._query(LEDGER, query, parameters,
                              select=["PartitionKey", "RowKey", "policy_domain", "attempt"]):
-            out.setdefault(e["PartitionKey"], (e["policy_domain"], {}))[1][e["RowKey"]] = (
-                e["attempt"])
+            reports = out.setdefault(e["PartitionKey"], (e["policy_domain"], {}))[1]
+            reports.setdefault(_same_key(e["RowKey"]), set()).add(e["attempt"])
+        if not conflicting:
+            for _, reports in out.values():
+                for same in [s for s, attempts in reports.items() if len(attempts) > 1]:
+                    del reports[same]
         return out
 
-    def rollups(self, *, domain: str | None = None,
-                since: str | None = None) -> Iterator[tuple[RollupKey, int]]:
+    def rollups(self, *, domain: str | None = None, since: str | None = None,
+                conflicting: bool = False) -> Iterator[tuple[RollupKey, int]]:
         """Rows summed per key at read time, counting only committed attempts; one (domain,
         day) partition in memory at a time, in SqliteStore's order."""
-        committed = self._committed(domain)
+        committed = self._committed(domain, conflicting)
         for partition, (_, attempts) in sorted(committed.items(), key=lambda kv: kv[1][0]):
             rows = self._query(ROLLUPS, "PartitionKey ge @low and PartitionKey lt @high",
                                {"low": f"{partition}!{since or ''}", "high": f"{partition}!~"})
@@ -509,10 +594,10 @@ class TableStore:
                 totals: dict[RollupKey, int] = {}
                 for e in day_rows:
                     report, attempt = e["RowKey"].split("-", 2)[:2]
-                    if attempts.get(report) == attempt:
+                    if attempt in attempts.get(report, ()):
                         key = _rollup_key(e)
                         totals[key] = totals.get(key, 0) + _value(e["messages"])
-                yield from sorted(totals.items(), key=lambda kv: dataclasses.astuple(kv[0]))
+                yield from sorted(totals.items(), key=lambda kv: stored_order(kv[0]))
 
     # -- DNS cache (analysis.dnsevidence.DnsCache) ------------------------------------------
 

@@ -151,8 +151,9 @@ def test_low_confidence_facts_weigh_less() -> None:
 
 def test_activities_fold_rollups_per_domain_and_ip() -> None:
     def key(day: str, ip: str, aligned: bool) -> RollupKey:
-        return RollupKey("contoso.example", day, ip, "contoso.example", "", "contoso.example/s1"
-                         "=pass", "contoso.example/mfrom=pass", aligned, aligned, "none", "")
+        return RollupKey("contoso.example", day, ip, "contoso.example", "",
+                         (("contoso.example", "s1", "pass"),),
+                         (("contoso.example", "mfrom", "pass"),), aligned, aligned, "none", "")
 
     rows = [(key("2026-11-20", "192.0.2.1", True), 5), (key("2026-11-21", "192.0.2.1", False), 3),
             (key("2026-11-21", "192.0.2.2", True), 1)]
