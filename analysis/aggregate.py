@@ -294,16 +294,29 @@ def _reason(kind: str | None, comment: str | None, *_: str | None) -> Reason:
     return Reason(_result(kind) or "other", comment.strip() or None if comment else None)
 
 
+_NOT_IN_NAMES = re.compile(r"[\s/=]")
+
+
+def _check_name(what: str, value: str | None) -> None:
+    """No domain or selector holds whitespace, `/` or `=`: a record naming one is forged or
+    broken, and is skipped rather than stored (issue 13)."""
+    if value and _NOT_IN_NAMES.search(value.strip()):
+        raise _BrokenRecord(f"{what} {value.strip()[:60]!r} is not a name")
+
+
 def _dkim_result(domain: str | None, selector: str | None, result: str | None, _: str | None,
                  human: str | None) -> DkimResult | None:
     if not (domain and domain.strip()):
         return None  # a DKIM result names the signing domain, or it says nothing
+    _check_name("DKIM domain", domain)
+    _check_name("DKIM selector", selector)
     return DkimResult(_lower(domain), selector.strip() or None if selector else None,
                       _result(result) or "none", human.strip() if human else None)
 
 
 def _spf_result(domain: str | None, _: str | None, result: str | None, scope: str | None,
                 human: str | None) -> SpfResult:
+    _check_name("SPF domain", domain)
     return SpfResult(_lower(domain) or None, _lower(scope) or "mfrom", _result(result) or "none",
                      human.strip() if human else None, not _lower(scope))
 
@@ -377,8 +390,26 @@ def _policy(fields: dict[str, str], errors: list[str]) -> PolicyPublished:
     )
 
 
+def _check_dates(begin: datetime, end: datetime, source: str, limits: Limits,
+                 now: datetime) -> None:
+    """Refuse a date range no real report has: dates decide which day's rollups a record joins
+    and when alerts fire again, so a forged far-future date would silence them for years."""
+    days = (end - begin).total_seconds() / 86400
+    if days > limits.max_report_days:
+        raise LimitExceeded(source, f"max_report_days={limits.max_report_days}",
+                            f"report covers {days:.0f} days")
+    if begin.year < limits.earliest_report_year:
+        raise LimitExceeded(source, f"earliest_report_year={limits.earliest_report_year}",
+                            f"report begins {begin:%Y-%m-%dT%H:%M:%SZ}, before DMARC's "
+                            "first reports")
+    ahead = (end - now).total_seconds() / 3600
+    if ahead > limits.max_future_hours:
+        raise LimitExceeded(source, f"max_future_hours={limits.max_future_hours}",
+                            f"report ends {end:%Y-%m-%dT%H:%M:%SZ}, {ahead:.0f} hours from now")
+
+
 def _report(header: _Header, source: str, records: Iterator[Record],
-            errors: list[str], limits: Limits) -> AggregateReport:
+            errors: list[str], limits: Limits, now: datetime) -> AggregateReport:
     meta = header.metadata or {}
     email = meta.get("email") or None
     org = meta.get("org_name", "")
@@ -400,10 +431,7 @@ def _report(header: _Header, source: str, records: Iterator[Record],
     if end < begin:
         begin, end = end, begin
         errors.append("date_range/end is before begin; swapped")
-    days = (end - begin).total_seconds() / 86400
-    if days > limits.max_report_days:
-        raise LimitExceeded(source, f"max_report_days={limits.max_report_days}",
-                            f"report covers {days:.0f} days")
+    _check_dates(begin, end, source, limits, now)
     errors.extend(f"reporter error: {e}" for e in header.reporter_errors)
     return AggregateReport(
         schema=_schema(header), source=source,
@@ -413,15 +441,16 @@ def _report(header: _Header, source: str, records: Iterator[Record],
     )
 
 
-def parse_aggregate(stream: BinaryIO, source: str, limits: Limits | None = None
-                    ) -> AggregateReport:
+def parse_aggregate(stream: BinaryIO, source: str, limits: Limits | None = None, *,
+                    now: datetime | None = None) -> AggregateReport:
     """Read the report's header now and return it with a lazy stream of its records.
 
     Raise `UnsafeXml` for a DTD, `NotAReport` when the document is not an aggregate report,
-    `CorruptInput` when not even lxml's recovery can read it. The stream must stay open until
-    the records are consumed.
+    `CorruptInput` when not even lxml's recovery can read it, `LimitExceeded` for a date range
+    out of reason (`now`, the current time unless given, is what "the future" is measured
+    from). The stream must stay open until the records are consumed.
     """
-    return _AggregateParser(stream, source, limits or Limits()).report()
+    return _AggregateParser(stream, source, limits or Limits(), now).report()
 
 
 class _AggregateParser:
@@ -436,10 +465,12 @@ class _AggregateParser:
     built, grows the tree.
     """
 
-    def __init__(self, stream: BinaryIO, source: str, limits: Limits) -> None:
+    def __init__(self, stream: BinaryIO, source: str, limits: Limits,
+                 now: datetime | None = None) -> None:
         self.stream = stream
         self.source = source
         self.limits = limits
+        self.now = now  # what "the future" is measured from; None: the clock, when checked
         self.parser = etree.XMLPullParser(
             events=("pi",), recover=True, resolve_entities=False, no_network=True,
             load_dtd=False, huge_tree=False, remove_comments=True, remove_blank_text=True,
@@ -496,7 +527,7 @@ class _AggregateParser:
         header.namespace = self.namespace
         return _report(header, self.source,
                        RecordStream(self._records(early, rest, batches), self.source),
-                       self.errors, self.limits)
+                       self.errors, self.limits, self.now or datetime.now(UTC))
 
     def _records(self, early: list[Record], rest: list[etree._Element],
                  batches: Iterator[_Batch]) -> Iterator[Record]:

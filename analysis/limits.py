@@ -32,6 +32,14 @@ class Limits:
     #: Longest date range one aggregate report may cover; it is split into this many daily
     #: rows per record, so a forged range of centuries would cost millions of rows.
     max_report_days: int = 62
+    #: Hours past now that an aggregate report's date range may end. Receivers' clocks are a
+    #: little off, but a report dated years ahead would stamp its records, and the alerts that
+    #: follow them, with days not yet come (and silence "still sending" alerts until then).
+    max_future_hours: int = 24
+    #: The first year an aggregate report may begin in. DMARC was published in January 2012 and
+    #: receivers sent their first reports that year, so an earlier date is a forgery or a broken
+    #: clock (a setting all the same, like every limit: to read an old archive on purpose).
+    earliest_report_year: int = 2012
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:

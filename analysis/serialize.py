@@ -20,6 +20,22 @@ AGGREGATE_CSV_FIELDS = (
 )
 
 
+#: How a cell starts when a spreadsheet would read it as a formula (OWASP, "CSV Injection"):
+#: `=`, `+`, `-`, `@`, tab and carriage return; the page's later revision adds line feed and the
+#: full-width forms that some locales (Japanese) also take as formulas.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """`value` as a CSV cell a spreadsheet shows and never runs: a text that starts like a
+    formula gets a leading `'`, as OWASP advises. Every report field is the sender's to choose,
+    so every text cell is checked. Numbers are left as numbers: a number is no formula (and the
+    only number here, a count, is never negative)."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def iso(when: datetime | None) -> str | None:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ") if when is not None else None
 
@@ -57,8 +73,13 @@ def record_dict(record: Record) -> dict[str, Any]:
 
 
 def record_csv_row(report: AggregateReport, record: Record) -> list[Any]:
-    """One CSV row; list-valued fields are joined with spaces, reasons as `type:comment`."""
-    return [
+    """One CSV row; list-valued fields are joined with spaces, reasons as `type:comment`.
+
+    Every text cell goes through `spreadsheet_safe`; the writer must quote every text cell too
+    (`csv.QUOTE_NONNUMERIC`), so that a `;` or tab inside one cannot start a new cell in a
+    spreadsheet that splits on it.
+    """
+    return [spreadsheet_safe(cell) for cell in (
         report.source, report.schema, report.reporter.org_name, report.report_id,
         iso(report.begin), iso(report.end), report.policy.domain, report.policy.p,
         report.policy.sp, record.source_ip, record.count, record.disposition, record.dkim,
@@ -71,7 +92,7 @@ def record_csv_row(report: AggregateReport, record: Record) -> list[Any]:
         " ".join(s.domain or "-" for s in record.auth_spf),
         " ".join(s.scope or "-" for s in record.auth_spf),
         " ".join(s.result for s in record.auth_spf),
-    ]
+    )]
 
 
 def _plain(value: Any) -> Any:

@@ -85,7 +85,10 @@ def _write_aggregate_json(report: AggregateReport, out: TextIO) -> RejectedInput
 
 def cmd_parse(args: argparse.Namespace, limits: Limits) -> int:
     out = sys.stdout
-    writer = csv.writer(out, lineterminator="\n") if args.format == "csv" else None
+    # Every text cell quoted, so a `;` or tab in one cannot open a new cell in a spreadsheet
+    # that splits on it; cells that start like a formula are defused by record_csv_row.
+    writer = (csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
+              if args.format == "csv" else None)
     if writer is not None:
         writer.writerow(AGGREGATE_CSV_FIELDS)
     status = 0
@@ -119,6 +122,8 @@ def _outcome_line(outcome: Outcome) -> str:
     if outcome.status == "rejected":
         return f"rejected: {outcome.reason}"
     note = f" ({outcome.errors} problems recovered, see `dmarcbot parse`)" if outcome.errors else ""
+    if outcome.conflict:
+        note = " (conflicts with an earlier report of the same id; neither is believed)" + note
     return f"{outcome.source}: {outcome.status}{note}"
 
 

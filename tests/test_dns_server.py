@@ -11,12 +11,12 @@ import asyncio
 import base64
 import contextlib
 import ipaddress
-import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 import dns.asyncresolver
+import dns.exception
 import dns.flags
 import dns.message
 import dns.query
@@ -112,7 +112,7 @@ def r(dns_server: KnotServer) -> dns.asyncresolver.Resolver:
 def test_server_answers_on_loopback_over_udp_and_tcp(dns_server: KnotServer) -> None:
     assert dns_server.host == "127.0.0.1" and dns_server.port > 0
     assert all(ipaddress.ip_address(h).is_loopback for h in dns_server.hosts)
-    assert dns_server.startup_seconds < 2.0
+    assert dns_server.pid is not None  # started, and answering below (how fast is bench's)
     query = dns.message.make_query(".", "SOA")
     for host in dns_server.hosts:  # 127.0.0.1 and, when available, ::1
         for send in (dns.query.udp, dns.query.tcp):
@@ -167,10 +167,11 @@ def test_missing_knotd_fails_with_one_line(monkeypatch: pytest.MonkeyPatch) -> N
 def test_broken_zone_file_fails_fast_with_file_and_line(tmp_path: Path) -> None:
     (tmp_path / "bad.zone").write_text("ok.example. A 192.0.2.1\nbad.example. A 192.0.2\n")
     server = KnotServer(tmp_path, ipv6=False)
-    began = time.monotonic()
-    with pytest.raises(knot.KnotStartError, match=r"bad\.zone', line 2"):
+    with pytest.raises(knot.KnotStartError, match=r"bad\.zone', line 2") as info:
         server.start()
-    assert time.monotonic() - began < 3.0
+    # Failed fast: on the zone's load error, not by waiting out the start timeout.
+    assert str(info.value).startswith("the root zone did not load") or \
+        str(info.value).startswith("knotd exited"), str(info.value).splitlines()[0]
     server.stop()  # removes the work dir kept for inspection
 
 
@@ -193,10 +194,12 @@ def test_blackhole_times_out_within_lifetime(dns_blackhole: BlackHole) -> None:
     assert ipaddress.ip_address(dns_blackhole.host).is_loopback
     r = dns_blackhole.resolver(lifetime=0.3)
     for tcp in (False, True):
-        began = time.monotonic()
-        with pytest.raises(dns.resolver.LifetimeTimeout):
+        with pytest.raises(dns.resolver.LifetimeTimeout) as info:
             run(r.resolve("contoso.com", "TXT", tcp=tcp))
-        assert 0.25 <= time.monotonic() - began < 1.5
+        # Gave up by its lifetime, after a bounded number of tries, each one timing out.
+        tries = info.value.kwargs["errors"]
+        assert 1 <= len(tries) <= 10, tries
+        assert all(isinstance(t[3], dns.exception.Timeout) for t in tries), tries
     assert dns_blackhole.udp_datagrams >= 1
     assert dns_blackhole.tcp_connections >= 1 and dns_blackhole.tcp_bytes > 0
 

@@ -1,8 +1,10 @@
 """Hostile input: bombs, floods, entity tricks and damaged containers are refused, and cheaply.
 
 Every bomb here is built small (the deflate stream of one chunk is repeated, never the inflated
-bytes), and every test measures what a careless reader would have spent: bytes inflated (any zlib
-decompressor in the process is metered), time, and peak memory.
+bytes), and every test measures what a careless reader would have spent: bytes inflated and
+decompressors opened (any zlib decompressor in the process is metered), bytes handed to the XML
+parser, and peak memory. Work, never time: a loaded machine is slow, not wrong (timings belong in
+bench/).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 import tracemalloc
 import zlib
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lxml import etree
 
 from analysis import (
     AggregateReport,
@@ -208,10 +210,12 @@ def forward(message: bytes) -> bytes:
 
 
 class InflateMeter:
-    """Counts the bytes every zlib decompressor created while it is installed hands out."""
+    """Counts the bytes every zlib decompressor created while it is installed hands out, and
+    the decompressors (one per gzip stream or zip member opened)."""
 
     def __init__(self) -> None:
         self.inflated = 0
+        self.streams = 0
 
 
 @pytest.fixture
@@ -237,11 +241,13 @@ def meter(monkeypatch: pytest.MonkeyPatch) -> InflateMeter:
             return getattr(self._inner, name)
 
     def decompress(data: bytes, *args: Any, **kwargs: Any) -> bytes:
+        meter.streams += 1
         out = real_decompress(data, *args, **kwargs)
         meter.inflated += len(out)
         return out
 
     def decompressobj(*args: Any, **kwargs: Any) -> Metered:
+        meter.streams += 1
         return Metered(real_decompressobj(*args, **kwargs))
 
     monkeypatch.setattr(zlib, "decompressobj", decompressobj)
@@ -249,23 +255,40 @@ def meter(monkeypatch: pytest.MonkeyPatch) -> InflateMeter:
     return meter
 
 
+class XmlMeter:
+    """Counts the bytes handed to lxml's parser: what it can spend time or memory on."""
+
+    def __init__(self) -> None:
+        self.fed = 0
+
+
+@pytest.fixture
+def xml_meter(monkeypatch: pytest.MonkeyPatch) -> XmlMeter:
+    meter = XmlMeter()
+
+    class MeteredParser(etree.XMLPullParser):  # type: ignore[misc]
+        def feed(self, data: bytes | str) -> None:
+            meter.fed += len(data)
+            super().feed(data)
+
+    monkeypatch.setattr(etree, "XMLPullParser", MeteredParser)
+    return meter
+
+
 @dataclasses.dataclass
 class Cost:
-    seconds: float = 0.0
     peak_bytes: int = 0
 
 
 def costed(action: Callable[[], object]) -> tuple[Cost, object]:
-    """Run `action`, returning its wall time and peak Python memory, and its result or error."""
+    """Run `action`, returning its peak Python memory, and its result or error."""
     cost = Cost()
     tracemalloc.start()
-    start = time.perf_counter()
     try:
         result: object = action()
     except RejectedInput as exc:
         result = exc
     finally:
-        cost.seconds = time.perf_counter() - start
         cost.peak_bytes = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     return cost, result
@@ -309,7 +332,6 @@ def test_gzip_bomb_is_refused_after_inflating_a_fraction(
     assert 0 < meter.inflated <= allowance + MiB, meter.inflated
     assert meter.inflated < full_size / 3
     assert cost.peak_bytes < 32 * MiB, cost.peak_bytes
-    assert cost.seconds < 5, cost.seconds
 
 
 def test_gzip_bomb_of_zeros_is_refused_at_once(meter: InflateMeter) -> None:
@@ -317,8 +339,8 @@ def test_gzip_bomb_of_zeros_is_refused_at_once(meter: InflateMeter) -> None:
     bomb = gzip_of(deflate_repeated(b"", b"\0" * MiB, 1024))
     cost, error = costed(lambda: read_all(bomb))
     assert isinstance(error, RejectedInput), repr(error)
-    assert meter.inflated <= MiB
-    assert cost.seconds < 2
+    assert meter.inflated <= MiB and meter.streams == 1
+    assert cost.peak_bytes < 4 * MiB, cost.peak_bytes
 
 
 def test_gzip_bomb_is_held_to_a_small_max_decompressed_bytes(meter: InflateMeter) -> None:
@@ -350,7 +372,7 @@ def test_nested_gzip_bomb_is_still_held_to_the_ratio(
     assert isinstance(error, RejectedInput), f"nested bomb accepted after {meter.inflated} bytes"
     assert_limit(error, "max_ratio", "max_decompressed_bytes")
     assert meter.inflated < 200 * MiB, meter.inflated
-    assert cost.seconds < 5
+    assert cost.peak_bytes < 32 * MiB, cost.peak_bytes
 
 
 # --- zip bombs ---------------------------------------------------------------------------------
@@ -371,7 +393,7 @@ def test_zip_bomb_with_honest_size_is_refused_before_inflating(
     assert_limit(error, "max_ratio")
     assert str(error).startswith("bombs.zip > bomb.xml")
     assert meter.inflated == 0
-    assert cost.seconds < 1
+    assert cost.peak_bytes < 4 * MiB, cost.peak_bytes
     # The meter does see zip members being inflated.
     assert record_counts(zipped(("r.xml", REPORT))) == [3]
     assert meter.inflated > 0
@@ -416,7 +438,6 @@ def test_zip_bomb_that_lies_about_its_size_is_cut_off_while_streaming(
     assert meter.inflated <= allowance + 2 * MiB, meter.inflated
     assert meter.inflated < zip_bomb_stream.size / 4
     assert cost.peak_bytes < 32 * MiB
-    assert cost.seconds < 5
 
 
 def test_too_many_zip_members() -> None:
@@ -466,12 +487,13 @@ def test_containers_nested_beyond_max_depth(kinds: list[str]) -> None:
         assert "max_depth=3" in str(error) and str(error).startswith("deep")
 
 
-def test_gzip_nested_far_beyond_the_default_depth_is_refused_quickly() -> None:
+def test_gzip_nested_far_beyond_the_default_depth_is_refused_quickly(meter: InflateMeter
+                                                                      ) -> None:
     data = nest(REPORT, ["gzip"] * 200)
-    cost, error = costed(lambda: read_all(data))
-    assert isinstance(error, RejectedInput), repr(error)
+    error = refusal(data)
     assert_limit(error, "max_depth")
-    assert cost.seconds < 2
+    # Refused on the layer past the limit (opened to see what it holds): none of the other 193.
+    assert 1 <= meter.streams <= DEFAULTS.max_depth + 1, meter.streams
 
 
 def test_forwarded_emails_count_towards_max_depth() -> None:
@@ -609,13 +631,14 @@ def test_a_report_part_larger_than_1_mib_is_refused(part: bytes) -> None:
             list(report.records)  # type: ignore[union-attr]
 
 
-def test_processing_instructions_before_the_root_are_refused_quickly() -> None:
-    # lxml's cost grows with the square of what comes before the root element.
+def test_processing_instructions_before_the_root_are_refused_quickly(xml_meter: XmlMeter
+                                                                     ) -> None:
+    # lxml's cost grows with the square of what comes before the root element: bound what it
+    # is given (one 64 KiB chunk, and the marker put before the root).
     data = REPORT.replace(b"<feedback>", b"<?a?>" * (1 * MiB // 5) + b"<feedback>", 1)
-    start = time.perf_counter()
     with pytest.raises(NotAReport, match="no root element in its first 64 KiB"):
         read_all(data, name="pis.xml")
-    assert time.perf_counter() - start < 2
+    assert 0 < xml_meter.fed <= 64 * 1024 + 64, xml_meter.fed
 
 
 def test_processing_instructions_after_the_report_do_not_grow_memory(tmp_path: Path) -> None:
@@ -630,13 +653,12 @@ def test_processing_instructions_after_the_report_do_not_grow_memory(tmp_path: P
         read_all(path)
 
 
-def test_a_long_dtd_is_refused_before_it_is_read() -> None:
+def test_a_long_dtd_is_refused_before_it_is_read(xml_meter: XmlMeter) -> None:
     data = REPORT.replace(b"<feedback>", b'<!DOCTYPE feedback [<!ENTITY a "' + b"A" * (16 * MiB)
                           + b'">]><feedback>', 1)
-    start = time.perf_counter()
     with pytest.raises(UnsafeXml, match="DTD"):
         read_all(data, name="dtd.xml")
-    assert time.perf_counter() - start < 2
+    assert xml_meter.fed == 0  # refused from its first bytes: lxml never sees the DTD
 
 
 # --- XML tricks --------------------------------------------------------------------------------
@@ -661,12 +683,11 @@ def billion_laughs(root: bytes) -> bytes:
 ])
 @pytest.mark.parametrize("wrap", [lambda d: d, gzip_bytes, report_email],
                          ids=["raw", "gzip", "email"])
-def test_entity_expansion_bombs_are_unsafe_xml(document: bytes,
-                                               wrap: Callable[[bytes], bytes]) -> None:
+def test_entity_expansion_bombs_are_unsafe_xml(document: bytes, wrap: Callable[[bytes], bytes],
+                                               xml_meter: XmlMeter) -> None:
     data = wrap(document)
-    start = time.perf_counter()
     error = refusal(data, name="laughs.xml")
-    assert time.perf_counter() - start < 1
+    assert xml_meter.fed == 0  # refused from its first bytes: no entity is ever parsed
     assert isinstance(error, UnsafeXml), repr(error)
     assert str(error).startswith("laughs.xml")
 

@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from analysis import AggregateReport, Limits, RejectedInput, read_reports
+from tests.conftest import REFUSED_SAMPLES
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples" / "real-world"
 #: Samples small enough to mutate quickly (all but the 909 KB one).
@@ -36,8 +37,12 @@ SAMPLE_NAMES = sorted(
 ) if SAMPLES.is_dir() else []
 RFC9990_NS = "urn:ietf:params:xml:ns:dmarc-2.0"
 NAME = "fuzzed input"
-#: Small limits so that generated bombs are cheap; real samples fit them easily.
-LIMITS = Limits(max_input_bytes=1024 * 1024, max_decompressed_bytes=8 * 1024 * 1024)
+#: Small limits so that generated bombs are cheap; real samples fit them easily. Generated
+#: dates reach 2096 (past a signed 32-bit time), so "the future" is let run that far.
+LIMITS = Limits(max_input_bytes=1024 * 1024, max_decompressed_bytes=8 * 1024 * 1024,
+                max_future_hours=100 * 365 * 24)
+#: DMARC's first reports (Limits.earliest_report_year): nothing earlier is read.
+EARLIEST = 1_325_376_000
 
 
 @functools.cache
@@ -188,6 +193,8 @@ WS = st.sampled_from(["", "", " ", "\n", "\t", "\r\n", "\n    ", " \t\n  "])
 DOMAIN = st.lists(st.text(string.ascii_letters + string.digits + "-", min_size=1, max_size=10),
                   min_size=2, max_size=4).map(".".join)
 TOKEN = st.text(string.ascii_letters + string.digits + "-_.+=", min_size=1, max_size=24)
+#: A selector never holds whitespace, `/` or `=`: the reader skips such a record (issue 13).
+SELECTOR = st.text(string.ascii_letters + string.digits + "-_.+", min_size=1, max_size=24)
 SAFE_TEXT = st.text(
     st.characters(codec="utf-8", exclude_categories=("Cc", "Cs", "Cn", "Co", "Zs", "Zl", "Zp"))
     | st.sampled_from(list("<>&\"' ")),
@@ -258,7 +265,7 @@ class Spec:
 IP = st.ip_addresses().map(str).flatmap(
     lambda ip: st.sampled_from([ip, ip.upper()]) if ":" in ip else st.just(ip)
 )
-DKIM = st.builds(Dkim, DOMAIN, st.none() | TOKEN,
+DKIM = st.builds(Dkim, DOMAIN, st.none() | SELECTOR,
                  word("pass", "fail", "none", "neutral", "policy", "temperror", "permerror"))
 SPF = st.builds(Spf, DOMAIN, st.none() | word("mfrom", "helo"),
                 word("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"))
@@ -281,7 +288,7 @@ def specs(draw: st.DrawFn) -> Spec:
     report_id = draw(TOKEN)
     host = draw(DOMAIN)
     written = draw(st.sampled_from(["{}", "<{}>", "{}@{}", "<{}@{}>"])).format(report_id, host)
-    begin = draw(st.integers(0, 4_000_000_000))
+    begin = draw(st.integers(EARLIEST, 4_000_000_000))
     return Spec(
         namespace=draw(st.sampled_from([None, "default", "prefixed"])),
         declaration=draw(st.booleans()), version=draw(st.booleans()), org=draw(SAFE_TEXT),
@@ -412,7 +419,8 @@ def test_generated_report_reads_the_same_in_every_wrapping(spec: Spec) -> None:
         assert header_of(report) == header_of(plain), wrap_name
 
 
-@pytest.mark.parametrize("name", [n for n in SAMPLE_NAMES if n.endswith(".xml")])
+@pytest.mark.parametrize("name", [n for n in SAMPLE_NAMES
+                                  if n.endswith(".xml") and n not in REFUSED_SAMPLES])
 def test_real_report_reads_the_same_in_every_wrapping(name: str) -> None:
     document = sample(name)
     ((plain, plain_records),) = read_everything_strict(document)

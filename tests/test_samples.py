@@ -6,8 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from analysis import AggregateReport, FailureReport, TlsReport, iter_files, read_reports
-from tests.conftest import read_all
+from analysis import (
+    AggregateReport,
+    FailureReport,
+    LimitExceeded,
+    TlsReport,
+    iter_files,
+    read_reports,
+)
+from tests.conftest import REFUSED_SAMPLES, read_all
 
 # file -> (kind, schema or format, policy/reported domain, records, messages, errors)
 EXPECTED = {
@@ -29,7 +36,6 @@ EXPECTED = {
     "aggregate/old_draft_from_wiki.xml": ("aggregate", "draft", "example.com", 1, 2, 0),
     "aggregate/protection.outlook.com!example.com!1711756800!1711843200.xml":
         ("aggregate", "rfc7489", "example.com", 1, 1, 0),
-    "aggregate/rfc9990-sample.xml": ("aggregate", "rfc9990", "example.com", 1, 123, 0),
     "failure/dmarc_ruf_report_linkedin.eml": ("failure", "arf", "example.com", 1, 1, 0),
     "failure/exim_plain_text_only_no_arf_part.eml": ("failure", "text", "example.com", 1, 1, 0),
     "tls/google.com_smtp_tls_report.eml": ("tls", None, "cardinalhealth.ca", 1, 48, 0),
@@ -53,7 +59,8 @@ def _summary(path: Path) -> tuple[object, ...]:
 
 def test_every_sample_is_listed(samples: Path) -> None:
     found = {str(p.relative_to(samples)) for p in iter_files([samples])}
-    assert found == set(EXPECTED)
+    assert found == set(EXPECTED) | set(REFUSED_SAMPLES)
+    assert not set(EXPECTED) & set(REFUSED_SAMPLES)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -85,10 +92,24 @@ def test_google_report_fields(samples: Path) -> None:
     assert first.auth_spf[0].scope == "mfrom" and first.auth_spf[0].scope_defaulted
 
 
+@pytest.mark.parametrize("name", sorted(REFUSED_SAMPLES))
+def test_sample_is_refused_naming_its_limit(samples: Path, name: str) -> None:
+    with pytest.raises(LimitExceeded) as info:
+        read_all(samples / name)
+    assert info.value.limit == REFUSED_SAMPLES[name]
+    assert str(info.value).startswith(str(samples / name)) and "\n" not in str(info.value)
+
+
 def test_rfc9990_sample_fields(samples: Path) -> None:
-    ((report, (record,)),) = read_all(samples / "aggregate" / "rfc9990-sample.xml")
+    """The RFC's example, dated 1979 and so refused as it is, read with its dates made real."""
+    document = (samples / "aggregate" / "rfc9990-sample.xml").read_bytes()
+    assert b"<begin>302832000</begin>" in document and b"<end>302918399</end>" in document
+    document = document.replace(b"<begin>302832000</begin>", b"<begin>1718236800</begin>")
+    document = document.replace(b"<end>302918399</end>", b"<end>1718323199</end>")
+    ((report, (record,)),) = read_all(document)
     assert isinstance(report, AggregateReport)
     assert report.schema == "rfc9990"
+    assert (report.policy.domain, len(report.errors)) == ("example.com", 0)
     assert report.policy.pct is None
     assert record.count == 123
 
