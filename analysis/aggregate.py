@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 
 from lxml import etree
 
+from analysis.crosscheck import CrossCheck
 from analysis.errors import CorruptInput, LimitExceeded, NotAReport, UnsafeXml
 from analysis.limits import Limits, MiB
 from analysis.model import (
@@ -525,15 +526,19 @@ class _AggregateParser:
         else:
             self._check_complete(header)
         header.namespace = self.namespace
+        policy = header.policy or {}
+        check = CrossCheck(policy.get("adkim", "").lower(), policy.get("aspf", "").lower())
         return _report(header, self.source,
-                       RecordStream(self._records(early, rest, batches), self.source),
+                       RecordStream(self._records(early, rest, batches, check), self.source),
                        self.errors, self.limits, self.now or datetime.now(UTC))
 
     def _records(self, early: list[Record], rest: list[etree._Element],
-                 batches: Iterator[_Batch]) -> Iterator[Record]:
+                 batches: Iterator[_Batch], check: CrossCheck) -> Iterator[Record]:
         # This loop runs once per record: it keeps to local names. Parts other than records
-        # after the header are repeats, and ignored.
-        yield from early
+        # after the header are repeats, and ignored. Each record is cross-checked here, in
+        # normalisation, so nothing downstream believes a contradicted pass (crosscheck.py).
+        for record in early:
+            yield check(record)
         tags, shared, number = self.tags, self.shared, self.record_no
         for parts, only_records in itertools.chain([(rest, False)], batches):
             for el in parts:
@@ -541,9 +546,14 @@ class _AggregateParser:
                     continue
                 number += 1
                 try:
-                    yield _parse_record(el, tags, shared)
+                    record = _parse_record(el, tags, shared)
                 except _BrokenRecord as exc:
                     self.errors.append(f"record {number} skipped: {exc}")
+                    continue
+                yield check(record)
+        note = check.note()
+        if note:
+            self.errors.append(note)
 
     def _batches(self) -> Iterator[_Batch]:
         """After each chunk, the parts it completed, in document order, each once."""

@@ -348,7 +348,10 @@ def render(spec: Spec) -> bytes:
 
 def check_against(spec: Spec, report: AggregateReport, records: list[Any]) -> None:
     assert report.kind == "aggregate"
-    assert report.errors == []
+    # The only note: random claims the random auth results contradict (analysis/crosscheck.py)
+    contradicted = [e for e in report.errors
+                    if e.startswith("policy_evaluated contradicts auth_results")]
+    assert report.errors == contradicted
     assert report.schema == spec.schema
     assert report.report_id == spec.report_id
     assert report.reporter.org_name == spec.org
@@ -368,7 +371,9 @@ def check_against(spec: Spec, report: AggregateReport, records: list[Any]) -> No
         assert ipaddress.ip_address(got.source_ip) == ipaddress.ip_address(row.ip)
         assert got.count == row.count
         for field, value in row.evaluated.items():
-            assert getattr(got, field) == value.lower()
+            # a contradicted pass reads as fail (issue 13)
+            assert getattr(got, field) == value.lower() or (
+                contradicted and value.lower() == "pass" and getattr(got, field) == "fail")
         assert got.header_from == row.header_from.lower()
         assert got.envelope_from == (row.envelope_from.lower() if row.envelope_from else None)
         assert got.envelope_to == (row.envelope_to.lower() if row.envelope_to else None)
