@@ -5,15 +5,23 @@ real server on loopback and the command line at the user's resolvers (or none: `
 Answers are cached with their TTL in a `DnsCache` (the store's, across runs); NXDOMAIN and
 "no such record" are cached as negative answers, while timeouts and SERVFAIL are never cached:
 they raise `DnsTemporaryError` so the caller can say "try again", not "no record".
+
+Reports come from anyone, so the DNS they can cause is bounded (`DnsBudget`): a deadline per
+run (checked before every question is sent), a failed question is remembered for a few minutes
+(never as an answer) rather than asked again, a resolver that stops answering is probed and then
+left alone for the run, and a PTR answer's names are followed only a few at a time. A question
+that was not sent raises `DnsNotAsked`, so the caller reports "not looked up", never "no record".
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import dataclasses
 import ipaddress
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 import dns.asyncresolver
@@ -39,10 +47,79 @@ _EXPANSION_BUDGET = 40
 #: RFC 9989 tree walk: at most this many DMARC queries, and long names are cut to 7 labels.
 _WALK_QUERIES = 8
 _WALK_LABELS = 7
+#: Names of one PTR answer that are forward-confirmed (A/AAAA asked). FCrDNS needs only the
+#: name that leads back; a hostile reverse zone lists 20 names per address to multiply the work.
+MAX_PTR_NAMES = 3
+#: Names of one PTR answer kept at all (RFC 7208 §5.5 looks at the first 10).
+KEEP_PTR_NAMES = 10
+#: How long a timeout or SERVFAIL is remembered as a failure (never as an answer): RFC 2308 §7.1
+#: caps it at five minutes, and RFC 9520 asks resolvers to remember failures this way.
+FAILURE_TTL = 300
+#: Timeouts in a row after which the resolver is probed (`PROBE`); one that does not answer the
+#: probe is not asked again this run. Half the default in-flight window: a whole wave of silence.
+BREAKER_TIMEOUTS = 32
+#: A question any working recursive resolver answers from its cache, whatever the report holds.
+PROBE = (".", "NS")
+#: The store's cache keeps "this resolver did not answer" under this kind (no query asks for it),
+#: so the next run within FAILURE_TTL probes once instead of sending a wave into the silence.
+RESOLVER_DOWN = "RESOLVER-DOWN"
+#: Why a question was not sent (`DnsNotAsked.kind`).
+NOT_ASKED_BUDGET = "budget"
+NOT_ASKED_DOWN = "resolver down"
 
 
 class DnsTemporaryError(Exception):
     """A timeout or SERVFAIL: the answer is unknown, not negative. Never cached."""
+
+
+class DnsTimeout(DnsTemporaryError):
+    """Every server was asked and none answered in time."""
+
+
+class DnsNotAsked(DnsTemporaryError):
+    """The question was not sent: the run's DNS budget is spent, or the resolver is down."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclasses.dataclass
+class DnsBudget:
+    """The DNS one run may spend on evidence: sources per domain, and seconds in all.
+
+    The seconds run from the first domain's share; each domain gets an equal share of what is
+    left when it starts (`next_share`), so time a quiet domain leaves over goes to the rest and
+    one hostile domain cannot starve them. `clock` is injectable: tests count steps.
+    """
+
+    max_sources: int = 2000
+    seconds: float = 240.0
+    clock: Callable[[], float] = time.monotonic
+    _deadline: float | None = dataclasses.field(default=None, init=False, repr=False)
+    domains_left: int = dataclasses.field(default=0, init=False)
+
+    def plan(self, domains: int) -> None:
+        """At least `domains` more domains will ask for a share this run."""
+        self.domains_left = max(self.domains_left, domains)
+
+    def run_deadline(self) -> float:
+        if self._deadline is None:
+            self._deadline = self.clock() + self.seconds
+        return self._deadline
+
+    def next_share(self) -> float:
+        """The deadline of the next domain: an equal part of the run's time still left."""
+        end = self.run_deadline()
+        now = self.clock()
+        share = max(0.0, end - now) / max(1, self.domains_left)
+        self.domains_left = max(0, self.domains_left - 1)
+        return now + share
+
+
+#: (clock, deadline) of the evidence being gathered in this task, if it has one.
+_DEADLINE: contextvars.ContextVar[tuple[Callable[[], float], float] | None] = (
+    contextvars.ContextVar("dns_deadline", default=None))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -90,6 +167,8 @@ class Reverse:
     names: tuple[str, ...]
     confirmed: tuple[str, ...]
     errors: tuple[str, ...] = ()
+    #: Why some of its questions were not sent (`DnsNotAsked.kind`), when some were not.
+    not_asked: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -203,16 +282,41 @@ class DnsEvidence:
 
     def __init__(self, resolver: dns.asyncresolver.Resolver | None, *,
                  cache: DnsCache | None = None,
-                 concurrency: int = 64, clock: Callable[[], float] = time.time) -> None:
+                 concurrency: int = 64, clock: Callable[[], float] = time.time,
+                 budget: DnsBudget | None = None) -> None:
         self.resolver = resolver
         self.cache = cache if cache is not None else MemoryCache()
+        #: The run's budget; None until someone sets it (the pipeline, from the settings), and
+        #: `run_budget()` falls back to the defaults.
+        self.budget = budget
         self._concurrency = concurrency
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots = asyncio.Semaphore(concurrency)
         self._clock = clock
         self._inflight: dict[tuple[str, str], asyncio.Future[Answer]] = {}
         self._clients: dict[str, UdpClient] = {}
+        #: (name, rdtype) -> (until, why): failures remembered this run, never as answers.
+        self._failures: dict[tuple[str, str], tuple[float, str]] = {}
+        self._timeouts_in_row = 0
+        self._down = False  # the resolver did not answer a probe: not asked again this run
+        self._marker_read = False
+        self._probing: asyncio.Future[bool] | None = None
         self.queries = 0  # sent to the network (cache misses), for tests and benchmarks
+        self.probes = 0  # of them, probes of a resolver that stopped answering
+
+    def run_budget(self) -> DnsBudget:
+        if self.budget is None:
+            self.budget = DnsBudget()
+        return self.budget
+
+    @contextlib.contextmanager
+    def deadline(self, at: float, clock: Callable[[], float] | None = None) -> Iterator[None]:
+        """Questions sent from inside this block (and tasks it starts) stop at `at`."""
+        token = _DEADLINE.set((clock or self.run_budget().clock, at))
+        try:
+            yield
+        finally:
+            _DEADLINE.reset(token)
 
     # -- one query ---------------------------------------------------------------------------
 
@@ -220,9 +324,14 @@ class DnsEvidence:
         """The records of `rdtype` at `name`; negative answers come back empty, not raised."""
         self._bind_loop()
         key = (name.lower().rstrip("."), rdtype)
-        cached = self.cache.get_answer(key[0], rdtype, self._clock())
+        now = self._clock()
+        cached = self.cache.get_answer(key[0], rdtype, now)
         if cached is not None:
             return cached
+        failed = self._failures.get(key)
+        if failed is not None and failed[0] > now:
+            raise DnsTemporaryError(f"{key[0]} {rdtype}: {failed[1]} (remembered for "
+                                    f"{FAILURE_TTL // 60} minutes, not asked again)")
         pending = self._inflight.get(key)
         if pending is not None:  # the same question is already on the wire: share its answer
             return await asyncio.shield(pending)
@@ -230,6 +339,13 @@ class DnsEvidence:
         self._inflight[key] = future
         try:
             answer = await self._query(*key)
+        except DnsTemporaryError as exc:
+            if not isinstance(exc, DnsNotAsked):
+                self._failures[key] = (self._clock() + FAILURE_TTL,
+                                       "timed out" if isinstance(exc, DnsTimeout) else "failed")
+            future.set_exception(exc)
+            future.exception()
+            raise
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # mark retrieved: waiters get it from shield
@@ -249,6 +365,7 @@ class DnsEvidence:
             self._slots = asyncio.Semaphore(self._concurrency)
             self._inflight = {}
             self._clients = {}
+            self._probing = None
 
     async def _query(self, name: str, rdtype: str, depth: int = 0) -> Answer:
         nothing = Answer(name, rdtype, (), name, True, self._clock() + NEGATIVE_TTL)
@@ -258,9 +375,25 @@ class DnsEvidence:
             question_wire(name, rdtype)
         except dns.exception.DNSException:  # a name DNS cannot carry (too long, bad escape)
             return nothing
+        await self._may_ask(name, rdtype)
         async with self._slots:
+            await self._may_ask(name, rdtype)  # the wait for a slot may have outlasted either
             self.queries += 1
-            response = await self._exchange(name, rdtype)
+            try:
+                response = await self._exchange(name, rdtype)
+            except DnsTimeout:
+                self._timeouts_in_row += 1
+                timed_out = True
+            except DnsTemporaryError:
+                self._timeouts_in_row = 0  # SERVFAIL: the resolver answers
+                raise
+            else:
+                self._timeouts_in_row = 0
+                timed_out = False
+        if timed_out:
+            if self._timeouts_in_row >= BREAKER_TIMEOUTS:
+                await self._probe()
+            raise DnsTimeout(f"{name} {rdtype}: timed out")
         now = self._clock()
         if response.rcode() == dns.rcode.NXDOMAIN:
             return Answer(name, rdtype, (), name, True, now + _soa_minimum(response))
@@ -302,7 +435,56 @@ class DnsEvidence:
             if response.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
                 return response
             failure = f"{dns.rcode.to_text(response.rcode())} from every server"
+        if failure == "timed out":
+            raise DnsTimeout(f"{name} {rdtype}: timed out")
         raise DnsTemporaryError(f"{name} {rdtype}: {failure}")
+
+    # -- the budget and the circuit breaker --------------------------------------------------
+
+    async def _may_ask(self, name: str, rdtype: str) -> None:
+        """Raise `DnsNotAsked` when the deadline has passed or the resolver is down."""
+        if not self._marker_read:
+            self._marker_read = True
+            if self.cache.get_answer(self._resolver_key(), RESOLVER_DOWN,
+                                     self._clock()) is not None:
+                await self._probe()  # it was silent a few minutes ago: one question first
+        elif self._probing is not None and not self._probing.done():
+            await asyncio.shield(self._probing)
+        if self._down:
+            raise DnsNotAsked(NOT_ASKED_DOWN, f"{name} {rdtype}: not asked (the resolver "
+                              "stopped answering; not asked again this run)")
+        limit = _DEADLINE.get()
+        if limit is not None and limit[0]() >= limit[1]:
+            raise DnsNotAsked(NOT_ASKED_BUDGET, f"{name} {rdtype}: not asked (the run's time "
+                              "for DNS ran out)")
+
+    async def _probe(self) -> bool:
+        """One question every working resolver answers: does it still answer at all?"""
+        if self._probing is None or self._probing.done():
+            self._probing = asyncio.ensure_future(self._run_probe())
+        return await asyncio.shield(self._probing)
+
+    async def _run_probe(self) -> bool:
+        self.queries += 1
+        self.probes += 1
+        try:
+            await self._exchange(*PROBE)
+        except DnsTimeout:
+            self._down = True
+            key = self._resolver_key()
+            self.cache.put_answer(Answer(key, RESOLVER_DOWN, ("timed out",), key, False,
+                                         self._clock() + FAILURE_TTL))
+            return False
+        except DnsTemporaryError:
+            pass  # SERVFAIL for the root: broken, but answering; the failures say the rest
+        self._timeouts_in_row = 0
+        return True
+
+    def _resolver_key(self) -> str:
+        if self.resolver is None:
+            return "resolver:none"
+        servers = ",".join(str(s) for s in self.resolver.nameservers)
+        return f"resolver:{servers}@{self.resolver.port}"
 
     def _client(self, server: str) -> UdpClient:
         client = self._clients.get(server)
@@ -318,28 +500,39 @@ class DnsEvidence:
 
     # -- reverse DNS -------------------------------------------------------------------------
 
-    async def reverse(self, ip: str) -> Reverse:
-        """PTR names of `ip`; a name is confirmed when its A/AAAA records include `ip` again."""
+    async def reverse(self, ip: str, prefer: Callable[[str], bool] | None = None) -> Reverse:
+        """PTR names of `ip`; a name is confirmed when its A/AAAA records include `ip` again.
+
+        Only `MAX_PTR_NAMES` names are followed, those `prefer` likes first (names that could
+        name a service), then in name order; `KEEP_PTR_NAMES` are kept.
+        """
         address = ipaddress.ip_address(ip)
         try:
             ptr = await self.lookup(reverse_name(address), "PTR")
+        except DnsNotAsked as exc:
+            return Reverse(ip, (), (), (), exc.kind)
         except DnsTemporaryError as exc:
             return Reverse(ip, (), (), (str(exc),))
         if not ptr.records:
             return Reverse(ip, (), ())
-        names = tuple(sorted({n.rstrip(".").lower() for n in ptr.records}))
+        ranked = sorted({n.rstrip(".").lower() for n in ptr.records},
+                        key=lambda n: (prefer is not None and not prefer(n), n))
+        names = tuple(ranked[:KEEP_PTR_NAMES])
         family = "AAAA" if address.version == 6 else "A"
-        answers = await asyncio.gather(*(self.lookup(n, family) for n in names),
+        followed = names[:MAX_PTR_NAMES]
+        answers = await asyncio.gather(*(self.lookup(n, family) for n in followed),
                                        return_exceptions=True)
-        confirmed, errors = [], []
-        for name, answer in zip(names, answers, strict=True):
-            if isinstance(answer, DnsTemporaryError):
+        confirmed, errors, not_asked = [], [], None
+        for name, answer in zip(followed, answers, strict=True):
+            if isinstance(answer, DnsNotAsked):
+                not_asked = answer.kind
+            elif isinstance(answer, DnsTemporaryError):
                 errors.append(str(answer))
             elif isinstance(answer, BaseException):
                 raise answer
             elif any(ipaddress.ip_address(a) == address for a in answer.records):
                 confirmed.append(name)
-        return Reverse(ip, names, tuple(confirmed), tuple(errors))
+        return Reverse(ip, names, tuple(confirmed), tuple(errors), not_asked)
 
     # -- SPF ---------------------------------------------------------------------------------
 

@@ -4,7 +4,9 @@ Evidence, strongest first (DESIGN.md, "Identification"): a DKIM `d=` that passed
 target of the DKIM selector; the SPF (return-path) domain that passed; the source IP inside a
 service's published SPF networks; forward-confirmed reverse DNS. Each piece found in the catalog
 adds weight to its service; low-confidence catalog facts weigh less. The DNS part is gathered
-first (`gather_evidence`, concurrent); naming and verdicts are pure functions of it.
+first (`gather_evidence`, concurrent, within the run's `DnsBudget`); naming and verdicts are pure
+functions of it. A source whose reverse DNS was not looked up says so (`Identification.dns`) and
+is judged on the report's own evidence and the catalog's SPF networks, never on a guess.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 
 from analysis.catalog import Catalog, Fact, Service
-from analysis.dnsevidence import DnsEvidence, Network, Reverse
+from analysis.dnsevidence import NOT_ASKED_DOWN, DnsBudget, DnsEvidence, Network, Reverse
 from analysis.rollup import RollupKey
 
 UNKNOWN = "unknown"
@@ -39,6 +41,13 @@ COMPLIANT_SHARE = 0.9
 _FORWARD_REASONS = ("forwarded", "trusted_forwarder", "mailing_list")
 #: Categories whose infrastructure relays other senders' mail (forwarding, lists).
 _INDIRECT = frozenset({"mailbox", "forwarder", "list-server"})
+
+#: What became of a source's reverse DNS (`Identification.dns`, `senders --json` "dns").
+DNS_LOOKED_UP = "looked up"
+DNS_FAILED = "failed for now"  # a timeout or SERVFAIL: try again later
+DNS_BUDGET = "not looked up (budget)"  # beyond the cap, a /64 already asked, or out of time
+DNS_DOWN = "not looked up (resolver not answering)"
+DNS_OFFLINE = "not looked up (offline)"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -109,41 +118,137 @@ class EvidenceBundle:
     dkim_targets: dict[tuple[str, str], str]  # (selector, d=) -> CNAME target
     service_networks: dict[str, tuple[Network, ...]]  # service key -> its SPF networks
     temporary: tuple[str, ...] = ()  # lookups that failed for now (timeouts, SERVFAIL)
+    #: ip -> (status, why) for sources whose reverse DNS was not (wholly) looked up this run
+    not_looked_up: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
+    is_offline: bool = False
 
     @classmethod
     def offline(cls) -> EvidenceBundle:
-        return cls({}, {}, {})
+        return cls({}, {}, {}, is_offline=True)
+
+    def dns_status(self, ip: str) -> tuple[str, str]:
+        """(status, why) of one source's reverse DNS, as `Identification.dns` shows it."""
+        if self.is_offline:
+            return DNS_OFFLINE, "--offline: only the evidence inside the reports"
+        skipped = self.not_looked_up.get(ip)
+        if skipped is not None:
+            return skipped
+        found = self.reverse.get(ip)
+        if found is not None and found.errors:
+            return DNS_FAILED, "; ".join(found.errors[:2])
+        return DNS_LOOKED_UP, ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LookupPlan:
+    """Which sources of one domain get their reverse DNS looked up this run, and which not."""
+
+    ips: tuple[str, ...]  # most mail first
+    skipped: dict[str, str]  # ip -> why not
+    selectors: tuple[tuple[str, str], ...]  # (selector, d=), most mail first
+
+
+def plan_lookups(activities: Sequence[SourceActivity], max_sources: int) -> LookupPlan:
+    """The sources that matter: by messages, at most `max_sources`, an IPv6 /64 counting once.
+
+    A /64 is one subnet (RFC 4291), so one operator's: its addresses share the reverse zone's
+    delegation. Each /64 (and each IPv4 address) first gets one lookup, its busiest address, in
+    order of its whole volume; only room left under the cap goes to further addresses of a /64,
+    busiest first, so a flood from one /64 cannot crowd out other networks. A PTR proves only
+    the address it confirms: an address not looked up is not given its neighbour's name. Only
+    the domain's own passing DKIM selectors are asked (anyone can point their own at a vendor),
+    at most `max_sources` of them.
+    """
+    units: dict[str, list[SourceActivity]] = defaultdict(list)
+    for a in activities:
+        try:
+            address = ipaddress.ip_address(a.ip)
+        except ValueError:
+            continue
+        units[str(ipaddress.ip_network(f"{address}/64", strict=False))
+              if address.version == 6 else a.ip].append(a)
+    ranked = sorted(units.items(), key=lambda kv: (-sum(a.messages for a in kv[1]), kv[0]))
+    ips: list[str] = []
+    skipped: dict[str, str] = {}
+    neighbours: list[tuple[SourceActivity, str, str]] = []
+    for rank, (unit, members) in enumerate(ranked):
+        members.sort(key=lambda a: (-a.messages, a.ip))
+        if rank >= max_sources:
+            for a in members:
+                skipped[a.ip] = f"beyond the {max_sources:,} sources with the most mail"
+            continue
+        ips.append(members[0].ip)
+        neighbours.extend((a, unit, members[0].ip) for a in members[1:])
+    neighbours.sort(key=lambda x: (-x[0].messages, x[0].ip))
+    room = max(0, max_sources - len(ips))
+    ips.extend(a.ip for a, _, _ in neighbours[:room])
+    for a, unit, first in neighbours[room:]:
+        skipped[a.ip] = (f"the {max_sources:,}-source cap was reached; an IPv6 /64 counts once "
+                         f"({unit}: {first} was looked up)")
+    volume: Counter[tuple[str, str]] = Counter()
+    for a in activities:
+        for (d, sel, result), n in a.dkim:
+            if sel and result == "pass" and own(a.domain, d.lower()):
+                volume[sel, d] += n
+    selectors = tuple(k for k, _ in sorted(volume.items(), key=lambda kv: (-kv[1], kv[0]))
+                      [:max_sources])
+    return LookupPlan(tuple(ips), skipped, selectors)
 
 
 async def gather_evidence(activities: Sequence[SourceActivity], dns: DnsEvidence,
                           catalog: Catalog) -> EvidenceBundle:
-    """Look up, concurrently, everything `identify` can use for these activities."""
-    ips = sorted({a.ip for a in activities})
-    selectors = sorted({(sel, d) for a in activities for (d, sel, result), _ in a.dkim
-                        if sel and result == "pass"})
+    """Look up, concurrently, what `identify` can use for these activities, within the run's
+    DNS budget: the catalog's SPF trees once, then domain by domain each its share of time."""
+    budget: DnsBudget = dns.run_budget()
+    by_domain: dict[str, list[SourceActivity]] = defaultdict(list)
+    for a in activities:
+        by_domain[a.domain].append(a)
+    budget.plan(len(by_domain))
     includes = sorted({(s.key, f.value) for s in catalog.services
                        for f in s.facts("spf_include")})
-    reverse_results, dkim_results, spf_results = await asyncio.gather(
-        asyncio.gather(*(dns.reverse(ip) for ip in ips)),
-        asyncio.gather(*(dns.dkim_key(sel, d) for sel, d in selectors)),
-        asyncio.gather(*(dns.spf_tree(include) for _, include in includes)),
-    )
+    with dns.deadline(budget.run_deadline()):
+        spf_results = await asyncio.gather(*(dns.spf_tree(include) for _, include in includes))
     temporary: list[str] = []
     networks: dict[str, list[Network]] = defaultdict(list)
     for (key, _), tree in zip(includes, spf_results, strict=True):
         networks[key].extend(tree.networks)
         if tree.temporary:
             temporary.append(f"SPF of {tree.domain}")
-    targets = {}
-    for key, found in zip(selectors, dkim_results, strict=True):
-        if found.target:
-            targets[key] = found.target
-        if found.temporary:
-            temporary.append(f"DKIM {key[0]}._domainkey.{key[1]}")
-    reverse = {r.ip: r for r in reverse_results}
-    temporary.extend(f"reverse DNS of {r.ip}" for r in reverse_results if r.errors)
-    return EvidenceBundle(reverse, targets,
-                          {k: tuple(v) for k, v in networks.items()}, tuple(temporary))
+    def could_name(host: str) -> bool:
+        return bool(catalog.match_suffix("rdns_suffix", host))
+
+    targets: dict[tuple[str, str], str] = {}
+    reverse: dict[str, Reverse] = {}
+    skipped: dict[str, tuple[str, str]] = {}
+    for domain in sorted(by_domain):
+        plan = plan_lookups(by_domain[domain], budget.max_sources)
+        for ip, why in plan.skipped.items():
+            skipped.setdefault(ip, (DNS_BUDGET, why))
+        with dns.deadline(budget.next_share()):
+            reverse_results, dkim_results = await asyncio.gather(
+                asyncio.gather(*(dns.reverse(ip, could_name) for ip in plan.ips
+                                 if ip not in reverse)),
+                asyncio.gather(*(dns.dkim_key(sel, d) for sel, d in plan.selectors
+                                 if (sel, d) not in targets)),
+            )
+        for key, found in zip([k for k in plan.selectors if k not in targets], dkim_results,
+                              strict=True):
+            if found.target:
+                targets[key] = found.target
+            if found.temporary:
+                temporary.append(f"DKIM {key[0]}._domainkey.{key[1]}")
+        for r in reverse_results:
+            reverse[r.ip] = r
+            if r.not_asked is not None:
+                skipped[r.ip] = ((DNS_DOWN, "the resolver stopped answering; not asked again "
+                                  "this run") if r.not_asked == NOT_ASKED_DOWN else
+                                 (DNS_BUDGET, "the run's time for DNS ran out"))
+            elif r.errors:
+                temporary.append(f"reverse DNS of {r.ip}")
+    for ip in [ip for ip in skipped if ip in reverse and reverse[ip].not_asked is None]:
+        del skipped[ip]  # looked up for another domain of the same run after all
+    return EvidenceBundle(reverse, targets, {k: tuple(v) for k, v in networks.items()},
+                          tuple(temporary), skipped)
 
 
 class NetworkIndex:
@@ -180,6 +285,8 @@ class Identification:
     evidence: tuple[str, ...]
     ptr: str | None  # the forward-confirmed reverse name (else the first PTR), if any
     ptr_confirmed: bool = False
+    dns: str = DNS_LOOKED_UP  # what became of its reverse DNS (DNS_* above)
+    dns_note: str = ""  # why, when it was not looked up or failed
 
 
 class Identifier:
@@ -224,8 +331,9 @@ class Identifier:
                     found.add(service, fact, "rdns_suffix",
                               f"reverse DNS {name} (forward-confirmed)")
         confirmed = reverse is not None and bool(reverse.confirmed)
+        status, note = self.bundle.dns_status(activity.ip)
         return dataclasses.replace(found.decide(self.catalog, activity, ptr),
-                                   ptr_confirmed=confirmed)
+                                   ptr_confirmed=confirmed, dns=status, dns_note=note)
 
 
 class _Scores:

@@ -40,6 +40,15 @@ class Limits:
     #: receivers sent their first reports that year, so an earlier date is a forgery or a broken
     #: clock (a setting all the same, like every limit: to read an old archive on purpose).
     earliest_report_year: int = 2012
+    #: Sources per policy domain per run whose reverse DNS is looked up, most mail first (an
+    #: IPv6 /64 counts once). A report names any number of addresses, and each costs a PTR
+    #: query and its forward checks; the largest real reports name a few thousand, and the
+    #: sources past the first 2,000 carry a sliver of the mail. The rest are reported "not
+    #: looked up (budget)" and judged on the report's own evidence.
+    max_dns_sources: int = 2000
+    #: Seconds one run may spend on DNS evidence in all, shared fairly among its domains. Well
+    #: inside the Functions timeout (10 minutes), which must also list mail and send cards.
+    dns_budget_seconds: int = 240
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:

@@ -112,6 +112,15 @@ class RecordStream(Iterator[Record]):
             self._closed = True
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class MailEvidence:
+    """What the e-mail that delivered a report says about itself: its `Authentication-Results`
+    headers, top first, and its From address (analysis.mailauth judges them). Never its body."""
+
+    authentication_results: tuple[str, ...]
+    from_address: str | None
+
+
 @dataclasses.dataclass(slots=True)
 class AggregateReport:
     """An aggregate (rua) report. `records` streams: iterate it once; `errors` grows meanwhile."""
@@ -127,6 +136,9 @@ class AggregateReport:
     records: RecordStream
     errors: list[str]
     kind: Literal["aggregate"] = "aggregate"
+    #: The delivering e-mail's evidence, when the report came in one (the outermost e-mail of
+    #: the input); None for a bare file.
+    mail: MailEvidence | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from typing import BinaryIO
 from analysis.aggregate import parse_aggregate
 from analysis.errors import CorruptInput, LimitExceeded, NotAReport, RejectedInput
 from analysis.limits import Limits
-from analysis.model import Report
+from analysis.model import AggregateReport, Report
 from analysis.sniff import HEAD_BYTES, sniff
 from analysis.streams import CountingReader, GzipReader, output_allowance
 from analysis.tls import parse_tls
@@ -227,12 +227,15 @@ def _zip_entries(stream: BinaryIO) -> int | None:
 def _read_email(data: bytes, label: str, depth: int, limits: Limits) -> Iterator[Report]:
     from analysis.failure import find_failure_report
     from analysis.mail import parse_message, report_parts
+    from analysis.mailauth import mail_evidence
 
     msg = parse_message(data, label)
     failure = find_failure_report(msg, label)
     if failure is not None:
         yield failure
         return
+    # the outermost e-mail delivered the report: its word replaces a forwarded one's inside it
+    evidence = mail_evidence(msg.raw_items())  # unparsed: a hostile header cannot break it
     found = False
     refused: RejectedInput | None = None
     for part_label, payload, level in report_parts(msg, label, limits, depth):
@@ -240,6 +243,8 @@ def _read_email(data: bytes, label: str, depth: int, limits: Limits) -> Iterator
             for report in _read_stream(io.BytesIO(payload), _label(label, part_label),
                                        len(payload), level + 1, limits, counted=False):
                 found = True
+                if isinstance(report, AggregateReport):
+                    report.mail = evidence
                 yield report
         except NotAReport:
             continue  # an HTML body or another XML/JSON attachment that is not a report

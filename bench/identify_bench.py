@@ -247,7 +247,7 @@ def worker_dmarcbot(args: argparse.Namespace) -> None:
 
     sys.path.insert(0, str(REPO))
     from analysis.catalog import load_catalog
-    from analysis.dnsevidence import DnsEvidence, MemoryCache, make_resolver
+    from analysis.dnsevidence import DnsBudget, DnsEvidence, MemoryCache, make_resolver
     from analysis.identify import UNKNOWN
     from analysis.senders import analyse_activities
 
@@ -263,8 +263,10 @@ def worker_dmarcbot(args: argparse.Namespace) -> None:
     out: dict[str, object] = {"ips": len({a.ip for a in activities})}
 
     async def one(label: str) -> None:
+        # every IP is a contender here: the per-domain DNS budget is raised to cover them all
         dns = DnsEvidence(make_resolver([server], timeout=args.dns_timeout), cache=cache,
-                          concurrency=args.concurrency)
+                          concurrency=args.concurrency,
+                          budget=DnsBudget(max_sources=len(activities), seconds=3600))
         started = time.perf_counter()
         sources, _services, bundle = await analyse_activities(activities, catalog, dns)
         out[f"{label}_s"] = time.perf_counter() - started

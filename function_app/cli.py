@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -22,7 +23,7 @@ import dns.resolver
 
 from analysis import AggregateReport, Limits, RejectedInput, iter_files, read_reports
 from analysis.catalog import load_catalog
-from analysis.dnsevidence import DnsEvidence, answers_from_zone, make_resolver
+from analysis.dnsevidence import DnsBudget, DnsEvidence, answers_from_zone, make_resolver
 from analysis.posture import Posture
 from analysis.senders import analyse_rollups
 from analysis.serialize import (
@@ -124,6 +125,9 @@ def _outcome_line(outcome: Outcome) -> str:
     note = f" ({outcome.errors} problems recovered, see `dmarcbot parse`)" if outcome.errors else ""
     if outcome.conflict:
         note = " (conflicts with an earlier report of the same id; neither is believed)" + note
+    if outcome.unverified:
+        note = (f" (unverified: {outcome.unverified}; kept, not believed until its reporter is"
+                " in DMARCBOT_TRUSTED_REPORTERS)" + note)
     return f"{outcome.source}: {outcome.status}{note}"
 
 
@@ -150,7 +154,9 @@ def _day(text: str) -> str:
 def _summaries(store: SqliteStore, domain: str | None, since: str | None) -> list[DomainSummary]:
     reports = ((e.key.policy_domain, e.org_name)
                for e in store.reports(domain=domain, since=since, kind="aggregate"))
-    return summarise(store.rollups(domain=domain, since=since), reports)
+    believed = store.rollups(domain=domain, since=since,
+                             trusted_reporters=settings.trusted_reporters())
+    return summarise(believed, reports)
 
 
 def _summary_json(s: DomainSummary) -> dict[str, object]:
@@ -212,7 +218,10 @@ def _evidence(args: argparse.Namespace, store: SqliteStore) -> DnsEvidence | Non
     except dns.resolver.NoResolverConfiguration:
         raise UsageError("no system DNS resolver is configured: give --nameserver IP[:PORT] "
                          "or use --offline") from None
-    return DnsEvidence(resolver, cache=store, concurrency=args.dns_concurrency)
+    limits = Limits.from_env()  # main() has read it once already: it is valid
+    budget = DnsBudget(max_sources=args.max_dns_sources or limits.max_dns_sources,
+                       seconds=args.dns_budget or limits.dns_budget_seconds)
+    return DnsEvidence(resolver, cache=store, concurrency=args.dns_concurrency, budget=budget)
 
 
 def _sender_json(s: ServiceVerdict, status: str | None) -> dict[str, object]:
@@ -223,7 +232,10 @@ def _sender_json(s: ServiceVerdict, status: str | None) -> dict[str, object]:
         "verdict": s.verdict, "status": status, "confidence": round(s.confidence, 3),
         "sources": [{"ip": v.identification.activity.ip,
                      "messages": v.identification.activity.messages,
-                     "ptr": v.identification.ptr} for v in s.sources],
+                     "ptr": v.identification.ptr, "dns": v.identification.dns,
+                     "dns_note": v.identification.dns_note} for v in s.sources],
+        "dns_not_looked_up": sum(v.identification.dns.startswith("not looked up")
+                                 for v in s.sources),
         "evidence": list(s.evidence),
         "platform_key": s.platform_key, "diagnosis": s.diagnosis, "advice": s.advice,
         "first_seen": s.first_day, "last_seen": s.last_day,
@@ -250,10 +262,17 @@ def _print_senders(services: list[ServiceVerdict], statuses: dict[tuple[str, str
         if evidence:
             for line in s.evidence:
                 out.write(f"      - {line}\n")
+            skipped = Counter(v.identification.dns for v in s.sources
+                              if v.identification.dns != "looked up")
+            for status, n in sorted(skipped.items()):
+                out.write(f"      - {n:,} of {len(s.sources):,} sources: reverse DNS {status}"
+                          + ("; judged on the reports' own evidence"
+                             if status.startswith("not looked up") else "") + "\n")
             for v in s.sources[:5]:
-                a = v.identification.activity
+                a, i = v.identification.activity, v.identification
+                dns_note = "" if i.dns == "looked up" else f" [dns: {i.dns}]"
                 out.write(f"      source {a.ip} ({a.messages:,} messages)"
-                          f"{' ptr ' + v.identification.ptr if v.identification.ptr else ''}\n")
+                          f"{' ptr ' + i.ptr if i.ptr else ''}{dns_note}\n")
 
 
 def cmd_senders(args: argparse.Namespace, limits: Limits) -> int:
@@ -459,8 +478,9 @@ def cmd_decide(args: argparse.Namespace, limits: Limits) -> int:
             return 2 if exc.code in ("unknown-sender", "no-owner") else 1
         item = outcome.item
         evidence = DnsEvidence(None, cache=store)  # what the cache knows; no lookups here
-        _, services, _ = asyncio.run(analyse_rollups(store.rollups(domain=item.policy_domain),
-                                                     load_catalog(), evidence))
+        believed = store.rollups(domain=item.policy_domain,
+                                 trusted_reporters=settings.trusted_reporters())
+        _, services, _ = asyncio.run(analyse_rollups(believed, load_catalog(), evidence))
         verdict = next((v for v in services if v.service_key == item.service_key), None)
         outbox = Outbox(Path(args.outbox) if args.outbox else settings.default_outbox())
         if verdict is not None and outcome.changed:
@@ -553,6 +573,12 @@ def build_parser() -> argparse.ArgumentParser:
                            metavar="SECONDS", help="per-query timeout (default 2)")
     resolving.add_argument("--dns-concurrency", type=_positive(int, 1024), default=64,
                            metavar="N", help="queries in flight at most (default 64, 1024 max)")
+    resolving.add_argument("--max-dns-sources", type=_positive(int), metavar="N",
+                           help="sources per domain whose reverse DNS is looked up, most mail "
+                                "first (default $DMARCBOT_MAX_DNS_SOURCES or 2000)")
+    resolving.add_argument("--dns-budget", type=_positive(float), metavar="SECONDS",
+                           help="time for DNS evidence in all, shared among the domains "
+                                "(default $DMARCBOT_DNS_BUDGET_SECONDS or 240)")
 
     p = sub.add_parser("senders", parents=[resolving],
                        help="per domain: the named services, their pass rates and verdicts")

@@ -19,6 +19,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
 from analysis import Limits
+from analysis.mailauth import mail_evidence
+from analysis.model import MailEvidence
 from function_app.pipeline import Outcome, ingest_input
 from function_app.settings import MailboxSettings
 from graph.client import GraphConnection, RetryPolicy, connect
@@ -88,7 +90,7 @@ async def ingest_message(mailbox: Mailbox, ref: MailRef, store: Store,
             outcomes.append(Outcome(label, "rejected", reason=f"{label}: {exc}", rule="limit"))
             continue
         outcomes += await loop.run_in_executor(_STORE_THREAD, _ingest, data, store, limits,
-                                               label)
+                                               label, mail_evidence(ref.headers))
     reason = _failure(outcomes)
     await mailbox.mark(ref, reason)
     await mailbox.move(ref, "failed" if reason else "processed")
@@ -99,8 +101,9 @@ async def ingest_message(mailbox: Mailbox, ref: MailRef, store: Store,
     return MailResult(ref.label, status, tuple(outcomes), reason)
 
 
-def _ingest(data: bytes, store: Store, limits: Limits, label: str) -> list[Outcome]:
-    return list(ingest_input(data, store, limits, name=label))
+def _ingest(data: bytes, store: Store, limits: Limits, label: str,
+            mail: MailEvidence) -> list[Outcome]:
+    return list(ingest_input(data, store, limits, name=label, mail=mail))
 
 
 def _failure(outcomes: list[Outcome]) -> str | None:

@@ -10,11 +10,14 @@ from typing import Literal
 
 from analysis import Limits, RejectedInput, iter_files, read_reports
 from analysis.catalog import Catalog
-from analysis.dnsevidence import DnsEvidence
+from analysis.dnsevidence import DnsBudget, DnsEvidence
+from analysis.mailauth import judge
+from analysis.model import AggregateReport, MailEvidence
 from analysis.posture import Posture, assess
 from analysis.rollup import ledger_key
 from analysis.senders import analyse_rollups
 from analysis.verdicts import ServiceVerdict
+from function_app.settings import trusted_authserv_ids, trusted_reporters
 from store import Store
 
 log = logging.getLogger("dmarcbot.ingest")
@@ -34,23 +37,34 @@ class Outcome:
     #: Stored, but another report has its ledger key and other content: both are kept, flagged
     #: and left out of what is believed (store.AddResult `conflict`).
     conflict: bool = False
+    #: Stored, but the e-mail that delivered it did not prove its reporter: why (kept, not
+    #: believed until the reporter is trusted).
+    unverified: str | None = None
 
 
 def ingest_input(source: str | os.PathLike[str] | bytes, store: Store, limits: Limits, *,
-                 name: str | None = None) -> Iterator[Outcome]:
+                 name: str | None = None, mail: MailEvidence | None = None) -> Iterator[Outcome]:
     """Store every report of one input; a refused input ends with one `rejected` outcome.
 
+    `mail`: the e-mail that delivered the input, when it was an attachment (an e-mail input
+    carries its own). Its Authentication-Results decide whether an aggregate report is believed.
     Reports stored before a later part of the same input is refused stay stored (each is whole);
     running the same input again only adds what is missing.
     """
     label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
+    authserv_ids = trusted_authserv_ids()
     try:
         for report in read_reports(source, limits, name=name):
-            added = store.add_report(report)
-            log.info("%s report %s from %s", added, report.kind, report.source)
+            unverified = None
+            if isinstance(report, AggregateReport):
+                verdict = judge(mail or report.mail, report.reporter.email, authserv_ids)
+                unverified = None if verdict.verified else verdict.reason
+            added = store.add_report(report, unverified=unverified)
+            log.info("%s report %s from %s%s", added, report.kind, report.source,
+                     " (unverified)" if unverified else "")
             yield Outcome(report.source, "stored" if added == "conflict" else added, report.kind,
                           errors=len(report.errors), domain=ledger_key(report).policy_domain,
-                          conflict=added == "conflict")
+                          conflict=added == "conflict", unverified=unverified)
     except RejectedInput as exc:
         log.warning("rejected input (%s)", exc.rule)
         yield Outcome(exc.source or label, "rejected", reason=str(exc), rule=exc.rule)
@@ -77,11 +91,14 @@ async def find_senders(store: Store, catalog: Catalog, dns: DnsEvidence | None, 
     Returns the service verdicts and the status of each (domain, service) that needs an owner's
     decision; a sender seen for the first time starts `Pending`.
     """
-    _, services, bundle = await analyse_rollups(store.rollups(domain=domain, since=since),
-                                                catalog, dns)
+    believed = store.rollups(domain=domain, since=since, trusted_reporters=trusted_reporters())
+    _, services, bundle = await analyse_rollups(believed, catalog, dns)
     if bundle.temporary:
         log.warning("%d DNS lookups failed for now (timeouts or SERVFAIL); evidence may be "
                     "incomplete", len(bundle.temporary))
+    if bundle.not_looked_up:
+        log.warning("%d sources not looked up in DNS (budget or a silent resolver); they are "
+                    "judged on the reports' own evidence", len(bundle.not_looked_up))
     statuses = {}
     for s in services:
         if s.needs_decision:
@@ -106,14 +123,27 @@ def domains_stored_since(store: Store, stamp: str) -> set[str]:
 
 
 async def identify_domains(store: Store, catalog: Catalog, dns: DnsEvidence | None,
-                           domains: Iterable[str]) -> list[ServiceVerdict]:
+                           domains: Iterable[str], *, limits: Limits | None = None
+                           ) -> list[ServiceVerdict]:
     """Name the senders of each domain that has new reports, so a new sender reaches the
     inventory (and from there its owner) without a person running anything.
 
-    Each domain is looked at over its whole history, so inventory volumes stay whole.
+    Each domain is looked at over its whole history, so inventory volumes stay whole. The DNS
+    spent is bounded per run (`limits`, else the DMARCBOT_* settings, unless the caller gave
+    `dns` a budget already) and each domain gets a fair share of its time.
     """
+    chosen = sorted(set(domains))
+    if dns is not None:
+        if dns.budget is None:
+            limits = limits or Limits.from_env()
+            dns.budget = DnsBudget(max_sources=limits.max_dns_sources,
+                                   seconds=limits.dns_budget_seconds)
+        dns.budget.plan(len(chosen))
     verdicts: list[ServiceVerdict] = []
-    for domain in sorted(set(domains)):
+    for domain in chosen:
+        left = dns.budget.domains_left if dns is not None and dns.budget else 0
         services, _ = await find_senders(store, catalog, dns, domain=domain)
+        if dns is not None and dns.budget and dns.budget.domains_left == left:
+            dns.budget.next_share()  # nothing believed to look up: its share goes to the rest
         verdicts.extend(services)
     return verdicts

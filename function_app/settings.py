@@ -134,6 +134,23 @@ def nameservers(environ: Mapping[str, str] | None = None) -> list[str] | None:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
+def _names(env: Mapping[str, str], name: str) -> frozenset[str]:
+    return frozenset(part.strip().lower().rstrip(".") for part in env.get(name, "").split(",")
+                     if part.strip())
+
+
+def trusted_authserv_ids(environ: Mapping[str, str] | None = None) -> frozenset[str]:
+    """DMARCBOT_TRUSTED_AUTHSERV_IDS: the receiving servers whose RFC 8601
+    Authentication-Results headers are believed (Exchange Online's own form always is)."""
+    return _names(os.environ if environ is None else environ, "DMARCBOT_TRUSTED_AUTHSERV_IDS")
+
+
+def trusted_reporters(environ: Mapping[str, str] | None = None) -> frozenset[str]:
+    """DMARCBOT_TRUSTED_REPORTERS: reporter domains believed even when the e-mail that brought
+    their report could not be verified (a reporter whose mail does not pass DMARC)."""
+    return _names(os.environ if environ is None else environ, "DMARCBOT_TRUSTED_REPORTERS")
+
+
 def approval_settings(environ: Mapping[str, str] | None = None) -> ApprovalSettings:
     """Default owners per domain, admins, and the days before a reminder.
 

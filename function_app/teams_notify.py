@@ -19,6 +19,7 @@ from cards.approval import approval_card
 from cards.decision import Decision, read_only_card
 from cards.facts import approval_facts_from
 from function_app.approvals import ApprovalSettings, Notice, due, stamp
+from function_app.settings import trusted_reporters
 from function_app.teams import inventory_item
 from graph.bot_connector import BotConnector, ensure_app_installed, user_object_id
 from graph.client import GraphConnection
@@ -195,7 +196,8 @@ async def send_digests(config: TeamsSettings, store: Store, catalog: Catalog,
     async with teams_notifier(config) as notifier:
         for domain, owner in sorted(settings.default_owners.items()):
             _, verdicts, _ = await analyse_rollups(
-                ((key, n) for key, n in store.rollups(domain=domain, since=since.isoformat())
+                ((key, n) for key, n in store.rollups(domain=domain, since=since.isoformat(),
+                                                      trusted_reporters=trusted_reporters())
                  if key.day <= last_day), catalog, dns)  # the days the card names, no more
             if not verdicts:
                 continue  # no mail this week: nothing to say

@@ -29,7 +29,10 @@ if TYPE_CHECKING:
 Destination = Literal["processed", "failed"]
 
 _ATTACHMENT_FIELDS = "id,name,size"
-_MESSAGE_FIELDS = ["id", "internetMessageId", "categories"]
+# internetMessageHeaders: the receiving server's Authentication-Results, which decide whether
+# the reports in the message are believed (analysis.mailauth)
+_MESSAGE_FIELDS = ["id", "internetMessageId", "categories", "internetMessageHeaders"]
+_KEPT_HEADERS = frozenset({"authentication-results", "from"})
 _WHERE_FIELDS = [*_MESSAGE_FIELDS, "parentFolderId"]
 _EXPAND = [f"attachments($select={_ATTACHMENT_FIELDS})"]
 CATEGORY_PREFIX = "dmarcbot: "
@@ -55,6 +58,8 @@ class MailRef:
     internet_message_id: str | None = None
     attachments: tuple[Attachment, ...] = ()
     categories: tuple[str, ...] = ()
+    #: Its Authentication-Results and From headers, top first: who delivered it.
+    headers: tuple[tuple[str, str], ...] = ()
 
     @property
     def label(self) -> str:
@@ -324,9 +329,12 @@ def _mail_ref(message: Any) -> MailRef:
         raw = [{"@odata.type": a.odata_type, "id": a.id, "name": a.name, "size": a.size}
                for a in message.attachments or ()]
         fields = (message.id, message.internet_message_id, message.categories)
+        headers = [(h.name, h.value) for h in message.internet_message_headers or ()]
     else:
         raw = get("attachments") or []
         fields = (get("id"), get("internetMessageId"), get("categories"))
+        headers = [(h.get("name"), h.get("value")) for h in get("internetMessageHeaders") or ()
+                   if isinstance(h, dict)]
     attachments = []
     for a in raw:
         kind = {"#microsoft.graph.fileAttachment": "file",
@@ -338,7 +346,9 @@ def _mail_ref(message: Any) -> MailRef:
     message_id, internet_id, categories = fields
     if not isinstance(message_id, str) or not message_id:
         raise GraphError("Microsoft Graph listed a message without an id")
-    return MailRef(message_id, internet_id, tuple(attachments), tuple(categories or ()))
+    kept = tuple((str(name), str(value)) for name, value in headers
+                 if isinstance(name, str) and name.lower() in _KEPT_HEADERS and value is not None)
+    return MailRef(message_id, internet_id, tuple(attachments), tuple(categories or ()), kept)
 
 
 def category(reason: str) -> str:

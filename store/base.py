@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Literal, Protocol
 
 from analysis.dnsevidence import Answer
@@ -39,6 +39,8 @@ class LedgerEntry:
     errors: tuple[str, ...]
     stored_at: str
     conflict: bool = False  # another report has this key and other content (see AddResult)
+    #: Why the e-mail that delivered it is not believed (None: it is, or it was a bare file).
+    unverified: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -61,10 +63,13 @@ class InventoryItem:
 
 
 class Store(Protocol):
-    def add_report(self, report: Report) -> AddResult:
+    def add_report(self, report: Report, *, unverified: str | None = None) -> AddResult:
         """Store a report whole, in one transaction, or not at all; a second copy changes nothing
         (a copy: same ledger key and same `ContentDigest`; same key and other content is a
         `conflict`, stored beside the first whichever came first).
+
+        `unverified`: why the e-mail that delivered it is not believed (analysis.mailauth), None
+        when it is or the report is a bare file. Such a report is kept, not believed.
 
         Consumes an aggregate report's records. If reading them fails, nothing is stored and the
         error propagates.
@@ -77,10 +82,12 @@ class Store(Protocol):
         ...
 
     def rollups(self, *, domain: str | None = None, since: str | None = None,
-                conflicting: bool = False) -> Iterator[tuple[RollupKey, int]]:
-        """Daily rollup rows and their message counts, `since` a YYYY-MM-DD UTC day.
-
-        Rows of reports in conflict are left out (they are not believed) unless `conflicting`.
+                conflicting: bool = False, trusted_reporters: Collection[str] = ()
+                ) -> Iterator[tuple[RollupKey, int]]:
+        """Daily rollup rows and their message counts, `since` a YYYY-MM-DD UTC day: what is
+        believed. Left out unless `conflicting` (which shows everything stored): reports whose
+        e-mail is not believed, unless their reporter's domain is in `trusted_reporters`, and
+        reports in conflict with another believed report of their key.
         """
         ...
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Collection, Iterator
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
 from analysis.dnsevidence import Answer
+from analysis.mailauth import reporter_domain
 from analysis.model import AggregateReport, FailureReport, Report, TlsReport
 from analysis.rollup import (
     LedgerKey,
@@ -26,6 +28,7 @@ from analysis.rollup import (
 from store.base import AddResult, InventoryItem, LedgerEntry, StoreError
 
 _BATCH = 5000
+_WAL_ATTEMPTS = 600  # 30 s at most, as the busy timeout
 _UPSERT_ROLLUP = """
 INSERT INTO daily_rollups (policy_domain, day, source_ip, header_from, envelope_from, dkim, spf,
                            dkim_aligned, spf_aligned, disposition, reasons, report, messages)
@@ -57,7 +60,7 @@ class SqliteStore:
             # from a thread of its own)
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30,
                                        check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode = WAL")
+            self._use_wal()
             # WAL keeps the file consistent without a disk flush per commit (the DNS cache
             # commits once per answer).
             self._db.execute("PRAGMA synchronous = NORMAL")
@@ -65,6 +68,18 @@ class SqliteStore:
             self._migrate()
         except (sqlite3.DatabaseError, OSError) as exc:
             raise StoreError(f"{self.path}: cannot open the database ({exc})") from None
+
+    def _use_wal(self) -> None:
+        """Switch to WAL. Another process switching the same new file at the same moment
+        makes SQLite answer "locked" at once, without its busy timeout: try again a while."""
+        for attempt in range(_WAL_ATTEMPTS):
+            try:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == _WAL_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05)
 
     def _migrate(self) -> None:
         """Bring the schema up to date, one version per transaction.
@@ -125,9 +140,11 @@ class SqliteStore:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def add_report(self, report: Report) -> AddResult:
+    def add_report(self, report: Report, *, unverified: str | None = None) -> AddResult:
         """Store the report; `duplicate` if a report with its key and content is stored,
         `conflict` (stored, and both flagged) if one with its key but other content is.
+        `unverified`: why its e-mail is not believed (None: it is); a believed copy of an
+        unverified report makes the stored one believed.
 
         Content is compared only once the records are read, so a report whose key is already
         stored is read and written whole, then rolled back if it turns out a duplicate: an
@@ -140,7 +157,7 @@ class SqliteStore:
         try:
             earlier = db.execute("SELECT id, digest, legacy, records, messages FROM reports"
                                  " WHERE " + _SAME_KEY, dataclasses.astuple(key)).fetchall()
-            report_row = self._insert_ledger(key, report)
+            report_row = self._insert_ledger(key, report, unverified)
             content = None
             if isinstance(report, AggregateReport):
                 records, messages = self._add_rollups(report, report_row)
@@ -155,6 +172,10 @@ class SqliteStore:
                         else self._same_rows(report, row, report_row) if content is None
                         else digest == content):
                     db.execute("ROLLBACK")
+                    if unverified is None:  # the same report, now from a believed e-mail
+                        with db:
+                            db.execute("UPDATE reports SET unverified = NULL WHERE id = ?",
+                                       (row,))
                     return "duplicate"
             db.executemany("UPDATE reports SET conflict = 1 WHERE id = ?",
                            [(row[0],) for row in earlier])
@@ -175,7 +196,7 @@ class SqliteStore:
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
 
-    def _insert_ledger(self, key: LedgerKey, report: Report) -> int:
+    def _insert_ledger(self, key: LedgerKey, report: Report, unverified: str | None) -> int:
         if isinstance(report, AggregateReport):
             org, schema = report.reporter.org_name, report.schema
         elif isinstance(report, TlsReport):
@@ -184,9 +205,11 @@ class SqliteStore:
             org, schema = report.reporter or "", report.format
         cursor = self._db.execute(
             "INSERT INTO reports (kind, reporter, report_id, policy_domain, begin_ts, end_ts,"
-            " org_name, schema, source, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " org_name, schema, source, stored_at, unverified, reporter_domain)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (key.kind, key.reporter, key.report_id, key.policy_domain, key.begin, key.end, org,
-             schema, report.source, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")),
+             schema, report.source, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+             unverified, reporter_domain(key.reporter)),
         )
         assert cursor.lastrowid is not None
         return cursor.lastrowid
@@ -262,7 +285,8 @@ class SqliteStore:
     def reports(self, *, domain: str | None = None, since: str | None = None,
                 kind: str | None = None) -> Iterator[LedgerEntry]:
         sql = ("SELECT kind, reporter, report_id, policy_domain, begin_ts, end_ts, org_name,"
-               " schema, source, records, messages, errors, stored_at, conflict FROM reports"
+               " schema, source, records, messages, errors, stored_at, conflict, unverified"
+               " FROM reports"
                " WHERE 1=1")
         params: list[object] = []
         if domain is not None:
@@ -278,15 +302,30 @@ class SqliteStore:
             yield LedgerEntry(
                 key=LedgerKey(*row[:6]), org_name=row[6], schema=row[7], source=row[8],
                 records=row[9], messages=row[10], errors=tuple(json.loads(row[11])),
-                stored_at=row[12], conflict=bool(row[13]),
+                stored_at=row[12], conflict=bool(row[13]), unverified=row[14],
             )
 
     def rollups(self, *, domain: str | None = None, since: str | None = None,
-                conflicting: bool = False) -> Iterator[tuple[RollupKey, int]]:
+                conflicting: bool = False, trusted_reporters: Collection[str] = ()
+                ) -> Iterator[tuple[RollupKey, int]]:
         sql = f"SELECT {_KEY_COLUMNS}, sum(messages) FROM daily_rollups WHERE 1=1"
-        if not conflicting:
-            sql += " AND report NOT IN (SELECT id FROM reports WHERE conflict)"
         params: list[object] = []
+        if not conflicting:
+            trusted = sorted({t.lower() for t in trusted_reporters})
+            marks = ", ".join("?" * len(trusted))
+
+            def believed(r: str) -> str:
+                return (f"({r}.unverified IS NULL OR {r}.reporter_domain IN ({marks}))"
+                        if trusted else f"{r}.unverified IS NULL")
+
+            # Left out: a report whose e-mail is not believed, and one in conflict with another
+            # believed report of its key (a forged copy never makes a believed report doubted).
+            sql += (" AND report NOT IN (SELECT r.id FROM reports r WHERE NOT " + believed("r")
+                    + " OR (r.conflict AND EXISTS (SELECT 1 FROM reports o WHERE o.id != r.id"
+                    " AND o.kind = r.kind AND o.reporter = r.reporter AND o.report_id ="
+                    " r.report_id AND o.policy_domain = r.policy_domain AND o.begin_ts ="
+                    " r.begin_ts AND o.end_ts = r.end_ts AND " + believed("o") + ")))")
+            params += trusted * 2
         if domain is not None:
             sql += " AND policy_domain = ?"
             params.append(domain.lower())

@@ -20,7 +20,7 @@ import os
 import re
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -37,6 +37,7 @@ from azure.data.tables import (
 )
 
 from analysis.dnsevidence import Answer
+from analysis.mailauth import reporter_domain
 from analysis.model import AggregateReport, FailureReport, Report, TlsReport
 from analysis.rollup import (
     ContentDigest,
@@ -236,6 +237,7 @@ def _ledger_entry(entity: Mapping[str, Any], conflict: bool) -> LedgerEntry:
         source=_text(entity, "source"), records=_value(entity["records"]),
         messages=_value(entity["messages"]), errors=tuple(json.loads(_text(entity, "errors"))),
         stored_at=entity["stored_at"], conflict=conflict,
+        unverified=_optional(entity, "unverified") or None,
     )
 
 
@@ -398,7 +400,7 @@ class TableStore:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def add_report(self, report: Report) -> AddResult:
+    def add_report(self, report: Report, *, unverified: str | None = None) -> AddResult:
         """See `Store.add_report`. Reports with one ledger key share the first 32 characters of
         their ledger RowKey (`<key digest>-<content digest>`), and their rollup rows' prefix."""
         key = ledger_key(report)
@@ -406,7 +408,7 @@ class TableStore:
         earlier = list(self._query(
             LEDGER, "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
             {"pk": partition, "low": same, "high": same + "."},
-            select=["RowKey", "digest", "records", "messages", "attempt"]))
+            select=["RowKey", "digest", "records", "messages", "attempt", "unverified"]))
         attempt = uuid.uuid4().hex[:12]
         written: list[tuple[str, list[str]]] = []  # (partition, row keys) per transaction
         row: str | None = None  # the ledger RowKey, once the content is known
@@ -421,17 +423,23 @@ class TableStore:
                                               if isinstance(report, TlsReport)
                                               else _failure_details(report))
                 content, last = content_digest(report, key), {}
-            if any(_same_content(e, content, records, messages, key.kind) for e in earlier):
+            same_copy = next((e for e in earlier
+                              if _same_content(e, content, records, messages, key.kind)), None)
+            if same_copy is not None:
                 self._forget(partition, None, attempt, written)
+                self._believe(partition, same_copy, unverified)
                 return "duplicate"  # seen before, the last rows never written
             if last:
                 self._write_rollups(last, f"{same}-{attempt}-{len(written):x}", written)
             if isinstance(report, AggregateReport) and earlier:  # same rows, other order?
                 days = [day for day, _ in report_days(report.begin, report.end)]
                 ours = self._rows_of(partition, days, same, attempt)
-                if any(self._rows_of(partition, days, same, e["attempt"]) == ours
-                       for e in earlier):
+                same_copy = next((e for e in earlier
+                                  if self._rows_of(partition, days, same, e["attempt"]) == ours),
+                                 None)
+                if same_copy is not None:
                     self._forget(partition, None, attempt, written)
+                    self._believe(partition, same_copy, unverified)
                     return "duplicate"
             org, schema = _org_schema(report)
             row = f"{same}-{content}"
@@ -442,7 +450,9 @@ class TableStore:
                          org_name=org, schema=schema, source=report.source, records=records,
                          messages=messages, errors=_errors_json(report.errors),
                          stored_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                         attempt=attempt, details=details, digest=content),
+                         attempt=attempt, details=details, digest=content,
+                         unverified=unverified or "",
+                         reporter_domain=reporter_domain(key.reporter) or ""),
             })
         except Exception:
             self._forget(partition, row, attempt, written)
@@ -453,6 +463,15 @@ class TableStore:
         # A conflicting report committed by another process since `earlier` was read is
         # flagged all the same: conflicts are worked out when the ledger is read.
         return "conflict" if earlier else "stored"
+
+    def _believe(self, partition: str, entity: Mapping[str, Any], unverified: str | None
+                 ) -> None:
+        """The same report again, from a believed e-mail: the stored copy is believed now."""
+        if unverified is None and _optional(entity, "unverified"):
+            with self._errors(LEDGER):
+                self._table(LEDGER).update_entity(
+                    {"PartitionKey": partition, "RowKey": entity["RowKey"], "unverified": ""},
+                    mode=UpdateMode.MERGE)
 
     def _add_rollups(self, report: AggregateReport, same: str, attempt: str,
                      written: list[tuple[str, list[str]]], digest: ContentDigest
@@ -562,31 +581,38 @@ class TableStore:
             e[0].key.begin, e[0].key.end, e[0].key.kind, e[0].key.reporter, e[0].key.report_id,
             e[0].key.policy_domain, e[1], e[2])))
 
-    def _committed(self, domain: str | None, conflicting: bool
+    def _committed(self, domain: str | None, conflicting: bool, trusted: frozenset[str]
                    ) -> dict[str, tuple[str, dict[str, set[str]]]]:
         """Per ledger partition: its policy domain and, per ledger key digest, the committed
-        attempts of its reports; keys held by several reports (in conflict) are left out
-        unless `conflicting`."""
+        attempts of its believed reports (see `Store.rollups`), or of all unless `conflicting`."""
         query, parameters = "kind eq @kind", {"kind": "aggregate"}
         if domain is not None:
             query += " and PartitionKey eq @pk"
             parameters["pk"] = _key(domain.lower())
         out: dict[str, tuple[str, dict[str, set[str]]]] = {}
+        doubted: set[tuple[str, str, str]] = set()  # copies whose e-mail is not believed
         for e in self._query(LEDGER, query, parameters,
-                             select=["PartitionKey", "RowKey", "policy_domain", "attempt"]):
+                             select=["PartitionKey", "RowKey", "policy_domain", "attempt",
+                                     "unverified", "reporter_domain"]):
             reports = out.setdefault(e["PartitionKey"], (e["policy_domain"], {}))[1]
             reports.setdefault(_same_key(e["RowKey"]), set()).add(e["attempt"])
+            if _optional(e, "unverified") and _optional(e, "reporter_domain") not in trusted:
+                doubted.add((e["PartitionKey"], _same_key(e["RowKey"]), e["attempt"]))
         if not conflicting:
-            for _, reports in out.values():
-                for same in [s for s, attempts in reports.items() if len(attempts) > 1]:
-                    del reports[same]
+            for partition, (_, reports) in out.items():
+                for same, attempts in list(reports.items()):
+                    attempts -= {a for a in attempts if (partition, same, a) in doubted}
+                    if len(attempts) != 1:  # none believed, or believed copies disagree
+                        del reports[same]
         return out
 
     def rollups(self, *, domain: str | None = None, since: str | None = None,
-                conflicting: bool = False) -> Iterator[tuple[RollupKey, int]]:
+                conflicting: bool = False, trusted_reporters: Collection[str] = ()
+                ) -> Iterator[tuple[RollupKey, int]]:
         """Rows summed per key at read time, counting only committed attempts; one (domain,
         day) partition in memory at a time, in SqliteStore's order."""
-        committed = self._committed(domain, conflicting)
+        trusted = frozenset(t.lower() for t in trusted_reporters)
+        committed = self._committed(domain, conflicting, trusted)
         for partition, (_, attempts) in sorted(committed.items(), key=lambda kv: kv[1][0]):
             rows = self._query(ROLLUPS, "PartitionKey ge @low and PartitionKey lt @high",
                                {"low": f"{partition}!{since or ''}", "high": f"{partition}!~"})

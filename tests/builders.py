@@ -63,9 +63,13 @@ def zipped(*members: tuple[str, bytes]) -> bytes:
 
 def report_email(attachment: bytes, *, filename: str = "report.xml.gz",
                  content_type: str = "application/gzip", cte: str = "base64",
-                 body: str = "This is a DMARC aggregate report.") -> bytes:
-    """A report e-mail with one attachment, encoded base64 or quoted-printable."""
+                 body: str = "This is a DMARC aggregate report.",
+                 authentication_results: tuple[str, ...] = ()) -> bytes:
+    """A report e-mail with one attachment, encoded base64 or quoted-printable, and the
+    receiving servers' `Authentication-Results` headers, top first."""
     msg = EmailMessage()
+    for value in authentication_results:
+        msg["Authentication-Results"] = value
     msg["From"] = "noreply-dmarc@receiver.example"
     msg["To"] = "dmarc@example.com"
     msg["Subject"] = "Report Domain: example.com Submitter: receiver.example Report-ID: r-1"

@@ -64,6 +64,8 @@ NOT_SET_BY_TEMPLATE: dict[str, str] = {
     "DMARCBOT_AUTHORITY_HOST": "national clouds only; the default is the public cloud's",
     "DMARCBOT_BOT_SERVICE_URL": "national clouds only; the default is the public cloud's",
     "DMARCBOT_BOT_OPENID_URL": "national clouds only; the default is the public cloud's",
+    "DMARCBOT_TRUSTED_AUTHSERV_IDS": "the mailbox is Exchange Online's, whose own header is trusted"
+                                     " without naming it",
 }
 
 STORAGE_ROLES = {

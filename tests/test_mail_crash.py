@@ -56,7 +56,7 @@ class CrashingStore:
         self.inner = inner
         self.crasher = crasher
 
-    def add_report(self, report: Report) -> str:
+    def add_report(self, report: Report, *, unverified: str | None = None) -> str:
         if isinstance(report, AggregateReport):
             records = report.records
 
@@ -67,7 +67,7 @@ class CrashingStore:
                     yield record
 
             report = dataclasses.replace(report, records=dying())
-        status = self.inner.add_report(report)
+        status = self.inner.add_report(report, unverified=unverified)
         self.crasher.boundary("after store")
         return status
 

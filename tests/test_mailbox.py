@@ -119,7 +119,8 @@ def test_every_attachment_kind_is_read_and_the_mail_sorted(
     # listing asks only for the fields it uses, oldest first, with the attachments' metadata
     listing = next(r for r in graph.requests if r.path.endswith("/messages"))
     assert listing.query["$orderby"] == "receivedDateTime asc"
-    assert set(listing.query["$select"].split(",")) == {"id", "internetMessageId", "categories"}
+    assert set(listing.query["$select"].split(",")) == {"id", "internetMessageId", "categories",
+                                                        "internetMessageHeaders"}
     assert "contentBytes" not in listing.query["$expand"]
 
 

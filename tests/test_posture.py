@@ -114,7 +114,9 @@ def test_posture_of_a_domain_against_real_dns(dns_server: KnotServer, tmp_path: 
         assert {"domain", "service_key", "service_name", "category", "messages", "dmarc_pass",
                 "dkim_aligned_pass", "spf_aligned_pass", "verdict", "status", "confidence",
                 "sources", "evidence"} <= set(row)
-        assert all(set(s) == {"ip", "messages", "ptr"} for s in row["sources"])
+        assert all(set(s) == {"ip", "messages", "ptr", "dns", "dns_note"}
+                   for s in row["sources"])
+        assert all(s["dns"] == "looked up" for s in row["sources"])
 
 
 def test_external_rua_must_be_authorised(dns_server: KnotServer) -> None:

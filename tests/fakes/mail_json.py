@@ -191,7 +191,10 @@ def folder_json(folder: FakeFolder, child_count: int, total: int, unread: int,
 # ----------------------------------------------------------------------------- MIME
 
 def _headers(msg: FakeMessage) -> dict[str, str]:
+    stamped = ({"Authentication-Results": msg.authentication_results}
+               if msg.authentication_results else {})
     return {
+        **stamped,  # the receiving server's own header comes first (added last)
         "From": formataddr((msg.sender_name, msg.sender_address)),
         "To": msg.to_address,
         "Subject": msg.subject,

@@ -94,6 +94,8 @@ class FakeMessage:
     last_modified: datetime = field(default_factory=lambda: datetime.now(UTC))
     change_key: str = field(default_factory=lambda: _token("CQAAABYAAAA", 16))
     conversation_id: str = field(default_factory=lambda: _token("AAQkAD", 24))
+    #: The header Exchange Online stamped on arrival (None: none).
+    authentication_results: str | None = None
 
     @property
     def has_attachments(self) -> bool:
@@ -172,14 +174,20 @@ class FakeMailbox:
     # ------------------------------------------------------------------ seeding / inspection
     def add_message(self, folder: str = "inbox", *, subject: str = "",
                     received: datetime | None = None,
-                    sender: str | tuple[str, str] = "noreply-dmarc-support@google.com",
+                    sender: str | tuple[str, str] = "dmarc@receiver.example",
                     internet_message_id: str | None = None,
                     attachments: Sequence[Attachment] = (),
                     categories: Sequence[str] = (), body: str = "",
-                    is_read: bool = False) -> str:
+                    is_read: bool = False, dmarc: str | None = "pass") -> str:
         """Put a message in ``folder`` (well-known name, display name or id); returns its
-        REST id. ``sender`` is an address or (name, address)."""
+        REST id. ``sender`` is an address or (name, address).
+
+        ``dmarc``: the DMARC result Exchange Online stamps in the message's
+        Authentication-Results header, for the sender's domain, as it does on arrival (its own
+        form, without an authserv-id); None for no header at all.
+        """
         name, address = sender if isinstance(sender, tuple) else ("", sender)
+        stamp = None if dmarc is None else exchange_stamp(address.rpartition("@")[2], dmarc)
         with self._lock:
             target = self._folder_by_name(folder)
             message = FakeMessage(
@@ -188,7 +196,7 @@ class FakeMailbox:
                 sender_name=name, sender_address=address,
                 internet_message_id=internet_message_id or f"<{uuid.uuid4().hex}@fake.invalid>",
                 to_address=self.upn, body=body, categories=list(categories),
-                attachments=list(attachments), is_read=is_read)
+                attachments=list(attachments), is_read=is_read, authentication_results=stamp)
             key = self._next_key
             self._next_key += 1
             self._messages[key] = message
@@ -281,3 +289,12 @@ class FakeMailbox:
             message.folder_id = folder.id
             message.last_modified = datetime.now(UTC)
             message.change_key = _token("CQAAABYAAAA", 16)
+
+
+def exchange_stamp(domain: str, dmarc: str = "pass") -> str:
+    """An Authentication-Results header value as Exchange Online writes it (no authserv-id)."""
+    outcome = "pass" if dmarc == "pass" else "fail"
+    action = "none" if dmarc == "pass" else "oreject"
+    return (f"spf={outcome} (sender IP is 192.0.2.25) smtp.mailfrom={domain}; dkim={outcome} "
+            f"(signature was verified) header.d={domain};dmarc={dmarc} action={action} "
+            f"header.from={domain};compauth={outcome} reason=100")
