@@ -20,14 +20,12 @@ reverse). Pure: headers in, a verdict out.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Iterable, Sequence
 
 from analysis.model import MailEvidence
 
 __all__ = ["MailEvidence", "MailVerdict", "judge", "mail_evidence", "reporter_domain"]
 
-_COMMENT = re.compile(r"\([^()]*\)")  # RFC 5322 comments; nested ones are removed in passes
 _METHODS = frozenset({"auth", "dkim", "dmarc", "spf", "arc", "compauth", "iprev", "sender-id",
                       "domainkeys", "bimi", "smime", "rrvs", "vbr", "dkim-adsp", "x-original"})
 
@@ -40,85 +38,107 @@ class MailVerdict:
 
 def mail_evidence(headers: Iterable[tuple[str, str]]) -> MailEvidence:
     """The evidence in a message's headers, in their order (top first)."""
-    results, sender = [], None
-    for name, value in headers:
-        lowered = name.strip().lower()
-        if lowered == "authentication-results":
-            results.append(" ".join(str(value).split()))
-        elif lowered == "from" and sender is None:
-            sender = _address(str(value))
-    return MailEvidence(tuple(results), sender)
+    return MailEvidence(tuple(" ".join(str(value).split()) for name, value in headers
+                              if name.strip().lower() == "authentication-results"))
 
 
 def judge(evidence: MailEvidence | None, reporter_email: str | None,
-          trusted_authserv_ids: Iterable[str] = ()) -> MailVerdict:
-    """Whether the mail passed DMARC for the reporter's domain, by a header dmarcbot trusts."""
+          trusted_authserv_ids: Iterable[str] = (), *, exchange_mailbox: bool = False
+          ) -> MailVerdict:
+    """Whether the mail passed DMARC for the reporter's domain, by a header dmarcbot trusts.
+
+    `exchange_mailbox`: the mail was read from the Exchange Online mailbox (through Graph), so
+    its topmost header without an authserv-id is Exchange Online's own. In a file (an `.eml`,
+    an mbox from any server) that form proves nothing: anyone can write it.
+    """
     if evidence is None:
         return MailVerdict(True, "a file, not an e-mail: the admin's own")
     reporter = reporter_domain(reporter_email)
     if reporter is None:
         return MailVerdict(False, "the report names no reporter e-mail to check the mail against")
     passed = _dmarc_passes(evidence.authentication_results,
-                           frozenset(i.lower() for i in trusted_authserv_ids))
+                           frozenset(i.lower() for i in trusted_authserv_ids), exchange_mailbox)
     if not passed:
         return MailVerdict(False, "no trusted Authentication-Results header says the mail passed"
                                   " DMARC")
-    for domain in passed:
+    for domain in sorted(passed):
         if reporter == domain or reporter.endswith("." + domain):
             return MailVerdict(True, f"the mail passed DMARC for {domain}")
     return MailVerdict(False, f"the mail passed DMARC for {', '.join(sorted(passed))}, not for "
                               f"the reporter's {reporter}")
 
 
-def _dmarc_passes(headers: Sequence[str], trusted: frozenset[str]) -> set[str]:
+def _dmarc_passes(headers: Sequence[str], trusted: frozenset[str], exchange: bool) -> set[str]:
     """The header.from domains that trusted headers say passed DMARC."""
     passed: set[str] = set()
     seen_ids: set[str] = set()
     for position, header in enumerate(headers):
-        authserv, results = _split(header)
-        if authserv is None:
-            if position != 0:
-                continue  # Exchange Online's form counts only as the topmost header
-        elif authserv not in trusted or authserv in seen_ids:
-            continue
+        segments = _segments(header)
+        if not segments:
+            continue  # unbalanced quotes or comments: not a header to believe
+        first = segments[0].split()
+        if first and "=" in first[0] and first[0].split("=", 1)[0].lower() in _METHODS:
+            if not (exchange and position == 0):
+                continue  # Exchange Online's form counts only as its own topmost header
+            results = segments
         else:
+            authserv = first[0].lower() if first else ""
+            if authserv not in trusted or authserv in seen_ids:
+                continue  # RFC 8601 §5: the receiver removed older headers claiming its id
             seen_ids.add(authserv)
-        for result in results:
-            properties = dict(_properties(result))
-            if properties.get("dmarc") == "pass" and properties.get("header.from"):
-                passed.add(properties["header.from"].lower().rstrip("."))
+            results = segments[1:]
+        dmarc = [r for r in results if r.split() and _method(r.split()[0]) == "dmarc"]
+        if len(dmarc) != 1:
+            continue  # none, or several that could disagree: nothing to believe
+        tokens = dmarc[0].split()
+        values = [t.partition("=") for t in tokens[1:] if "=" in t]
+        froms = [v.strip('"').lower().rstrip(".") for k, _, v in values
+                 if k.lower() == "header.from"]
+        if tokens[0].lower() == "dmarc=pass" and len(froms) == 1 and froms[0]:
+            passed.add(froms[0])
     return passed
 
 
-def _split(header: str) -> tuple[str | None, list[str]]:
-    """(authserv-id or None, the resinfo parts) of one header value."""
-    text = header
-    for _ in range(3):
-        text = _COMMENT.sub(" ", text)
-    parts = [p.strip() for p in text.split(";") if p.strip()]
-    if not parts:
-        return None, []
-    first = parts[0].split()[0] if parts[0].split() else ""
-    method = first.split("=", 1)[0].lower()
-    if "=" in first and method in _METHODS:
-        return None, parts  # no authserv-id: Exchange Online's form
-    return first.lower(), parts[1:]
+def _method(token: str) -> str:
+    return token.split("=", 1)[0].lower()
 
 
-def _properties(result: str) -> Iterable[tuple[str, str]]:
-    for token in result.split():
-        key, sep, value = token.partition("=")
-        if sep:
-            yield key.lower(), value.strip('"').lower()
-
-
-_ANGLED = re.compile(r"<([^<>@\s]+@[^<>\s]+)>")
-_BARE = re.compile(r"([^\s<>@,;\"]+@[^\s<>,;\"]+)")
-
-
-def _address(value: str) -> str | None:
-    found = _ANGLED.search(value) or _BARE.search(value)
-    return found.group(1).lower() if found else None
+def _segments(header: str) -> list[str]:
+    """The `;`-separated parts of a header value with its comments taken out (nested ones and
+    quoted-pairs counted, as RFC 5322 reads them); quoted strings are kept whole, `;` inside
+    them included. Empty when the quotes or parentheses do not balance."""
+    segments, current = [], []
+    depth, quoted, escaped = 0, False, False
+    for char in header:
+        if escaped:
+            escaped = False
+            if depth == 0:
+                current.append(char)
+        elif char == "\\":
+            escaped = True
+            if depth == 0:
+                current.append(char)
+        elif depth:
+            depth += {"(": 1, ")": -1}.get(char, 0)
+            if depth == 0:
+                current.append(" ")
+        elif quoted:
+            current.append(char)
+            quoted = char != '"'
+        elif char == '"':
+            current.append(char)
+            quoted = True
+        elif char == "(":
+            depth = 1
+        elif char == ";":
+            segments.append("".join(current).strip())
+            current = []
+        else:
+            current.append(char)
+    if depth or quoted or escaped:
+        return []
+    segments.append("".join(current).strip())
+    return [segment for segment in segments if segment]
 
 
 def reporter_domain(email: str | None) -> str | None:

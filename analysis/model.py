@@ -115,10 +115,9 @@ class RecordStream(Iterator[Record]):
 @dataclasses.dataclass(frozen=True, slots=True)
 class MailEvidence:
     """What the e-mail that delivered a report says about itself: its `Authentication-Results`
-    headers, top first, and its From address (analysis.mailauth judges them). Never its body."""
+    headers, top first (analysis.mailauth judges them). Never its body."""
 
     authentication_results: tuple[str, ...]
-    from_address: str | None
 
 
 @dataclasses.dataclass(slots=True)

@@ -124,7 +124,8 @@ def _outcome_line(outcome: Outcome) -> str:
         return f"rejected: {outcome.reason}"
     note = f" ({outcome.errors} problems recovered, see `dmarcbot parse`)" if outcome.errors else ""
     if outcome.conflict:
-        note = " (conflicts with an earlier report of the same id; neither is believed)" + note
+        note = (" (conflicts with another report of the same id: a copy counts only when no"
+                " other believed copy disagrees)" + note)
     if outcome.unverified:
         note = (f" (unverified: {outcome.unverified}; kept, not believed until its reporter is"
                 " in DMARCBOT_TRUSTED_REPORTERS)" + note)
@@ -341,7 +342,7 @@ def cmd_posture(args: argparse.Namespace, limits: Limits) -> int:
 def cmd_demo(args: argparse.Namespace, limits: Limits) -> int:
     from cards.digest import digest_card
     from cards.facts import digest_facts_from
-    from function_app.demo_reports import write_demo_reports
+    from function_app.demo_reports import DEMO_AUTHSERV_ID, write_demo_reports
     from function_app.notify import notify
     from function_app.outbox import Outbox
 
@@ -354,7 +355,8 @@ def cmd_demo(args: argparse.Namespace, limits: Limits) -> int:
     counts = {"stored": 0, "duplicate": 0, "rejected": 0}
     catalog = load_catalog()
     with _open_store(args) as store:
-        for outcome in ingest_paths([reports], store, limits):
+        for outcome in ingest_paths([reports], store, limits,
+                                    authserv_ids=[DEMO_AUTHSERV_ID]):
             counts[outcome.status] += 1
             if outcome.status == "rejected":
                 _say(_outcome_line(outcome))

@@ -27,6 +27,8 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 DAYS = 7
+#: The demo mailbox's receiving server, as its Authentication-Results headers name it.
+DEMO_AUTHSERV_ID = "mx.contoso.com"
 
 # An XML element as (tag, text) or (tag, children); rendering is separate so each reporter's
 # element order and indentation stay data rather than code.
@@ -690,16 +692,15 @@ def _email(
     payload: bytes,
     content_type: str,
 ) -> bytes:
-    """The report as the receiver mails it, and as Exchange Online stamps it on arrival in the
-    demo's shared mailbox (its Authentication-Results, without an authserv-id, on top: the mail
-    passed DMARC for the reporter, so its report is believed); headers and boundary are fixed
-    for determinism."""
+    """The report as the receiver mails it, and as the demo's receiving server stamps it on
+    arrival (an RFC 8601 Authentication-Results from `DEMO_AUTHSERV_ID`, which `dmarcbot demo`
+    trusts: the mail passed DMARC for the reporter, so its report is believed); headers and
+    boundary are fixed for determinism."""
     message = EmailMessage()
     domain = reporter.mail_from.rstrip(">").rpartition("@")[2]
     message["Authentication-Results"] = (
-        f"spf=pass (sender IP is 192.0.2.25) smtp.mailfrom={domain}; dkim=pass (signature was "
-        f"verified) header.d={domain};dmarc=pass action=none header.from={domain};"
-        "compauth=pass reason=100")
+        f"{DEMO_AUTHSERV_ID}; spf=pass (sender IP is 192.0.2.25) smtp.mailfrom={domain}; "
+        f"dkim=pass header.d={domain}; dmarc=pass (p=REJECT) header.from={domain}")
     message["From"] = reporter.mail_from
     message["To"] = policy.rua
     message["Subject"] = reporter.subject.format(**fields)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from typing import Literal
 
 from analysis import Limits, RejectedInput, iter_files, read_reports
@@ -17,7 +17,7 @@ from analysis.posture import Posture, assess
 from analysis.rollup import ledger_key
 from analysis.senders import analyse_rollups
 from analysis.verdicts import ServiceVerdict
-from function_app.settings import trusted_authserv_ids, trusted_reporters
+from function_app.settings import approval_settings, trusted_authserv_ids, trusted_reporters
 from store import Store
 
 log = logging.getLogger("dmarcbot.ingest")
@@ -43,21 +43,26 @@ class Outcome:
 
 
 def ingest_input(source: str | os.PathLike[str] | bytes, store: Store, limits: Limits, *,
-                 name: str | None = None, mail: MailEvidence | None = None) -> Iterator[Outcome]:
+                 name: str | None = None, mail: MailEvidence | None = None,
+                 authserv_ids: Collection[str] | None = None) -> Iterator[Outcome]:
     """Store every report of one input; a refused input ends with one `rejected` outcome.
 
-    `mail`: the e-mail that delivered the input, when it was an attachment (an e-mail input
-    carries its own). Its Authentication-Results decide whether an aggregate report is believed.
+    `mail`: the message in the Exchange Online mailbox that delivered the input (Graph); an
+    e-mail file carries its own headers instead. Their Authentication-Results decide whether an
+    aggregate report is believed; `authserv_ids` are the receiving servers trusted besides
+    (default: DMARCBOT_TRUSTED_AUTHSERV_IDS).
     Reports stored before a later part of the same input is refused stay stored (each is whole);
     running the same input again only adds what is missing.
     """
     label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
-    authserv_ids = trusted_authserv_ids()
+    if authserv_ids is None:
+        authserv_ids = trusted_authserv_ids()
     try:
         for report in read_reports(source, limits, name=name):
             unverified = None
             if isinstance(report, AggregateReport):
-                verdict = judge(mail or report.mail, report.reporter.email, authserv_ids)
+                verdict = judge(mail or report.mail, report.reporter.email, authserv_ids,
+                                exchange_mailbox=mail is not None)
                 unverified = None if verdict.verified else verdict.reason
             added = store.add_report(report, unverified=unverified)
             log.info("%s report %s from %s%s", added, report.kind, report.source,
@@ -76,11 +81,11 @@ def ingest_input(source: str | os.PathLike[str] | bytes, store: Store, limits: L
                       rule="internal")
 
 
-def ingest_paths(paths: Iterable[str | os.PathLike[str]], store: Store,
-                 limits: Limits) -> Iterator[Outcome]:
+def ingest_paths(paths: Iterable[str | os.PathLike[str]], store: Store, limits: Limits, *,
+                 authserv_ids: Collection[str] | None = None) -> Iterator[Outcome]:
     """Each file under `paths` is one input; one refused file does not stop the others."""
     for path in iter_files(paths):
-        yield from ingest_input(path, store, limits)
+        yield from ingest_input(path, store, limits, authserv_ids=authserv_ids)
 
 
 async def find_senders(store: Store, catalog: Catalog, dns: DnsEvidence | None, *,
@@ -132,7 +137,10 @@ async def identify_domains(store: Store, catalog: Catalog, dns: DnsEvidence | No
     spent is bounded per run (`limits`, else the DMARCBOT_* settings, unless the caller gave
     `dns` a budget already) and each domain gets a fair share of its time.
     """
-    chosen = sorted(set(domains))
+    # The domains someone owns (DMARCBOT_OWNERS) first: reports naming invented domains must
+    # not spend the time the real ones need.
+    owned = set(approval_settings().default_owners)
+    chosen = sorted(set(domains), key=lambda d: (d not in owned, d))
     if dns is not None:
         if dns.budget is None:
             limits = limits or Limits.from_env()

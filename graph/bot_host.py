@@ -81,12 +81,17 @@ Answer = tuple[int, dict[str, Any] | None]
 _UNSAFE = re.compile(r"[^A-Za-z0-9_./:-]")
 
 
+class MemoryFull(Exception):
+    """Every remembered activity is still within its token's lifetime: act on no new one."""
+
+
 class SeenActivities:
     """Activity ids already acted on, each until the token it came with expires.
 
     Kept as SHA-256 digests, so an entry costs the same whatever the id's length. At most
     `limit` entries: a flood (it needs a valid token: only authenticated activities get here)
-    pushes the oldest out rather than growing the process. `clock` returns Unix seconds.
+    is refused (MemoryFull) rather than growing the process or forgetting an id whose replay
+    would then be acted on. `clock` returns Unix seconds.
     """
 
     def __init__(self, limit: int = MAX_REMEMBERED,
@@ -96,7 +101,6 @@ class SeenActivities:
         self.limit = limit
         self._clock = clock
         self._until: OrderedDict[bytes, float] = OrderedDict()  # digest -> forget after
-        self.evicted = 0  # still-valid entries pushed out by the limit, for logs and tests
 
     def __len__(self) -> int:
         return len(self._until)
@@ -112,9 +116,9 @@ class SeenActivities:
         # oldest first: mostly also the first to expire (tokens live about as long)
         while self._until and now > next(iter(self._until.values())):
             self._until.popitem(last=False)
-        while len(self._until) >= self.limit:
-            self._until.popitem(last=False)
-            self.evicted += 1
+        if len(self._until) >= self.limit:
+            # forgetting an unexpired id would let its replay through: refuse instead
+            raise MemoryFull(f"{self.limit} card actions remembered, none expired yet")
         # the authenticator accepts a token until exp + skew: remember the activity as long
         expires = token_expires if token_expires is not None else now + TOKEN_LIFETIME
         self._until[key] = expires + MAX_CLOCK_SKEW
@@ -183,7 +187,13 @@ class BotEndpoint:
         if not isinstance(activity_id, str) or not activity_id:
             return _invoke_error(400, "BadRequest", "The activity has no id.")
         acting = verb
-        if not self.seen.first_time(activity_id, caller.token_expires):
+        try:
+            first = self.seen.first_time(activity_id, caller.token_expires)
+        except MemoryFull:
+            log.warning("bot activity memory full: card action refused for now")
+            return _invoke_error(503, "ServiceUnavailable", "Too many card actions at once; "
+                                 "try again in a minute.")
+        if not first:
             self.replays += 1
             log.warning("bot activity replayed (replay, %d so far): answered without acting",
                         self.replays)

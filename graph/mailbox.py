@@ -32,7 +32,7 @@ _ATTACHMENT_FIELDS = "id,name,size"
 # internetMessageHeaders: the receiving server's Authentication-Results, which decide whether
 # the reports in the message are believed (analysis.mailauth)
 _MESSAGE_FIELDS = ["id", "internetMessageId", "categories", "internetMessageHeaders"]
-_KEPT_HEADERS = frozenset({"authentication-results", "from"})
+_KEPT_HEADERS = frozenset({"authentication-results"})
 _WHERE_FIELDS = [*_MESSAGE_FIELDS, "parentFolderId"]
 _EXPAND = [f"attachments($select={_ATTACHMENT_FIELDS})"]
 CATEGORY_PREFIX = "dmarcbot: "
@@ -58,7 +58,7 @@ class MailRef:
     internet_message_id: str | None = None
     attachments: tuple[Attachment, ...] = ()
     categories: tuple[str, ...] = ()
-    #: Its Authentication-Results and From headers, top first: who delivered it.
+    #: Its Authentication-Results headers, top first: who vouched for it on arrival.
     headers: tuple[tuple[str, str], ...] = ()
 
     @property

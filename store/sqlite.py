@@ -315,7 +315,9 @@ class SqliteStore:
             marks = ", ".join("?" * len(trusted))
 
             def believed(r: str) -> str:
-                return (f"({r}.unverified IS NULL OR {r}.reporter_domain IN ({marks}))"
+                # COALESCE: a report with no reporter domain is in no list (NULL IN … is NULL)
+                return (f"({r}.unverified IS NULL OR COALESCE({r}.reporter_domain, '')"
+                        f" IN ({marks}))"
                         if trusted else f"{r}.unverified IS NULL")
 
             # Left out: a report whose e-mail is not believed, and one in conflict with another

@@ -246,7 +246,7 @@ def _same_content(entity: Mapping[str, Any], content: str, records: int, message
     """Whether a ledger entity of the same key holds this content, by its digest. An entity
     stored before there were digests: a TLS or failure report by its counts; an aggregate
     report's rows are compared instead (`TableStore._rows_of`)."""
-    if "digest" in entity:
+    if entity.get("digest") is not None:  # a selected property an entity lacks may read None
         return bool(entity["digest"] == content)
     return kind != "aggregate" and (_value(entity["records"]), _value(entity["messages"])) == (
         records, messages)

@@ -119,8 +119,8 @@ def test_ingest_says_a_report_conflicts(tmp_path: Path, capsys: pytest.CaptureFi
     lines = capsys.readouterr().out.splitlines()
     assert lines == [
         f"{tmp_path / 'forged.xml'}: stored",
-        f"{tmp_path / 'genuine.xml'}: stored (conflicts with an earlier report of the same id;"
-        " neither is believed)",
+        f"{tmp_path / 'genuine.xml'}: stored (conflicts with another report of the same id: a"
+        " copy counts only when no other believed copy disagrees)",
         f"{tmp_path / 'genuine.xml'}: duplicate",
     ]
 

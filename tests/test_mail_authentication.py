@@ -21,6 +21,18 @@ from tests.builders import aggregate_xml, gzipped, record_xml, report_email
 from tests.fakes.mailbox import exchange_stamp
 
 REPORTER = "dmarc@receiver.example"
+GATEWAY = "mx.contoso.example"  # the receiving server the tests' deployment trusts
+
+
+def stamp(domain: str, dmarc: str = "pass") -> str:
+    """The trusted gateway's RFC 8601 header for mail from `domain`."""
+    return (f"{GATEWAY}; spf={dmarc} smtp.mailfrom={domain}; dkim={dmarc} header.d={domain}; "
+            f"dmarc={dmarc} (p=REJECT) header.from={domain}")
+
+
+@pytest.fixture(autouse=True)
+def trusted_gateway(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DMARCBOT_TRUSTED_AUTHSERV_IDS", GATEWAY)
 GENUINE = record_xml("192.0.2.10", 20, dkim="pass", spf="pass", header_from="example.com",
                      auth='<dkim><domain>example.com</domain><result>pass</result></dkim>'
                           '<spf><domain>example.com</domain><result>pass</result></spf>')
@@ -60,12 +72,10 @@ def test_a_forged_report_is_kept_shown_unverified_and_not_believed(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db = str(tmp_path / "s.sqlite3")
-    genuine = mail(tmp_path, "genuine.eml", GENUINE, "g-1", exchange_stamp("receiver.example"))
-    # the forger's own header sits below the one Exchange Online added on arrival
-    forged = mail(tmp_path, "forged.eml", FORGED, "f-1",
-                  exchange_stamp("receiver.example", "fail"),
-                  "spf=pass smtp.mailfrom=receiver.example; dmarc=pass action=none "
-                  "header.from=receiver.example")
+    genuine = mail(tmp_path, "genuine.eml", GENUINE, "g-1", stamp("receiver.example"))
+    # the forger's own header sits below the one the gateway added on arrival
+    forged = mail(tmp_path, "forged.eml", FORGED, "f-1", stamp("receiver.example", "fail"),
+                  f"{GATEWAY}; dmarc=pass header.from=receiver.example")
     code, out = run(capsys, "--db", db, "ingest", str(genuine), str(forged))
     assert code == 0
     genuine_line, forged_line = out.splitlines()
@@ -89,7 +99,7 @@ def test_a_forged_report_is_kept_shown_unverified_and_not_believed(
 def test_a_report_whose_mail_passed_for_another_domain_is_not_believed(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = str(tmp_path / "s.sqlite3")
-    path = mail(tmp_path, "other.eml", FORGED, "f-2", exchange_stamp("evil.example"))
+    path = mail(tmp_path, "other.eml", FORGED, "f-2", stamp("evil.example"))
     code, out = run(capsys, "--db", db, "ingest", str(path))
     assert code == 0
     assert "the mail passed DMARC for evil.example, not for the reporter's receiver.example" in out
@@ -109,9 +119,9 @@ def test_bare_files_are_the_admins_own_and_believed(
 def test_a_trusted_receiving_server_s_rfc8601_header_is_believed(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    header = ("mx.contoso.example; dkim=pass header.d=receiver.example; spf=pass (sender ok) "
-              "smtp.mailfrom=receiver.example; dmarc=pass (p=REJECT) header.from=receiver.example")
+    header = stamp("receiver.example")
     db = str(tmp_path / "s.sqlite3")
+    monkeypatch.setenv("DMARCBOT_TRUSTED_AUTHSERV_IDS", "")
     path = mail(tmp_path, "gw.eml", GENUINE, "g-2", header)
     code, out = run(capsys, "--db", db, "ingest", str(path))
     assert "unverified" in out  # nobody said to trust mx.contoso.example
@@ -125,8 +135,8 @@ def test_a_trusted_receiving_server_s_rfc8601_header_is_believed(
 def test_the_same_report_from_a_believed_mail_makes_the_stored_copy_believed(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = str(tmp_path / "s.sqlite3")
-    first = mail(tmp_path, "a.eml", GENUINE, "g-4", exchange_stamp("receiver.example", "fail"))
-    again = mail(tmp_path, "b.eml", GENUINE, "g-4", exchange_stamp("receiver.example"))
+    first = mail(tmp_path, "a.eml", GENUINE, "g-4", stamp("receiver.example", "fail"))
+    again = mail(tmp_path, "b.eml", GENUINE, "g-4", stamp("receiver.example"))
     run(capsys, "--db", db, "ingest", str(first))
     assert messages_by_ip(capsys, db) == {}
     code, out = run(capsys, "--db", db, "ingest", str(again))
@@ -138,7 +148,7 @@ def test_a_forged_copy_of_a_believed_report_s_key_does_not_unseat_it(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = str(tmp_path / "s.sqlite3")
     forged = mail(tmp_path, "f.eml", FORGED, "g-5")  # no header at all, same key, first
-    genuine = mail(tmp_path, "g.eml", GENUINE, "g-5", exchange_stamp("receiver.example"))
+    genuine = mail(tmp_path, "g.eml", GENUINE, "g-5", stamp("receiver.example"))
     run(capsys, "--db", db, "ingest", str(forged))
     code, out = run(capsys, "--db", db, "ingest", str(genuine))
     assert code == 0 and "conflicts" in out
@@ -165,42 +175,80 @@ def test_table_storage_believes_as_sqlite_does(table_store: Any) -> None:
 # -- the headers themselves ----------------------------------------------------------------------
 
 
-def test_exchange_online_s_header_counts_only_on_top() -> None:
+def test_exchange_online_s_header_counts_only_on_top_and_only_from_the_mailbox(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ok = exchange_stamp("google.com")
     assert judge(mail_evidence([("Authentication-Results", ok)]),
-                 "noreply-dmarc-support@google.com").verified
+                 "noreply-dmarc-support@google.com", exchange_mailbox=True).verified
     below = mail_evidence([("Authentication-Results", exchange_stamp("google.com", "fail")),
                            ("Authentication-Results", ok)])
-    assert not judge(below, "noreply-dmarc-support@google.com").verified
+    assert not judge(below, "noreply-dmarc-support@google.com", exchange_mailbox=True).verified
+    # in a file, from any server, anyone can have written that form: it proves nothing
+    assert not judge(mail_evidence([("Authentication-Results", ok)]),
+                     "noreply-dmarc-support@google.com").verified
+    db = str(tmp_path / "s.sqlite3")
+    path = mail(tmp_path, "exo.eml", GENUINE, "g-6", exchange_stamp("receiver.example"))
+    code, out = run(capsys, "--db", db, "ingest", str(path))
+    assert code == 0 and "unverified" in out
 
 
 def test_the_reporter_may_be_under_the_domain_that_passed_not_above_it() -> None:
-    evidence = mail_evidence([("Authentication-Results", exchange_stamp("google.com"))])
-    assert judge(evidence, "x@dmarc.google.com").verified
-    upper = mail_evidence([("Authentication-Results", exchange_stamp("mail.google.com"))])
-    assert not judge(upper, "x@google.com").verified
-    assert not judge(evidence, "x@google.com.evil.example").verified
-    assert not judge(evidence, None).verified  # no reporter e-mail: nothing to tie it to
+    def evidence(domain: str) -> Any:
+        return mail_evidence([("Authentication-Results", stamp(domain))])
+
+    assert judge(evidence("google.com"), "x@dmarc.google.com", [GATEWAY]).verified
+    assert not judge(evidence("mail.google.com"), "x@google.com", [GATEWAY]).verified
+    assert not judge(evidence("google.com"), "x@google.com.evil.example", [GATEWAY]).verified
+    assert not judge(evidence("google.com"), None, [GATEWAY]).verified  # nothing to tie it to
 
 
-def test_comments_and_spacing_in_the_header_do_not_fool_the_reader() -> None:
-    tricky = ("spf=fail (sender IP is 198.51.100.7; dmarc=pass header.from=google.com) "
-              "smtp.mailfrom=evil.example; dmarc=fail action=none header.from=google.com")
-    assert not judge(mail_evidence([("Authentication-Results", tricky)]),
-                     "x@google.com").verified
-    folded = ("mx.example;\r\n dkim=pass header.d=google.com;\r\n\tdmarc=pass (p=REJECT)"
-              " header.from=Google.COM")
+@pytest.mark.parametrize("header", [
+    # a comment that hides a pass (and one that escapes its parenthesis)
+    f"{GATEWAY}; spf=fail (x; dmarc=pass header.from=google.com) smtp.mailfrom=evil.example; "
+    "dmarc=fail header.from=google.com",
+    f"{GATEWAY}; spf=fail (a \\) dmarc=pass header.from=google.com (x) smtp.mailfrom=e.example; "
+    "dmarc=fail header.from=google.com",
+    # another method's value echoing a pass; the real DMARC result says fail
+    f"{GATEWAY}; dkim=pass header.d=evil.example dmarc=pass header.from=google.com; "
+    "dmarc=fail header.from=google.com",
+    # two DMARC results, or two header.from in one: ambiguous, not believed
+    f"{GATEWAY}; dmarc=pass header.from=google.com; dmarc=fail header.from=google.com",
+    f"{GATEWAY}; dmarc=pass header.from=evil.example header.from=google.com",
+    # unbalanced: not a header to read at all
+    f"{GATEWAY}; dmarc=pass header.from=google.com (",
+    f'{GATEWAY}; spf=pass smtp.mailfrom="a;b; dmarc=pass header.from=google.com',
+])
+def test_a_header_that_only_looks_like_a_pass_is_not_one(header: str) -> None:
+    assert not judge(mail_evidence([("Authentication-Results", header)]), "x@google.com",
+                     [GATEWAY]).verified
+
+
+def test_comments_quotes_and_folding_are_read_as_rfc_8601_has_them() -> None:
+    folded = (f"{GATEWAY};\r\n dkim=pass (good (nested) signature) header.d=google.com;\r\n\t"
+              'spf=pass smtp.mailfrom="x;y"@google.com; dmarc=pass (p=REJECT) '
+              "header.from=Google.COM")
     assert judge(mail_evidence([("Authentication-Results", folded)]), "x@google.com",
-                 ["mx.example"]).verified
+                 [GATEWAY]).verified
+
+
+def test_no_reporter_e_mail_is_never_believed_whatever_is_trusted(
+        tmp_path: Path, table_store: Any) -> None:
+    xml = aggregate_xml(FORGED, email="", report_id="n-1")
+    with SqliteStore(tmp_path / "s.sqlite3") as store:
+        for found in read_reports(xml):
+            store.add_report(found, unverified="no reporter e-mail")
+        assert list(store.rollups(trusted_reporters=["other.example"])) == []
+    for found in read_reports(xml):
+        table_store.add_report(found, unverified="no reporter e-mail")
+    assert list(table_store.rollups(trusted_reporters=["other.example"])) == []
 
 
 def test_a_real_forwarded_google_report_that_failed_dmarc_is_unverified(samples: Path) -> None:
     path = samples / "aggregate" / "Report domain- borschow.com Submitter- google.com " \
                                    "Report-ID- 949348866075514174.eml"
     (report,) = [r for r in read_reports(path)]
-    assert report.mail is not None and report.mail.from_address == \
-        "noreply-dmarc-support@google.com"
-    verdict = judge(report.mail, report.reporter.email)
+    assert report.mail is not None
+    verdict = judge(report.mail, report.reporter.email, exchange_mailbox=True)
     assert not verdict.verified  # Exchange Online said dmarc=fail (a relayed copy)
 
 
