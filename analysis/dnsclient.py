@@ -16,6 +16,7 @@ import contextlib
 import random
 import socket
 import struct
+from typing import cast
 
 import dns.asyncquery
 import dns.exception
@@ -38,7 +39,8 @@ def question_wire(name: str, rdtype: str) -> bytes:
     if name.isascii() and all(0 < len(label) < 64 for label in labels) and len(name) < 254:
         qname = b"".join(bytes((len(label),)) + label.encode() for label in labels) + b"\0"
     else:
-        qname = dns.name.from_text(name).to_wire()  # raises for names DNS cannot carry
+        # raises for names DNS cannot carry; without a compression table it returns the bytes
+        qname = cast(bytes, dns.name.from_text(name).to_wire())
     return qname + _QUESTION_TAIL.pack(dns.rdatatype.from_text(rdtype), 1)
 
 
@@ -50,7 +52,7 @@ class _Protocol(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.client._received(data, addr)
 
     def error_received(self, exc: Exception) -> None:
@@ -127,8 +129,9 @@ class UdpClient:
         if entry is None or entry[1].done():
             return
         question, future = entry
-        # An answer is ours only if it is a response (QR) echoing our exact question.
-        if not data[2] & 0x80 or data[4:6] != b"\x00\x01" or \
+        # An answer is ours only if it is a response (QR) to a standard query (opcode 0: any
+        # other makes dnspython build a message without resolve_chaining) echoing our question.
+        if not data[2] & 0x80 or data[2] & 0x78 or data[4:6] != b"\x00\x01" or \
                 data[12:12 + len(question)].lower() != question.lower():
             return
         try:

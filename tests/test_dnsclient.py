@@ -1,0 +1,49 @@
+"""The UDP client takes only a real answer to its own question, whatever else arrives first."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+
+import dns.message
+import dns.opcode
+import dns.rcode
+
+from analysis.dnsclient import UdpClient
+
+
+def test_an_answer_with_another_opcode_is_not_taken_for_ours() -> None:
+    """A spoofed datagram with our id and question but opcode STATUS would reach dnspython as
+    a message without resolve_chaining(): the lookup must wait for the real answer instead."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def serve() -> None:
+        data, peer = server.recvfrom(4096)
+        query = dns.message.from_wire(data)
+        wrong = dns.message.make_response(query)
+        wrong.set_opcode(dns.opcode.STATUS)
+        server.sendto(wrong.to_wire(), peer)  # first: same id and question, opcode 2
+        right = dns.message.make_response(query)
+        right.set_rcode(dns.rcode.NXDOMAIN)
+        server.sendto(right.to_wire(), peer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    async def ask() -> dns.message.Message:
+        client = UdpClient("127.0.0.1", port)
+        try:
+            return await client.query("example.com", "TXT", 5.0)
+        finally:
+            client.close()
+
+    try:
+        answer = asyncio.run(ask())
+    finally:
+        thread.join(timeout=5)
+        server.close()
+    assert answer.opcode() == dns.opcode.QUERY
+    assert answer.rcode() == dns.rcode.NXDOMAIN
