@@ -186,7 +186,7 @@ def _result(text: str | None) -> str:
     return word
 
 
-_WORDS = {
+_WORDS: dict[str | None, str] = {
     spelling: _RESULT_ALIASES.get(word, word)
     for word in ("pass", "fail", "none", "softfail", "neutral", "temperror", "permerror",
                  "policy", "hardfail", "quarantine", "reject")
@@ -202,7 +202,7 @@ _Slots = list[str | None]
 _Batch = tuple[list[etree._Element], bool]
 
 
-def _parse_record(rec: etree._Element, tags: dict[str, int], shared: dict[tuple, object]
+def _parse_record(rec: etree._Element, tags: dict[str, int], shared: dict[tuple[Any, ...], object]
                   ) -> Record:
     # One pass over the record's elements in document order. This loop is most of the time spent
     # on a large report, so per element it does one dict lookup and at most one text read.
@@ -215,7 +215,7 @@ def _parse_record(rec: etree._Element, tags: dict[str, int], shared: dict[tuple,
     spfs: list[_Slots] = []
     get = tags.get
     for el in rec.iter():
-        code = get(el.tag)  # type: ignore[call-overload]
+        code = get(el.tag)
         if code is None:
             continue
         if code < _SLOTS_END:
@@ -245,17 +245,27 @@ def _parse_record(rec: etree._Element, tags: dict[str, int], shared: dict[tuple,
     if not header:
         raise _BrokenRecord("missing identifiers/header_from")
     words = _WORDS  # the usual spellings of a result, looked up here without a call
+    disposition = words.get(disposition) or _result(disposition)
+    dkim = words.get(dkim) or _result(dkim)
+    spf = words.get(spf) or _result(spf)
+    # A missing (or empty) result is unknown, not a fail: it is left empty here and filled by
+    # the report's CrossCheck, which knows the alignment modes (issue 15).
+    missing = () if disposition and dkim and spf else _missing(disposition, dkim, spf)
     return Record(
-        _ip(source_ip or ""), _count(count),
-        words.get(disposition) or _result(disposition) or "none",
-        words.get(dkim) or _result(dkim) or "fail",
-        words.get(spf) or _result(spf) or "fail",
+        _ip(source_ip or ""), _count(count), disposition or "none", dkim, spf,
         _shared(reasons, _reason, shared) if reasons else (),
         header, envelope_from.strip().lower() or None if envelope_from else None,
         envelope_to.strip().lower() or None if envelope_to else None,
         _shared(dkims, _dkim_result, shared) if dkims else (),
         _shared(spfs, _spf_result, shared) if spfs else (),
+        missing,
     )
+
+
+def _missing(disposition: str, dkim: str, spf: str) -> tuple[str, ...]:
+    """The names of the `policy_evaluated` fields a record left out or left empty."""
+    return tuple(name for name, value in (("disposition", disposition), ("dkim", dkim),
+                                          ("spf", spf)) if not value)
 
 
 def _count(text: str | None) -> int:
@@ -273,7 +283,7 @@ def _count(text: str | None) -> int:
     return count
 
 
-def _shared(filled: list[_Slots], build: Callable[..., Any], shared: dict[tuple, object]
+def _shared(filled: list[_Slots], build: Callable[..., Any], shared: dict[tuple[Any, ...], object]
             ) -> tuple[Any, ...]:
     """The results built from each slot list (None from `build` drops one), reusing equal ones."""
     out = []
@@ -409,7 +419,7 @@ def _check_dates(begin: datetime, end: datetime, source: str, limits: Limits,
                             f"report ends {end:%Y-%m-%dT%H:%M:%SZ}, {ahead:.0f} hours from now")
 
 
-def _report(header: _Header, source: str, records: Iterator[Record],
+def _report(header: _Header, source: str, records: RecordStream,
             errors: list[str], limits: Limits, now: datetime) -> AggregateReport:
     meta = header.metadata or {}
     email = meta.get("email") or None
@@ -419,6 +429,9 @@ def _report(header: _Header, source: str, records: Iterator[Record],
         errors.append("report_metadata/org_name is empty; using the reporter e-mail's domain")
     if not org:
         raise NotAReport(source, "aggregate report names no reporter (org_name or email)")
+    if email is None:  # accepted, but never believed from a mailbox (analysis/mailauth.py)
+        errors.append("report_metadata/email is missing (RFC 7489 Appendix C requires the "
+                      "reporter's e-mail)")
     report_id = normalise_report_id(meta.get("report_id", ""))
     if not report_id:
         raise NotAReport(source, "aggregate report has no report_metadata/report_id")
@@ -492,7 +505,7 @@ class _AggregateParser:
         self.record_tag = "record"
         self.errors: list[str] = []
         self.record_no = 0
-        self.shared: dict[tuple, object] = {}  # see _shared
+        self.shared: dict[tuple[Any, ...], object] = {}  # see _shared
 
     def report(self) -> AggregateReport:
         header = _Header()
@@ -551,9 +564,7 @@ class _AggregateParser:
                     self.errors.append(f"record {number} skipped: {exc}")
                     continue
                 yield check(record)
-        note = check.note()
-        if note:
-            self.errors.append(note)
+        self.errors.extend(check.notes())
 
     def _batches(self) -> Iterator[_Batch]:
         """After each chunk, the parts it completed, in document order, each once."""

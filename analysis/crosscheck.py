@@ -6,6 +6,13 @@ contradiction: a forged report (anyone can mail the rua address) or a broken rep
 contradicted dimension is not believed: the record's claim becomes `fail`, what its auth results
 support, and the report's `errors` get one note summarising the contradictions.
 
+A record may also lack `policy_evaluated`'s dkim or spf (AOL's 2012 reports give only the
+disposition), though RFC 7489 Appendix C requires them. A missing result is unknown, not a fail:
+it is derived from the record's auth results, `pass` only when an aligned passing result backs
+it, and the report's `errors` get one note saying how many records were filled in (issue 15).
+Here "aligned" is the same *could be aligned* as above, so a derived pass is never one the
+contradiction check would refuse.
+
 Alignment is judged without DNS, so "aligned" here means *could be aligned*, erring towards yes:
 a wrong "contradiction" would drop real mail from the numbers, a missed one only leaves the claim
 as today. Strict mode (`adkim=s`/`aspf=s`) is a string comparison (RFC 9989, Organizational
@@ -75,9 +82,11 @@ def may_align(name: str, header_from: str, strict: bool) -> bool:
 
 
 class CrossCheck:
-    """Checks a report's records as they stream by; `note()` summarises what it found."""
+    """Fills and checks a report's records as they stream by; `notes()` summarises what it
+    found."""
 
-    __slots__ = ("dkim", "example", "messages", "records", "spf", "strict_dkim", "strict_spf")
+    __slots__ = ("dkim", "example", "filled", "filled_example", "filled_messages", "messages",
+                 "missing", "records", "spf", "strict_dkim", "strict_spf")
 
     def __init__(self, adkim: str | None, aspf: str | None) -> None:
         # Only "s" is strict; anything else (absent, "r", junk) is relaxed, the safe reading.
@@ -85,9 +94,16 @@ class CrossCheck:
         self.strict_spf = aspf == "s"
         self.records = self.messages = self.dkim = self.spf = 0
         self.example: str | None = None
+        # records with policy_evaluated fields missing, and how often each field was missing
+        self.filled = self.filled_messages = 0
+        self.missing = {"disposition": 0, "dkim": 0, "spf": 0}
+        self.filled_example: str | None = None
 
     def __call__(self, record: Record) -> Record:
-        """The record, its contradicted claims replaced by `fail` (changed in place)."""
+        """The record, its missing results derived and its contradicted claims replaced by
+        `fail` (changed in place)."""
+        if record.defaulted:
+            self._fill(record)
         dkim = record.dkim == "pass" and self._dkim_contradicted(record)
         spf = record.spf == "pass" and self._spf_contradicted(record)
         if dkim or spf:
@@ -102,6 +118,34 @@ class CrossCheck:
             if self.example is None:
                 self.example = self._describe(record, dkim, spf)
         return record
+
+    def _fill(self, record: Record) -> None:
+        """Derive the results the reporter left out (the disposition is already `none`)."""
+        self.filled += 1
+        self.filled_messages += record.count
+        for name in record.defaulted:
+            self.missing[name] += 1
+        if "dkim" in record.defaulted:
+            record.dkim = "pass" if self._dkim_supported(record) else "fail"
+        if "spf" in record.defaulted:
+            record.spf = "pass" if self._spf_supported(record) else "fail"
+        if self.filled_example is None:
+            self.filled_example = (f"header_from {record.header_from[:60]}: "
+                                   f"dkim {record.dkim}, spf {record.spf}")
+
+    def _dkim_supported(self, record: Record) -> bool:
+        header_from, strict = record.header_from, self.strict_dkim
+        return any(d.result == "pass" and may_align(d.domain, header_from, strict)
+                   for d in record.auth_dkim)
+
+    def _spf_supported(self, record: Record) -> bool:
+        # Unlike a claim, a derived pass needs a domain to align. A HELO result stands for SPF
+        # only when there was no envelope sender (RFC 7489 section 3.1.2).
+        header_from, strict = record.header_from, self.strict_spf
+        return any(s.result == "pass" and s.domain is not None
+                   and (s.scope != "helo" or not record.envelope_from)
+                   and may_align(s.domain, header_from, strict)
+                   for s in record.auth_spf)
 
     def _dkim_contradicted(self, record: Record) -> bool:
         # No DKIM result at all (old reporters, RFC 7489 allows none): unknown, so believed.
@@ -132,6 +176,21 @@ class CrossCheck:
                                 for s in record.auth_spf[:3])
             parts.append(f"SPF ({checked})")
         return f"header_from {record.header_from[:60]}: " + "; ".join(parts)
+
+    def notes(self) -> list[str]:
+        """The lines for the report's errors: at most one for missing results, one for
+        contradictions."""
+        notes = [self._missing_note()] if self.filled else []
+        contradicted = self.note()
+        return [*notes, contradicted] if contradicted else notes
+
+    def _missing_note(self) -> str:
+        counts = ", ".join(f"{name} missing in {n}" for name, n in self.missing.items() if n)
+        return (f"policy_evaluated incomplete in {self.filled} record(s) "
+                f"({self.filled_messages} messages), though RFC 7489 Appendix C requires its "
+                f"disposition, dkim and spf: {counts}; missing dkim and spf are derived from "
+                "auth_results (pass only with an aligned passing result), a missing disposition"
+                f" is read as none. First: {self.filled_example}")
 
     def note(self) -> str | None:
         """One line for the report's errors, or None when nothing was contradicted."""

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
+import ipaddress
 import re
 from datetime import UTC, datetime
 from email.message import Message
 from email.utils import parseaddr, parsedate_to_datetime
 
+from analysis.headers import uncommented
 from analysis.model import FailureReport
 
 _SAMPLE_HEADERS = ("from", "to", "subject", "date", "message-id")
@@ -20,6 +22,30 @@ _TEXT_NOTICE = re.compile(r"^\s*Sender IP Address:", re.MULTILINE | re.IGNORECAS
 _TEXT_FIELD = re.compile(r"^\s*([A-Za-z][A-Za-z ]+?):[ \t]*(.*?)\s*$", re.MULTILINE)
 _HEADER_COPY = re.compile(r"^-+ This is a copy of the headers.*$", re.MULTILINE | re.IGNORECASE)
 _DELIVERY = {"accept": "delivered", "reject": "reject", "quarantine": "spam"}
+#: ARF fields holding an address, a domain or an IP, where RFC 5965 section 3.5 and RFC 6591
+#: allow comments (CFWS) around the value: OpenDMARC writes `Source-IP: 192.0.2.1 (host.name)`.
+#: A comment is not part of the value, so it is taken out (issue 15).
+_ADDRESS_FIELDS = frozenset({"source-ip", "original-mail-from", "original-rcpt-to",
+                             "reported-domain", "dkim-domain", "dkim-identity", "dkim-selector"})
+
+
+def _uncommented(value: str) -> str | None:
+    """`value` without its RFC 5322 comments, its spacing tidied; None when unbalanced."""
+    bare = uncommented(value)
+    return None if bare is None else " ".join(bare.split())
+
+
+def _ip_field(value: str | None, what: str, errors: list[str]) -> str | None:
+    """The canonical text of the IP address in a field (as aggregate records give theirs), or
+    None with a note in `errors` when the field holds something else."""
+    if value is None:
+        return None
+    bare = _uncommented(value)
+    try:
+        return str(ipaddress.ip_address(bare or ""))
+    except ValueError:
+        errors.append(f"{what} {value[:60]!r} is not an IP address; left out")
+        return None
 
 
 def _date(value: str | None) -> datetime | None:
@@ -95,8 +121,13 @@ def find_failure_report(msg: Message, source: str) -> FailureReport | None:
 
 def _from_arf(msg: Message, fb: Message, sample: Message | None, source: str) -> FailureReport:
     def field(name: str) -> str | None:
-        return _header(fb, name) or None
+        value = _header(fb, name) or None
+        if value is not None and name in _ADDRESS_FIELDS:
+            bare = _uncommented(value)  # None: unbalanced, kept as written (it may still serve)
+            value = value if bare is None else bare or None
+        return value
 
+    errors: list[str] = []
     return FailureReport(
         source=source, format="arf", reporter=_reporter(msg),
         feedback_type=(field("feedback-type") or "").lower() or None,
@@ -107,12 +138,12 @@ def _from_arf(msg: Message, fb: Message, sample: Message | None, source: str) ->
         original_mail_from=field("original-mail-from"), original_rcpt_to=field("original-rcpt-to"),
         original_envelope_id=field("original-envelope-id"),
         arrival_date=_date(field("arrival-date") or field("received-date")),
-        source_ip=field("source-ip"),
+        source_ip=_ip_field(_header(fb, "source-ip") or None, "Source-IP", errors),
         reported_domain=(field("reported-domain") or "").lower() or None,
         authentication_results=field("authentication-results"),
         dkim_domain=field("dkim-domain"), dkim_identity=field("dkim-identity"),
         dkim_selector=field("dkim-selector"), spf_dns=field("spf-dns"),
-        reported_uri=field("reported-uri"), sample_headers=_sample(sample), errors=[],
+        reported_uri=field("reported-uri"), sample_headers=_sample(sample), errors=errors,
     )
 
 
@@ -126,6 +157,7 @@ def _from_text(msg: Message, body: str, source: str) -> FailureReport:
     sample = email.parser.Parser(policy=email.policy.compat32).parsestr(
         copied.lstrip("\r\n"), headersonly=True
     ) if copied.strip() else None
+    errors: list[str] = []
     return FailureReport(
         source=source, format="text", reporter=_reporter(msg), feedback_type="auth-failure",
         user_agent=None, version=None, auth_failure="dmarc",
@@ -133,8 +165,8 @@ def _from_text(msg: Message, body: str, source: str) -> FailureReport:
         delivery_result=_DELIVERY.get(action, "other") if action else None,
         original_mail_from=None, original_rcpt_to=None, original_envelope_id=None,
         arrival_date=_date(fields.get("received date")),
-        source_ip=fields.get("sender ip address") or None,
+        source_ip=_ip_field(fields.get("sender ip address") or None, "Sender IP Address", errors),
         reported_domain=(fields.get("sender domain") or "").lower() or None,
         authentication_results=None, dkim_domain=None, dkim_identity=None, dkim_selector=None,
-        spf_dns=None, reported_uri=None, sample_headers=_sample(sample), errors=[],
+        spf_dns=None, reported_uri=None, sample_headers=_sample(sample), errors=errors,
     )

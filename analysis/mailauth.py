@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Sequence
 
+from analysis.headers import split_unquoted, uncommented
 from analysis.model import MailEvidence
 
 __all__ = ["MailEvidence", "MailVerdict", "judge", "mail_evidence", "reporter_domain"]
@@ -104,41 +105,10 @@ def _method(token: str) -> str:
 
 
 def _segments(header: str) -> list[str]:
-    """The `;`-separated parts of a header value with its comments taken out (nested ones and
-    quoted-pairs counted, as RFC 5322 reads them); quoted strings are kept whole, `;` inside
-    them included. Empty when the quotes or parentheses do not balance."""
-    segments, current = [], []
-    depth, quoted, escaped = 0, False, False
-    for char in header:
-        if escaped:
-            escaped = False
-            if depth == 0:
-                current.append(char)
-        elif char == "\\":
-            escaped = True
-            if depth == 0:
-                current.append(char)
-        elif depth:
-            depth += {"(": 1, ")": -1}.get(char, 0)
-            if depth == 0:
-                current.append(" ")
-        elif quoted:
-            current.append(char)
-            quoted = char != '"'
-        elif char == '"':
-            current.append(char)
-            quoted = True
-        elif char == "(":
-            depth = 1
-        elif char == ";":
-            segments.append("".join(current).strip())
-            current = []
-        else:
-            current.append(char)
-    if depth or quoted or escaped:
-        return []
-    segments.append("".join(current).strip())
-    return [segment for segment in segments if segment]
+    """The `;`-separated parts of a header value with its comments taken out; quoted strings
+    stay whole, `;` inside them included. Empty when the quotes or parentheses do not balance."""
+    bare = uncommented(header)
+    return [] if bare is None else split_unquoted(bare, ";")
 
 
 def reporter_domain(email: str | None) -> str | None:

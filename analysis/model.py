@@ -80,6 +80,10 @@ class Record:
     envelope_to: str | None
     auth_dkim: tuple[DkimResult, ...]
     auth_spf: tuple[SpfResult, ...]
+    #: The `policy_evaluated` fields (`disposition`, `dkim`, `spf`) the report left out, so that
+    #: a reader can tell a filled-in value from a reported one: dkim/spf then hold what the auth
+    #: results support, disposition `none` (analysis/crosscheck.py).
+    defaulted: tuple[str, ...] = ()
 
 
 class RecordStream(Iterator[Record]):

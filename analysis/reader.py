@@ -18,7 +18,7 @@ from analysis.errors import CorruptInput, LimitExceeded, NotAReport, RejectedInp
 from analysis.limits import Limits
 from analysis.model import AggregateReport, Report
 from analysis.sniff import HEAD_BYTES, sniff
-from analysis.streams import CountingReader, GzipReader, output_allowance
+from analysis.streams import ByteStream, CountingReader, GzipReader, output_allowance
 from analysis.tls import parse_tls
 
 # The zip and e-mail readers (zipfile, the email package) are imported where they are first used:
@@ -81,7 +81,7 @@ def _label(parent: str, name: str) -> str:
     return f"{parent} > {clean}"
 
 
-def _peekable(stream: BinaryIO) -> io.BufferedReader:
+def _peekable(stream: ByteStream) -> io.BufferedReader:
     if isinstance(stream, io.BufferedReader):
         return stream
     return io.BufferedReader(stream, buffer_size=_BUFFER)  # type: ignore[arg-type]
@@ -100,7 +100,7 @@ def _read_all(stream: BinaryIO, label: str, limit: int, what: str) -> bytes:
     return data
 
 
-def _read_stream(stream: BinaryIO, label: str, size: int | None, depth: int, limits: Limits,
+def _read_stream(stream: ByteStream, label: str, size: int | None, depth: int, limits: Limits,
                  *, counted: bool) -> Iterator[Report]:
     """Dispatch on the leading bytes. `counted`: the stream already enforces the output limits."""
     if depth > limits.max_depth:
@@ -135,9 +135,9 @@ def _read_stream(stream: BinaryIO, label: str, size: int | None, depth: int, lim
         for number, message in enumerate(split_mbox(buffered, label, limits), start=1):
             try:
                 inner = f"{label} > message {number}"
-                for report in _read_email(message, inner, depth + 1, limits):
+                for inner_report in _read_email(message, inner, depth + 1, limits):
                     found = True
-                    yield report
+                    yield inner_report
             except RejectedInput as exc:
                 # An mbox export holds ordinary mail too, some with damaged attachments.
                 skipped.append(str(exc))
@@ -164,7 +164,7 @@ def _read_zip(stream: io.BufferedReader, label: str, size: int | None, depth: in
     _check_stored_size(label, size, limits)
     if not stream.seekable():
         data = _read_all(stream, label, limits.max_input_bytes, "zip archive")
-        stream = io.BufferedReader(io.BytesIO(data))  # type: ignore[arg-type]
+        stream = io.BufferedReader(io.BytesIO(data))
     declared = _zip_entries(stream)
     if declared is not None and declared > limits.max_members:
         raise LimitExceeded(label, f"max_members={limits.max_members}",
@@ -181,9 +181,8 @@ def _read_zip(stream: io.BufferedReader, label: str, size: int | None, depth: in
             )
         found = False
         for info in members:
-            member = _label(label, info.filename)
-            if not info.filename:
-                raise CorruptInput(member, "zip member has no name")
+            # Nothing requires a name, and reports are known by their bytes (issue 15).
+            member = _label(label, info.filename or "<unnamed member>")
             if info.flag_bits & 0x1:
                 raise CorruptInput(member, "zip member is encrypted")
             allowance, limit = output_allowance(limits, info.compress_size)

@@ -69,6 +69,7 @@ def record_dict(record: Record) -> dict[str, Any]:
              "human_result": s.human_result, "scope_defaulted": s.scope_defaulted}
             for s in record.auth_spf
         ],
+        "defaulted": list(record.defaulted),
     }
 
 

@@ -47,7 +47,7 @@ def parse_tls(data: bytes, source: str) -> TlsReport:
         raise CorruptInput(source, "JSON cannot be read") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("policies"), list):
         raise NotAReport(source, "JSON is not an SMTP TLS report (no 'policies' list)")
-    dates = doc.get("date-range") if isinstance(doc.get("date-range"), dict) else {}
+    dates = doc["date-range"] if isinstance(doc.get("date-range"), dict) else {}
     errors: list[str] = []
     policies = []
     for n, item in enumerate(doc["policies"], start=1):
@@ -55,7 +55,10 @@ def parse_tls(data: bytes, source: str) -> TlsReport:
             errors.append(f"policy {n} skipped: no 'policy' object")
             continue
         pol = item["policy"]
-        summary = item.get("summary") if isinstance(item.get("summary"), dict) else {}
+        if not pol.get("policy-domain"):
+            # kept (its sessions still count), but what it is about is unknown: say so
+            errors.append(f"policy {n} has no policy-domain (RFC 8460 requires one)")
+        summary = item["summary"] if isinstance(item.get("summary"), dict) else {}
         details = []
         details_raw = item.get("failure-details")
         for d in details_raw if isinstance(details_raw, list) else []:
@@ -86,6 +89,9 @@ def parse_tls(data: bytes, source: str) -> TlsReport:
     report_id = _opt(doc.get("report-id"))
     if report_id is None:
         raise NotAReport(source, "TLS report has no report-id")
+    # Accepted without them, but a report that does not say who sent it is named as such.
+    errors.extend(f"TLS report has no {name} (RFC 8460 requires one)"
+                  for name in ("organization-name", "contact-info") if not doc.get(name))
     return TlsReport(
         source=source, organization_name=str(doc.get("organization-name") or ""),
         start_datetime=_datetime(dates.get("start-datetime"), "start-datetime", source),
