@@ -22,7 +22,7 @@ import dataclasses
 import ipaddress
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 import dns.asyncresolver
 import dns.exception
@@ -32,6 +32,11 @@ import dns.rcode
 import dns.rdatatype
 import dns.resolver
 import dns.zone
+
+if TYPE_CHECKING:
+    import dns.rdata
+    import dns.rdtypes.ANY.SOA
+    import dns.rdtypes.mxbase
 
 from analysis.dnsclient import UdpClient, question_wire
 from analysis.spf import LOOKUP_TERMS, MAX_LOOKUPS, MAX_VOID_LOOKUPS, is_spf, parse_spf
@@ -226,8 +231,8 @@ def answers_from_zone(text: str, *, expires: float) -> list[Answer]:
     by_name = {(a.name, a.rdtype): a for a in answers}
     for a in [a for a in answers if a.rdtype == "CNAME"]:
         target = a.records[0].lower()
-        for (name, rdtype), found in list(by_name.items()):
-            if name == target and rdtype != "CNAME":
+        for (known, rdtype), found in list(by_name.items()):
+            if known == target and rdtype != "CNAME":
                 answers.append(Answer(a.name, rdtype, found.records, target, False, expires))
     return answers
 
@@ -398,7 +403,8 @@ class DnsEvidence:
         if response.rcode() == dns.rcode.NXDOMAIN:
             return Answer(name, rdtype, (), name, True, now + _soa_minimum(response))
         try:
-            chain = response.resolve_chaining()
+            # from_wire builds a QueryMessage for an answer with the QUERY opcode
+            chain = cast(dns.message.QueryMessage, response).resolve_chaining()
         except dns.exception.DNSException:  # a CNAME loop or an over-long chain in the answer
             return nothing
         canonical = chain.canonical_name.to_text(omit_final_dot=True).lower()
@@ -719,17 +725,19 @@ def dmarc_tags(record: str) -> dict[str, str]:
     return tags
 
 
-def _text(rdata: object) -> str:
+def _text(rdata: dns.rdata.Rdata) -> str:
     strings = getattr(rdata, "strings", None)
     if strings is not None:  # TXT: the strings of one record are one value
         return b"".join(strings).decode("utf-8", "replace")
-    if rdata.rdtype == dns.rdatatype.MX:  # type: ignore[attr-defined]
-        return f"{rdata.preference} {rdata.exchange.to_text(omit_final_dot=True)}"  # type: ignore[attr-defined]
-    return rdata.to_text().rstrip(".")  # type: ignore[attr-defined]
+    if rdata.rdtype == dns.rdatatype.MX:
+        mx = cast("dns.rdtypes.mxbase.MXBase", rdata)
+        return f"{mx.preference} {mx.exchange.to_text(omit_final_dot=True)}"
+    return rdata.to_text().rstrip(".")
 
 
-def _soa_minimum(response: object) -> int:
-    for rrset in getattr(response, "authority", ()):
+def _soa_minimum(response: dns.message.Message) -> int:
+    for rrset in response.authority:
         if rrset.rdtype == dns.rdatatype.SOA:
-            return min(rrset.ttl, rrset[0].minimum, MAX_TTL)
+            soa = cast("dns.rdtypes.ANY.SOA.SOA", rrset[0])
+            return min(rrset.ttl, soa.minimum, MAX_TTL)
     return NEGATIVE_TTL

@@ -231,12 +231,12 @@ async def gather_evidence(activities: Sequence[SourceActivity], dns: DnsEvidence
                 asyncio.gather(*(dns.dkim_key(sel, d) for sel, d in plan.selectors
                                  if (sel, d) not in targets)),
             )
-        for key, found in zip([k for k in plan.selectors if k not in targets], dkim_results,
-                              strict=True):
+        for selector, found in zip([k for k in plan.selectors if k not in targets],
+                                   dkim_results, strict=True):
             if found.target:
-                targets[key] = found.target
+                targets[selector] = found.target
             if found.temporary:
-                temporary.append(f"DKIM {key[0]}._domainkey.{key[1]}")
+                temporary.append(f"DKIM {selector[0]}._domainkey.{selector[1]}")
         for r in reverse_results:
             reverse[r.ip] = r
             if r.not_asked is not None:
@@ -319,8 +319,8 @@ class Identifier:
         for key in sorted(self.networks.services(activity.ip)):
             service = self.catalog.get(key)
             includes = service.facts("spf_include")
-            fact = max(includes, key=lambda f: f.confidence == "high") if includes else None
-            found.add(service, fact, "spf_network",
+            include = max(includes, key=lambda f: f.confidence == "high") if includes else None
+            found.add(service, include, "spf_network",
                       f"{activity.ip} is in {service.name}'s SPF networks")
         reverse = self.bundle.reverse.get(activity.ip)
         ptr = None

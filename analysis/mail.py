@@ -10,7 +10,7 @@ import email
 import email.policy
 from collections.abc import Iterator
 from email.message import EmailMessage, Message
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from analysis.errors import CorruptInput, LimitExceeded
 from analysis.limits import Limits
@@ -47,8 +47,8 @@ def report_parts(msg: Message, source: str, limits: Limits,
                                     "forwarded e-mails nested too deeply")
         if part.is_multipart():
             children = part.get_payload()
-            if isinstance(children, list):
-                stack.extend((child, level) for child in reversed(children))
+            if isinstance(children, list):  # of the parts, never str, once it is multipart
+                stack.extend((child, level) for child in reversed(cast("list[Message]", children)))
             continue
         seen += 1
         if seen > limits.max_members:

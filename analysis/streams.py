@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import zlib
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from analysis.errors import CorruptInput, LimitExceeded, RejectedInput
 from analysis.limits import Limits, MiB
@@ -17,9 +17,11 @@ GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 64 * 1024
 #: Small inputs may inflate past the ratio limit without harm (a 200-byte gzip of a short report).
 _RATIO_FLOOR = 1 * MiB
+#: What the report reader takes: an open binary file, or one of the counting readers below.
+ByteStream = BinaryIO | io.RawIOBase
 
 
-def read_raw(raw: BinaryIO, size: int, source: str) -> bytes:
+def read_raw(raw: IO[bytes], size: int, source: str) -> bytes:
     """Read from an underlying stream; a failure there means the input is damaged.
 
     Zip members and files fail in many ways (zlib errors, CRC mismatches, unsupported methods,
@@ -58,7 +60,7 @@ def _too_big(source: str, limits: Limits, allowance: int, limit: str) -> LimitEx
 class CountingReader(io.RawIOBase):
     """Passes bytes through and refuses to yield more than `allowance` of them."""
 
-    def __init__(self, raw: BinaryIO, source: str, limits: Limits,
+    def __init__(self, raw: IO[bytes], source: str, limits: Limits,
                  compressed_size: int | None = None) -> None:
         self._raw = raw
         self._source = source
@@ -92,7 +94,7 @@ class GzipReader(io.RawIOBase):
     Exchange Online) deliver reports; zlib with `wbits=MAX_WBITS|16` reads them fine.
     """
 
-    def __init__(self, raw: BinaryIO, source: str, limits: Limits,
+    def __init__(self, raw: IO[bytes], source: str, limits: Limits,
                  compressed_size: int | None = None) -> None:
         self._raw = raw
         self._source = source

@@ -103,7 +103,7 @@ def source_verdict(identification: Identification, catalog: Catalog,
         return SourceVerdict(identification, "forwarded", None,
                              f"indirect mail through {service.name}; nothing to approve")
     mailbox = service is not None and service.category == "mailbox"
-    if mailbox and foreign_envelope(a) and not signed_by_owner(a):
+    if service is not None and mailbox and foreign_envelope(a) and not signed_by_owner(a):
         return SourceVerdict(identification, "unknown", None, (
             f"sent through {service.name} by an account that is not the domain's own (the "
             "envelope is another domain's, and no signature of the domain's): if nobody here "

@@ -16,6 +16,7 @@ from microsoft_teams.cards import (
     TextInput,
     TextRun,
 )
+from microsoft_teams.cards.core import ContainerStyle
 
 from cards import parts, text
 from cards.facts import APPROVE, NOT_MINE, REJECT, ApprovalFacts
@@ -32,7 +33,8 @@ EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 UNKNOWN = "unknown"
 
 
-def header(facts: ApprovalFacts, kicker: str, style: str = "emphasis") -> CardElement:
+def header(facts: ApprovalFacts, kicker: str, style: ContainerStyle = "emphasis"
+           ) -> CardElement:
     return parts.header(
         kicker, text.md(facts.service_name, text.NAME),
         f"{parts.category_words(facts.category)} · sends as **{text.md(facts.domain, text.NAME)}**",

@@ -5,14 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from microsoft_teams.cards import CardElement
+from microsoft_teams.cards.core import ContainerStyle
 
 from cards import approval, parts, text
 from cards.facts import APPROVE, NOT_MINE, REJECT, VERBS, ApprovalFacts, Decision
 
 #: outcome -> (label, container style)
-_OUTCOME = {APPROVE: ("Approved", "good"), REJECT: ("Rejected", "attention"),
-            NOT_MINE: ("Not mine", "accent")}
-_STATUS = {"Approved": "good", "Rejected": "attention", "Pending": "warning"}
+_OUTCOME: dict[str, tuple[str, ContainerStyle]] = {
+    APPROVE: ("Approved", "good"), REJECT: ("Rejected", "attention"),
+    NOT_MINE: ("Not mine", "accent")}
+_STATUS: dict[str, ContainerStyle] = {
+    "Approved": "good", "Rejected": "attention", "Pending": "warning"}
 
 
 def _outcome(facts: ApprovalFacts, decision: Decision) -> CardElement:

@@ -80,14 +80,14 @@ def _element(element: Mapping[str, Any]) -> str:
                        for f in element.get("facts") or ())
         return f'<table class="facts">{rows}</table>'
     if kind == "Table":
-        rows = []
+        trs: list[str] = []
         for n, row in enumerate(element.get("rows") or ()):
             tag = "th" if n == 0 and element.get("firstRowAsHeader", True) else "td"
             cells = "".join(
                 f"<{tag}>" + "".join(_element(e) for e in cell.get("items") or ()) + f"</{tag}>"
                 for cell in row.get("cells") or ())
-            rows.append(f"<tr>{cells}</tr>")
-        return f'<table class="grid">{"".join(rows)}</table>'
+            trs.append(f"<tr>{cells}</tr>")
+        return f'<table class="grid">{"".join(trs)}</table>'
     if kind == "ColumnSet":
         columns = "".join(
             "<div>" + "".join(_element(e) for e in c.get("items") or ()) + "</div>"

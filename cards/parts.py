@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from microsoft_teams.cards import (
     AdaptiveCard,
@@ -18,11 +18,12 @@ from microsoft_teams.cards import (
     TextBlock,
     TextRun,
 )
+from microsoft_teams.cards.core import ActionStyle, ContainerStyle
 
 from cards import text
 from cards.facts import MAX_REFRESH_USERS, REFRESH, ApprovalFacts, Record
 
-VERSION = "1.5"
+VERSION: Final = "1.5"
 #: Teams rejects messages above about 28 KB; the card keeps room for the activity around it.
 MAX_CARD_BYTES = 24_000
 
@@ -41,7 +42,7 @@ CATEGORY_WORDS = {
 }
 
 #: verdict code -> (short label, container style, sentence; {domain} and {service} filled in)
-VERDICT_WORDS: dict[str, tuple[str, str, str]] = {
+VERDICT_WORDS: dict[str, tuple[str, ContainerStyle, str]] = {
     "compliant": (
         "Set up correctly", "good",
         "Its mail already proves that it comes from {domain}. Once approved, it keeps working "
@@ -69,7 +70,7 @@ VERDICT_WORDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def verdict_words(code: str, domain: str, service: str) -> tuple[str, str, str]:
+def verdict_words(code: str, domain: str, service: str) -> tuple[str, ContainerStyle, str]:
     """(label, container style, sentence) for an analysis verdict code, in plain words."""
     label, style, sentence = VERDICT_WORDS.get(
         code, ("Unclassified", "default", f"The analysis says: {text.md(code, 40)}."))
@@ -91,15 +92,17 @@ def tb(value: str, **kw: Any) -> TextBlock:
 
 def runs(*parts: str | TextRun, **kw: Any) -> RichTextBlock:
     """A RichTextBlock of TextRuns: no markdown at all, for untrusted strings (`text.plain`)."""
-    return RichTextBlock(inlines=[p if isinstance(p, TextRun) else TextRun(text=p)
-                                  for p in parts], **kw)
+    inlines: list[CardElement] = [p if isinstance(p, TextRun) else TextRun(text=p)
+                                  for p in parts]
+    return RichTextBlock(inlines=inlines, **kw)
 
 
 def heading(value: str, *, spacing: str = "Large") -> TextBlock:
     return tb(value, weight="Bolder", spacing=spacing)
 
 
-def header(kicker: str, title: str, subtitle: str, style: str = "emphasis") -> Container:
+def header(kicker: str, title: str, subtitle: str, style: ContainerStyle = "emphasis"
+           ) -> Container:
     """The coloured band at the top: what kind of card, the sender, and for which domain."""
     return Container(style=style, bleed=True, items=[
         tb(kicker, size="Small", is_subtle=True, weight="Bolder"),
@@ -126,7 +129,8 @@ def pass_colour(part: int, whole: int) -> str | None:
     return "Good" if shown >= 95 else "Warning" if shown >= 70 else "Attention"
 
 
-def status_box(label: str, sentence: str, style: str, *, extra: Sequence[CardElement] = ()
+def status_box(label: str, sentence: str, style: ContainerStyle, *,
+               extra: Sequence[CardElement] = ()
                ) -> Container:
     return Container(style=style, spacing="Medium", items=[
         tb(label, weight="Bolder"), tb(sentence, spacing="Small"), *extra])
@@ -178,7 +182,7 @@ def refresh(facts: ApprovalFacts) -> RefreshDefinition:
                              user_ids=users or None)
 
 
-def execute(title: str, verb: str, data: dict[str, str], style: str | None = None
+def execute(title: str, verb: str, data: dict[str, str], style: ActionStyle | None = None
             ) -> ExecuteAction:
     return ExecuteAction(title=title, verb=verb, data=data, style=style)
 

@@ -28,7 +28,7 @@ def shared_graph(credential: AppCredential, graph_url: str) -> GraphConnection:
     if key not in objects:
         objects[key] = connect(credential_for(credential), base_url=graph_url,
                                ca_bundle=credential.ca_bundle, retry=RetryPolicy())
-    return objects[key]  # type: ignore[no-any-return]
+    return objects[key]
 
 
 def shared_mailbox(settings: MailboxSettings) -> Mailbox:
@@ -38,7 +38,7 @@ def shared_mailbox(settings: MailboxSettings) -> Mailbox:
     if key not in objects:
         objects[key] = Mailbox(shared_graph(settings.credential, settings.graph_url),
                                settings.address, settings.folders)
-    return objects[key]  # type: ignore[no-any-return]
+    return objects[key]
 
 
 async def close_shared() -> None:

@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 from analysis.verdicts import ServiceVerdict
 from cards.approval import approval_card
-from cards.decision import Decision, decision_card, read_only_card
-from cards.facts import ApprovalFacts, approval_facts_from
+from cards.decision import decision_card, read_only_card
+from cards.facts import ApprovalFacts, Decision, approval_facts_from
 from function_app.approvals import ApprovalSettings, Notice, due, noticed
 from store.base import InventoryItem, Store
 

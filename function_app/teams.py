@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from cards.approval import approval_card
-from cards.decision import Decision, decision_card, read_only_card, retry_card
-from cards.facts import ApprovalFacts
+from cards.decision import decision_card, read_only_card, retry_card
+from cards.facts import ApprovalFacts, Decision
 from function_app.approvals import (
     VERBS,
     ApprovalSettings,
@@ -190,7 +190,7 @@ class CardActions:
 
 def _verb(verb: str) -> Verb:
     assert verb in VERBS
-    return verb  # type: ignore[return-value]
+    return verb
 
 
 def _day(value: dt.datetime | None) -> str:

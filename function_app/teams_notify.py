@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from analysis.verdicts import ServiceVerdict
 from cards.approval import approval_card
-from cards.decision import Decision, read_only_card
-from cards.facts import approval_facts_from
+from cards.decision import read_only_card
+from cards.facts import Decision, approval_facts_from
 from function_app.approvals import ApprovalSettings, Notice, due, stamp
 from function_app.settings import trusted_reporters
 from function_app.teams import inventory_item

@@ -28,7 +28,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
 import httpx
@@ -327,7 +327,7 @@ def _unverified_header(token: str) -> dict[str, Any]:
     return header
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 

@@ -18,6 +18,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Literal
 
 from azure.core.credentials import AccessToken
@@ -104,6 +105,19 @@ class MsalCredential:
             raise CredentialError(f"Entra ID refused the {self.kind} credential: {code}{detail}",
                                   code=str(code), aadsts=str(codes[0]) if codes else None)
         return AccessToken(result["access_token"], int(time.time()) + int(result["expires_in"]))
+
+    # The rest of azure.core's AsyncTokenCredential protocol, which kiota's provider is typed
+    # against. The credential is process-wide (credential_for): nothing to release per user.
+    async def close(self) -> None:
+        """Nothing to close: msal's client and its token cache live as long as the process."""
+
+    async def __aenter__(self) -> MsalCredential:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None = None,
+                        exc_value: BaseException | None = None,
+                        traceback: TracebackType | None = None) -> None:
+        await self.close()
 
     def invalidate(self) -> None:
         """Forget cached access tokens: Graph said the one we sent has expired or was revoked."""

@@ -169,7 +169,8 @@ class SqliteStore:
                 content = content_digest(report, key)
             for row, digest, legacy, records_, messages_ in earlier:
                 if ((records_, messages_) == (records, messages) if legacy
-                        else self._same_rows(report, row, report_row) if content is None
+                        else self._same_rows(report, row, report_row)
+                        if isinstance(report, AggregateReport)  # content is None
                         else digest == content):
                     db.execute("ROLLBACK")
                     if unverified is None:  # the same report, now from a believed e-mail
@@ -197,6 +198,7 @@ class SqliteStore:
             self._db.execute("ROLLBACK")
 
     def _insert_ledger(self, key: LedgerKey, report: Report, unverified: str | None) -> int:
+        schema: str | None
         if isinstance(report, AggregateReport):
             org, schema = report.reporter.org_name, report.schema
         elif isinstance(report, TlsReport):
@@ -337,8 +339,9 @@ class SqliteStore:
         # Grouped in primary-key order: rows of several reports sum up without a sort.
         for row in self._db.execute(f"{sql} GROUP BY {_KEY_COLUMNS} ORDER BY {_KEY_COLUMNS}",
                                     params):
-            yield RollupKey(*row[:5], results_from_json(row[5]), results_from_json(row[6]),
-                            bool(row[7]), bool(row[8]), *row[9:11]), row[11]
+            yield RollupKey(row[0], row[1], row[2], row[3], row[4], results_from_json(row[5]),
+                            results_from_json(row[6]), bool(row[7]), bool(row[8]), row[9],
+                            row[10]), row[11]
 
 
     # -- DNS cache (analysis.dnsevidence.DnsCache) --------------------------------------------

@@ -122,9 +122,12 @@ def _props(**fields: object) -> dict[str, object]:
 
 
 def _text(entity: Mapping[str, Any], name: str) -> str:
-    pieces = itertools.takewhile(lambda p: p is not None,
-                                 (entity.get(name if i == 0 else f"{name}_{i}")
-                                  for i in itertools.count()))
+    pieces: list[str] = []
+    for i in itertools.count():
+        piece = entity.get(name if i == 0 else f"{name}_{i}")
+        if piece is None:
+            break
+        pieces.append(piece)
     return "".join(pieces)
 
 
@@ -158,7 +161,8 @@ def _code(exc: HttpResponseError) -> str:
     """The service's error code (AuthorizationFailure, EntityAlreadyExists …) or the status."""
     code = getattr(exc, "error_code", None)
     if code is None and exc.response is not None:
-        code = exc.response.headers.get("x-ms-error-code")
+        # azure-core types .response as a Protocol without `headers`; every response has them
+        code = exc.response.headers.get("x-ms-error-code")  # type: ignore[attr-defined]
     if code is None and exc.error is not None:
         code = exc.error.code
     if code is None:
@@ -672,10 +676,11 @@ class TableStore:
                     **_props(**dataclasses.asdict(item))})
             else:
                 old = _item(current)
-                volumes = {"messages": messages, "dmarc_pass": dmarc_pass} if whole_history \
-                    else {}
-                item = dataclasses.replace(old, first_seen=min(old.first_seen, first_seen),
-                                           last_seen=max(old.last_seen, last_seen), **volumes)
+                item = dataclasses.replace(
+                    old, first_seen=min(old.first_seen, first_seen),
+                    last_seen=max(old.last_seen, last_seen),
+                    messages=messages if whole_history else old.messages,
+                    dmarc_pass=dmarc_pass if whole_history else old.dmarc_pass)
                 # MERGE: properties written by others (owner, decision) stay as they are.
                 operation = ("update", {
                     "PartitionKey": partition, "RowKey": row,
