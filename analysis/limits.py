@@ -49,6 +49,19 @@ class Limits:
     #: Seconds one run may spend on DNS evidence in all, shared fairly among its domains. Well
     #: inside the Functions timeout (10 minutes), which must also list mail and send cards.
     dns_budget_seconds: int = 240
+    #: How many times its usual daily volume a reporter may report for a domain before its
+    #: report is held (kept, not believed: analysis/volume.py). Anyone can own a domain that
+    #: passes DMARC and mail reports from it, so authentication proves who reported, not that
+    #: the counts are true; a forged flood of "compliant" mail would otherwise outvote the
+    #: real failures. A reporter new to a domain is measured against the domain's largest
+    #: established reporter. Real campaigns move a reporter's volume a few times, not 20.
+    max_volume_factor: int = 20
+    #: Messages per day any reporter may report for a domain whatever its history: small
+    #: domains' volumes swing widely, and a few hundred messages cannot outvote real traffic.
+    volume_floor: int = 1000
+    #: Days with believed reports after which a reporter is measured against its own usual
+    #: volume rather than as a newcomer.
+    established_reporter_days: int = 3
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:

@@ -11,12 +11,13 @@ from typing import Literal
 from analysis import Limits, RejectedInput, iter_files, read_reports
 from analysis.catalog import Catalog
 from analysis.dnsevidence import DnsBudget, DnsEvidence
-from analysis.mailauth import judge
+from analysis.mailauth import judge, reporter_domain
 from analysis.model import AggregateReport, MailEvidence
 from analysis.posture import Posture, assess
 from analysis.rollup import ledger_key
 from analysis.senders import analyse_rollups
 from analysis.verdicts import ServiceVerdict
+from analysis.volume import VolumeCheck
 from function_app.settings import approval_settings, trusted_authserv_ids, trusted_reporters
 from store import Store
 
@@ -57,14 +58,21 @@ def ingest_input(source: str | os.PathLike[str] | bytes, store: Store, limits: L
     label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
     if authserv_ids is None:
         authserv_ids = trusted_authserv_ids()
+    trusted = trusted_reporters()
     try:
         for report in read_reports(source, limits, name=name):
-            unverified = None
+            unverified, volume = None, None
             if isinstance(report, AggregateReport):
-                verdict = judge(mail or report.mail, report.reporter.email, authserv_ids,
+                delivery = mail or report.mail
+                verdict = judge(delivery, report.reporter.email, authserv_ids,
                                 exchange_mailbox=mail is not None)
                 unverified = None if verdict.verified else verdict.reason
-            added = store.add_report(report, unverified=unverified)
+                # A report from mail is measured against its reporter's history, unless the
+                # admin trusts the reporter; a bare file is the admin's own.
+                if delivery is not None and reporter_domain(report.reporter.email) not in trusted:
+                    volume = VolumeCheck(limits)
+            added = store.add_report(report, unverified=unverified, volume=volume)
+            unverified = unverified or (volume.held if volume else None)
             log.info("%s report %s from %s%s", added, report.kind, report.source,
                      " (unverified)" if unverified else "")
             yield Outcome(report.source, "stored" if added == "conflict" else added, report.kind,

@@ -9,6 +9,7 @@ from typing import Literal, Protocol
 from analysis.dnsevidence import Answer
 from analysis.model import Report
 from analysis.rollup import LedgerKey, RollupKey
+from analysis.volume import VolumeCheck
 
 #: `conflict`: stored, but another report has the same ledger key and other content; both are
 #: kept, flagged, and left out of `rollups()` (what is believed) until resolved (issue 13).
@@ -63,13 +64,17 @@ class InventoryItem:
 
 
 class Store(Protocol):
-    def add_report(self, report: Report, *, unverified: str | None = None) -> AddResult:
+    def add_report(self, report: Report, *, unverified: str | None = None,
+                   volume: VolumeCheck | None = None) -> AddResult:
         """Store a report whole, in one transaction, or not at all; a second copy changes nothing
         (a copy: same ledger key and same `ContentDigest`; same key and other content is a
         `conflict`, stored beside the first whichever came first).
 
         `unverified`: why the e-mail that delivered it is not believed (analysis.mailauth), None
         when it is or the report is a bare file. Such a report is kept, not believed.
+        `volume`: for a believed report from mail, measure its volume against its reporter's
+        history (analysis.volume); one that claims too much is kept and held, not believed, its
+        reason in `unverified`. A believed copy of a held report does not lift the hold.
 
         Consumes an aggregate report's records. If reading them fails, nothing is stored and the
         error propagates.

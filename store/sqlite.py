@@ -25,6 +25,7 @@ from analysis.rollup import (
     results_json,
     rollup_rows,
 )
+from analysis.volume import Sent, VolumeCheck, is_held, window
 from store.base import AddResult, InventoryItem, LedgerEntry, StoreError
 
 _BATCH = 5000
@@ -46,6 +47,11 @@ def _migrations() -> list[str]:
     folder = resources.files("store") / "schema"
     scripts = sorted(f.name for f in folder.iterdir() if f.name.endswith(".sql"))
     return [(folder / name).read_text(encoding="utf-8") for name in scripts]
+
+
+def latest_schema_version() -> int:
+    """The version a database has once this dmarcbot has opened it."""
+    return len(_migrations())
 
 
 class SqliteStore:
@@ -140,11 +146,14 @@ class SqliteStore:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def add_report(self, report: Report, *, unverified: str | None = None) -> AddResult:
+    def add_report(self, report: Report, *, unverified: str | None = None,
+                   volume: VolumeCheck | None = None) -> AddResult:
         """Store the report; `duplicate` if a report with its key and content is stored,
         `conflict` (stored, and both flagged) if one with its key but other content is.
         `unverified`: why its e-mail is not believed (None: it is); a believed copy of an
-        unverified report makes the stored one believed.
+        unverified report makes the stored one believed, unless it is held for its volume.
+        `volume`: measure a believed aggregate report against its reporter's history and hold
+        it if it claims too much (analysis.volume).
 
         Content is compared only once the records are read, so a report whose key is already
         stored is read and written whole, then rolled back if it turns out a duplicate: an
@@ -174,23 +183,49 @@ class SqliteStore:
                         else digest == content):
                     db.execute("ROLLBACK")
                     if unverified is None:  # the same report, now from a believed e-mail
-                        with db:
-                            db.execute("UPDATE reports SET unverified = NULL WHERE id = ?",
-                                       (row,))
+                        self._believe(key, row, messages, volume)
                     return "duplicate"
             db.executemany("UPDATE reports SET conflict = 1 WHERE id = ?",
                            [(row[0],) for row in earlier])
+            if unverified is None and volume is not None and key.kind == "aggregate":
+                unverified = self._volume_hold(key, report_row, messages, volume)
             db.execute(
                 "UPDATE reports SET records = ?, messages = ?, errors = ?, digest = ?,"
-                " conflict = ? WHERE id = ?",
+                " conflict = ?, unverified = ? WHERE id = ?",
                 (records, messages, json.dumps(report.errors), content, int(bool(earlier)),
-                 report_row),
+                 unverified, report_row),
             )
             db.execute("COMMIT")
         except BaseException:
             self._rollback()
             raise
         return "conflict" if earlier else "stored"
+
+    def _believe(self, key: LedgerKey, row: int, messages: int, volume: VolumeCheck | None) -> None:
+        """A stored report again, from a believed e-mail: believed now, unless its volume is
+        (or was already) too much."""
+        with self._db:
+            (doubt,) = self._db.execute("SELECT unverified FROM reports WHERE id = ?",
+                                        (row,)).fetchone()
+            if doubt is None or is_held(doubt):
+                return
+            hold = (self._volume_hold(key, row, messages, volume)
+                    if volume is not None and key.kind == "aggregate" else None)
+            self._db.execute("UPDATE reports SET unverified = ? WHERE id = ?", (hold, row))
+
+    def _volume_hold(self, key: LedgerKey, row: int, messages: int, check: VolumeCheck
+                     ) -> str | None:
+        """analysis.volume's judgement, from the believed reports of the look-back window."""
+        low, high = window(key.begin)
+        query = ("SELECT COALESCE(reporter_domain, ''), begin_ts, end_ts, messages FROM reports"
+                 " WHERE policy_domain = ? AND begin_ts >= ? AND begin_ts < ?"
+                 " AND kind = 'aggregate' AND unverified IS NULL AND id != ?")
+        where = (key.policy_domain, low, high, row)
+        reporter = reporter_domain(key.reporter) or ""
+        mine = [Sent(*r) for r in self._db.execute(query + " AND reporter_domain = ?",
+                                                    (*where, reporter))]
+        return check.judge(reporter, key.begin, key.end, messages, mine,
+                           lambda: [Sent(*r) for r in self._db.execute(query, where)])
 
     def _rollback(self) -> None:
         # SQLite may have rolled back already (a full disk, say); don't hide the first error.

@@ -52,6 +52,7 @@ from analysis.rollup import (
     rollup_rows,
     stored_order,
 )
+from analysis.volume import Sent, VolumeCheck, is_held, window
 from store.base import AddResult, InventoryItem, LedgerEntry, StorageRefused, StoreError
 
 if TYPE_CHECKING:
@@ -404,7 +405,8 @@ class TableStore:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def add_report(self, report: Report, *, unverified: str | None = None) -> AddResult:
+    def add_report(self, report: Report, *, unverified: str | None = None,
+                   volume: VolumeCheck | None = None) -> AddResult:
         """See `Store.add_report`. Reports with one ledger key share the first 32 characters of
         their ledger RowKey (`<key digest>-<content digest>`), and their rollup rows' prefix."""
         key = ledger_key(report)
@@ -431,7 +433,7 @@ class TableStore:
                               if _same_content(e, content, records, messages, key.kind)), None)
             if same_copy is not None:
                 self._forget(partition, None, attempt, written)
-                self._believe(partition, same_copy, unverified)
+                self._believe(partition, same_copy, unverified, key, messages, volume)
                 return "duplicate"  # seen before, the last rows never written
             if last:
                 self._write_rollups(last, f"{same}-{attempt}-{len(written):x}", written)
@@ -443,8 +445,10 @@ class TableStore:
                                  None)
                 if same_copy is not None:
                     self._forget(partition, None, attempt, written)
-                    self._believe(partition, same_copy, unverified)
+                    self._believe(partition, same_copy, unverified, key, messages, volume)
                     return "duplicate"
+            if unverified is None and volume is not None and key.kind == "aggregate":
+                unverified = self._volume_hold(partition, key, messages, volume)
             org, schema = _org_schema(report)
             row = f"{same}-{content}"
             committed = self._commit({
@@ -468,14 +472,38 @@ class TableStore:
         # flagged all the same: conflicts are worked out when the ledger is read.
         return "conflict" if earlier else "stored"
 
-    def _believe(self, partition: str, entity: Mapping[str, Any], unverified: str | None
-                 ) -> None:
-        """The same report again, from a believed e-mail: the stored copy is believed now."""
-        if unverified is None and _optional(entity, "unverified"):
+    def _believe(self, partition: str, entity: Mapping[str, Any], unverified: str | None,
+                 key: LedgerKey, messages: int, volume: VolumeCheck | None) -> None:
+        """The same report again, from a believed e-mail: the stored copy is believed now,
+        unless its volume is (or was already) too much."""
+        doubt = _optional(entity, "unverified")
+        if unverified is None and doubt and not is_held(doubt):
+            hold = (self._volume_hold(partition, key, messages, volume)
+                    if volume is not None and key.kind == "aggregate" else None)
             with self._errors(LEDGER):
                 self._table(LEDGER).update_entity(
-                    {"PartitionKey": partition, "RowKey": entity["RowKey"], "unverified": ""},
+                    {"PartitionKey": partition, "RowKey": entity["RowKey"],
+                     "unverified": hold or ""},
                     mode=UpdateMode.MERGE)
+
+    def _volume_hold(self, partition: str, key: LedgerKey, messages: int, check: VolumeCheck
+                     ) -> str | None:
+        """analysis.volume's judgement, from the believed reports of the look-back window:
+        one query of the domain's ledger partition (two for a reporter new to the domain)."""
+        low, high = window(key.begin)
+        query = ("PartitionKey eq @pk and kind eq 'aggregate' and unverified eq ''"
+                 f" and begin_ts ge {low}L and begin_ts lt {high}L")
+        reporter = reporter_domain(key.reporter) or ""
+
+        def sent(extra: str, parameters: dict[str, Any]) -> list[Sent]:
+            return [Sent(_optional(e, "reporter_domain") or "", _value(e["begin_ts"]),
+                         _value(e["end_ts"]), _value(e["messages"]))
+                    for e in self._query(LEDGER, query + extra, {"pk": partition, **parameters},
+                                         select=["reporter_domain", "begin_ts", "end_ts",
+                                                 "messages"])]
+
+        mine = sent(" and reporter_domain eq @rd", {"rd": reporter})
+        return check.judge(reporter, key.begin, key.end, messages, mine, lambda: sent("", {}))
 
     def _add_rollups(self, report: AggregateReport, same: str, attempt: str,
                      written: list[tuple[str, list[str]]], digest: ContentDigest
