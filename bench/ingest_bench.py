@@ -81,12 +81,17 @@ def make_large(folder: Path, copies: int) -> None:
 
 
 def run(tree: Path, folder: Path, work: Path) -> dict[str, float]:
+    from function_app.demo_reports import DEMO_AUTHSERV_ID
+
     db = work / f"s-{tree.name}.sqlite3"
     for suffix in ("", "-wal", "-shm"):
         Path(str(db) + suffix).unlink(missing_ok=True)
     done = subprocess.run([sys.executable, "-c", CHILD, str(folder), str(db)], cwd=tree,
                           env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin",
-                               "PYTHONDONTWRITEBYTECODE": "1"},
+                               "PYTHONDONTWRITEBYTECODE": "1",
+                               # the demo's mail is stamped by this gateway: trusted, its
+                               # reports are believed and measured, as in a real deployment
+                               "DMARCBOT_TRUSTED_AUTHSERV_IDS": DEMO_AUTHSERV_ID},
                           capture_output=True, text=True, check=False, timeout=3600)
     if done.returncode != 0:
         raise SystemExit(f"{tree}: {done.stderr.strip().splitlines()[-1]}")
