@@ -12,9 +12,12 @@ import dataclasses
 import datetime as dt
 import re
 from collections.abc import Mapping
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from store.base import InventoryItem, Store
+
+if TYPE_CHECKING:
+    from analysis.verdicts import ServiceVerdict
 
 Verb = Literal["approve", "reject", "notmine"]
 Notice = Literal["ask", "remind", "alert"]
@@ -154,7 +157,9 @@ async def take_decision(records: DecisionRecords, domain: str, service_key: str,
 
 
 class StoreRecords:
-    """Decisions kept in the store's inventory (the local mode's system of record)."""
+    """The local mode's system of record: decisions (`DecisionRecords`) and what was asked of
+    whom (`notify.NoticeRecords`), kept in the store's inventory. A person is their UPN here,
+    and a card's receipt (the outbox file) needs no keeping."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -164,6 +169,34 @@ class StoreRecords:
 
     async def save(self, item: InventoryItem, *, if_status: str) -> bool:
         return self.store.update_item(item, if_status=if_status)
+
+    async def waiting(self) -> list[InventoryItem]:
+        return list(self.store.inventory().values())
+
+    async def item_for(self, verdict: ServiceVerdict) -> InventoryItem | None:
+        # identification recorded it already (pipeline.find_senders): read it
+        return await self.get(verdict.domain, verdict.service_key)
+
+    async def address(self, item: InventoryItem, owner: str) -> tuple[InventoryItem, str]:
+        return item, owner  # `noticed` records the owner with the notice
+
+    async def mark(self, notice: Notice, before: InventoryItem,
+                   after: InventoryItem) -> InventoryItem | None:
+        return after if self.store.update_item(after, if_status=before.status) else None
+
+    async def unmark(self, notice: Notice, before: InventoryItem, after: InventoryItem) -> None:
+        self.store.update_item(before, if_status=after.status)
+
+    async def card_sent(self, item: InventoryItem, receipt: object) -> None:
+        return None
+
+    def item_id(self, item: InventoryItem) -> str:
+        return item_key(item)
+
+
+def item_key(item: InventoryItem) -> str:
+    """How a card names a sender where the record has no ids of its own: `domain|service`."""
+    return f"{item.policy_domain}|{item.service_key}"
 
 
 STAMP = "%Y-%m-%dT%H:%M:%SZ"  # how inventory items keep a moment: UTC, to the second

@@ -41,14 +41,12 @@ from function_app.approvals import (
     Refused,
     StoreRecords,
     Verb,
-    due,
     take_decision,
 )
 from function_app.pipeline import (
     Outcome,
     domain_posture,
     find_senders,
-    identify_domains,
     ingest_paths,
 )
 from store import SqliteStore, StoreError
@@ -343,7 +341,7 @@ def cmd_demo(args: argparse.Namespace, limits: Limits) -> int:
     from cards.digest import digest_card
     from cards.facts import digest_facts_from
     from function_app.demo_reports import DEMO_AUTHSERV_ID, write_demo_reports
-    from function_app.notify import notify
+    from function_app.notify import Asking, notify
     from function_app.outbox import Outbox
 
     folder = Path(tempfile.mkdtemp(prefix="dmarcbot-demo-"))
@@ -371,7 +369,8 @@ def cmd_demo(args: argparse.Namespace, limits: Limits) -> int:
                     for s in summaries]
         outbox = Outbox(Path(args.outbox) if args.outbox else folder / "outbox")
         owners = ApprovalSettings(default_owners={s.domain: f"it@{s.domain}" for s in summaries})
-        sent = asyncio.run(notify(store, services, outbox, owners, dt.datetime.now(dt.UTC)))
+        sent = asyncio.run(notify(Asking(StoreRecords(store), outbox, owners), services,
+                                  dt.datetime.now(dt.UTC)))
         period = (yesterday - dt.timedelta(days=6), yesterday)
         for posture in postures:
             statuses_here = {k: v for (d, k), v in statuses.items() if d == posture.domain}
@@ -398,9 +397,11 @@ def cmd_demo(args: argparse.Namespace, limits: Limits) -> int:
 
 
 def cmd_run(args: argparse.Namespace, limits: Limits) -> int:
-    """The scheduled job, once: bring new reports in, then name the senders in them."""
-    from function_app.notify import notify
+    """The scheduled job, once: bring new reports in, then the step the Functions timer takes
+    (`schedule.name_and_notify`), with the store's inventory and the outbox."""
+    from function_app.notify import Asking
     from function_app.outbox import Outbox
+    from function_app.schedule import name_and_notify
 
     approvals = _approval_settings()  # a bad setting stops the run before any work
     with _open_store(args) as store:
@@ -415,13 +416,11 @@ def cmd_run(args: argparse.Namespace, limits: Limits) -> int:
             status = 1 if any(o.status == "rejected" for o in outcomes) else 0
         new = {o.domain for o in outcomes
                if o.status == "stored" and o.kind == "aggregate" and o.domain}
-        now = dt.datetime.now(dt.UTC)
-        # domains with new reports, and those with a reminder or an alert due
-        domains = new | {d for (d, _), item in store.inventory().items()
-                         if due(item, now, approvals) is not None}
-        verdicts = asyncio.run(identify_domains(store, load_catalog(), evidence, domains))
         outbox = Outbox(Path(args.outbox) if args.outbox else settings.default_outbox())
-        sent = asyncio.run(notify(store, verdicts, outbox, approvals, now))
+        named = asyncio.run(name_and_notify(
+            store, load_catalog(), evidence, stored=new, now=dt.datetime.now(dt.UTC),
+            asking=Asking(StoreRecords(store), outbox, approvals)))
+        verdicts, sent = named.verdicts, named.sent
         inventory = store.inventory()
         pending = [v for v in verdicts if v.needs_decision
                    and inventory[v.domain, v.service_key].status == "Pending"]
@@ -464,7 +463,7 @@ async def _run_graph(store: SqliteStore, limits: Limits) -> tuple[int, list[Outc
 
 def cmd_decide(args: argparse.Namespace, limits: Limits) -> int:
     """An owner's decision from the command line, through the same code as the Teams bot."""
-    from function_app.notify import decided_card, notify
+    from function_app.notify import Asking, decided_card, notify
     from function_app.outbox import Outbox
 
     verb: Verb = "approve" if args.approve else "reject" if args.reject else "notmine"
@@ -489,7 +488,8 @@ def cmd_decide(args: argparse.Namespace, limits: Limits) -> int:
             asyncio.run(outbox.send(args.as_, decided_card(verdict, item), kind="decision",
                                     domain=item.policy_domain, service=item.service_key))
             if verb == "notmine":  # the new owner is asked now, not at the next run
-                asyncio.run(notify(store, [verdict], outbox, approvals, now))
+                asyncio.run(notify(Asking(StoreRecords(store), outbox, approvals), [verdict],
+                                   now))
     if not outcome.changed:
         wanted = {"approve": "Approved", "reject": "Rejected"}.get(verb)
         line = (f"{item.policy_domain} {item.service_key}: {item.status} already, decided by "

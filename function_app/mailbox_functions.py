@@ -18,9 +18,8 @@ import azure.functions as func
 from analysis import Limits
 from analysis.catalog import load_catalog
 from analysis.dnsevidence import DnsEvidence, make_resolver
-from analysis.verdicts import ServiceVerdict
 from function_app import connections, mailjob
-from function_app.pipeline import domains_stored_since, identify_domains
+from function_app.pipeline import domains_stored_since
 from function_app.settings import (
     SettingsError,
     approval_settings,
@@ -44,7 +43,8 @@ bp = func.Blueprint()
 # inside func.Out[...] ("invalid non-type annotation"); tests/test_worker_index.py checks it
 async def poll_mailbox(timer: func.TimerRequest,
                        mail: func.Out[typing.List[str]]) -> None:  # noqa: UP006
-    """Queue every waiting report e-mail, then name the senders in what arrived since yesterday.
+    """Queue every waiting report e-mail, then the scheduled step over what arrived since
+    yesterday.
 
     A message queued twice (still waiting from the last tick) is harmless: the second attempt
     finds it sorted already, or finds its reports stored already.
@@ -62,16 +62,29 @@ async def poll_mailbox(timer: func.TimerRequest,
 
 
 async def name_and_ask() -> None:
-    """Identification over what is new, then each new sender's owner asked in Teams."""
-    if not teams_configured():
-        await name_new_senders(set())
-        return
-    from function_app.teams_notify import ask_owners, domains_waiting
+    """The scheduled step (`schedule.name_and_notify`) over Table Storage, owners asked in
+    Teams when it is configured.
 
-    config = teams_settings()
-    verdicts = await name_new_senders(await domains_waiting(config))
-    sent = await ask_owners(config, verdicts, approval_settings())
-    log.info("sent %d cards to owners", len(sent))
+    The queue trigger, not this timer, stores what the timer queued, so the timer cannot tell
+    what was stored since its last tick: it takes what the ledger says was stored since
+    yesterday (UTC), a day's overlap, so a tick that failed loses nothing.
+    """
+    from function_app.schedule import name_and_notify  # the cards load on first use
+
+    store = app_store()
+    now = dt.datetime.now(dt.UTC)
+    stored = domains_stored_since(store, (now.date() - dt.timedelta(days=1)).isoformat())
+    step = functools.partial(name_and_notify, store, load_catalog(), dns_evidence(store),
+                             stored=stored, now=now)
+    if not teams_configured():
+        named = await step(asking=None)
+    else:
+        from function_app.teams_notify import asking_in_teams
+
+        async with asking_in_teams(teams_settings(), approval_settings()) as asking:
+            named = await step(asking=asking)
+        log.info("sent %d cards to owners", len(named.sent))
+    log.info("named the senders of %d domains", len(named.domains))
 
 
 @bp.function_name("ingest_mail")
@@ -86,17 +99,6 @@ async def ingest_mail(msg: func.QueueMessage) -> None:
     result = await mailjob.ingest_queued(mailbox, message_id, app_store(), Limits.from_env(),
                                          attempt=msg.dequeue_count or 1)
     log.info("%s %s", result.status, result.message)
-
-
-async def name_new_senders(also: set[str]) -> list[ServiceVerdict]:
-    """Identification over the domains with reports stored since yesterday (UTC), and `also`
-    (domains whose senders wait for an owner: their reminders need the verdicts too)."""
-    store = app_store()
-    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
-    domains = domains_stored_since(store, yesterday.isoformat()) | also
-    verdicts = await identify_domains(store, load_catalog(), dns_evidence(store), domains)
-    log.info("named the senders of %d domains", len(domains))
-    return verdicts
 
 
 def queued_id(body: bytes) -> str | None:

@@ -1,7 +1,9 @@
-"""Asking owners in Teams: each new sender's card, reminders, alerts and the weekly digest.
+"""Asking owners in Teams: the Microsoft 365 adapters of the notify loop, and the weekly digest.
 
-The SharePoint list is the record (what was asked, when, of whom); the Bot Connector carries
-the cards to each owner's 1:1 chat with the bot, after installing the app for them if needed.
+What is due and when is `notify.notify`'s, as for the local outbox. Here the SharePoint list is
+the record (`ListNotices`: what was asked, when, of whom) and the Bot Connector carries the cards
+to each owner's 1:1 chat with the bot, after installing the app for them if needed
+(`TeamsCards`).
 """
 
 from __future__ import annotations
@@ -15,22 +17,20 @@ from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
 from analysis.verdicts import ServiceVerdict
-from cards.approval import approval_card
-from cards.decision import read_only_card
-from cards.facts import Decision, approval_facts_from
-from function_app.approvals import ApprovalSettings, Notice, due, stamp
+from function_app.approvals import ApprovalSettings, Notice, parse_stamp
+from function_app.notify import Asking, notify
 from function_app.settings import trusted_reporters
 from function_app.teams import inventory_item
 from graph.bot_connector import BotConnector, ensure_app_installed, user_object_id
 from graph.client import GraphConnection
 from graph.errors import Blocked, Conflict, GraphError
-from graph.senders_list import NewSender, SendersList
+from graph.senders_list import NewSender, SenderItem, SendersList
 
 if TYPE_CHECKING:
     from analysis.catalog import Catalog
     from analysis.dnsevidence import DnsEvidence
     from function_app.settings import TeamsSettings
-    from store.base import Store
+    from store.base import InventoryItem, Store
 
 log = logging.getLogger("dmarcbot.teams")
 
@@ -68,77 +68,110 @@ class SentCard:
     service_url: str
 
 
+class ListNotices:
+    """`notify.NoticeRecords` over the SharePoint list, the system of record for status and
+    owner in Microsoft 365.
+
+    A sender's item is created Pending, or brought up to date, with what the reports say; the
+    domain's default owner fills an empty OwnerUpn, never one a person chose. The person asked
+    is recorded by the Entra object id a click will carry (OwnerId) before the card goes out.
+    """
+
+    def __init__(self, senders: SendersList, settings: ApprovalSettings) -> None:
+        self.senders = senders
+        self.settings = settings
+        self._read: dict[tuple[str, str], SenderItem] = {}  # each item as last read or written
+
+    async def waiting(self) -> list[InventoryItem]:
+        items = await self.senders.by_status("Pending") + await self.senders.by_status("Rejected")
+        return [inventory_item(item, owner="upn") for item in items]
+
+    async def item_for(self, verdict: ServiceVerdict) -> InventoryItem:
+        item, _ = await self.senders.ensure_pending(NewSender(
+            verdict.domain, verdict.service_key, verdict.service_name, verdict.first_day,
+            verdict.last_day, verdict.messages,
+            verdict.dmarc_pass / verdict.messages if verdict.messages else None,
+            owner_upn=self.settings.default_owners.get(verdict.domain),
+            evidence="\n".join(verdict.evidence), category=verdict.category,
+            verdict=verdict.verdict))
+        return self._keep(item)
+
+    async def address(self, item: InventoryItem, owner: str) -> tuple[InventoryItem, str]:
+        current = self._item(item)
+        user = await user_object_id(self.senders.graph, owner)
+        if current.owner_id != user:
+            current = await self.senders.set_owner_id(current, user)  # a new person: asked afresh
+        return self._keep(current), user
+
+    async def mark(self, notice: Notice, before: InventoryItem,
+                   after: InventoryItem) -> InventoryItem | None:
+        try:
+            return self._keep(await self.senders.touch(self._item(before),
+                                                       **_when(notice, after)))
+        except Conflict:
+            return None
+
+    async def unmark(self, notice: Notice, before: InventoryItem, after: InventoryItem) -> None:
+        self._keep(await self.senders.touch(self._item(after), **_when(notice, before)))
+
+    async def card_sent(self, item: InventoryItem, receipt: SentCard) -> None:
+        self._keep(await self.senders.set_card(self._item(item), receipt.conversation_id,
+                                               receipt.activity_id, receipt.service_url))
+
+    def item_id(self, item: InventoryItem) -> str:
+        return self._item(item).id
+
+    def _keep(self, item: SenderItem) -> InventoryItem:
+        self._read[item.domain, item.service_key] = item
+        return inventory_item(item, owner="upn")
+
+    def _item(self, item: InventoryItem) -> SenderItem:
+        return self._read[item.policy_domain, item.service_key]
+
+
+_COLUMN = {"ask": "asked_at", "remind": "last_reminded", "alert": "last_alerted"}
+_FIELD = {"ask": "asked_at", "remind": "reminded_at", "alert": "alerted_at"}
+
+
+def _when(notice: Notice, item: InventoryItem) -> dict[str, dt.datetime | None]:
+    """The list column that records `notice`, as `item` has it (see approvals.noticed)."""
+    value = getattr(item, _FIELD[notice])
+    return {_COLUMN[notice]: parse_stamp(value) if value else None}
+
+
+class TeamsCards:
+    """`notify.CardSender` over Teams. An owner who blocked the bot is not written to again
+    every run: Teams says to stop until they talk to the bot again, so the mark stays and the
+    reminder tries once more."""
+
+    def __init__(self, notifier: TeamsNotifier) -> None:
+        self.notifier = notifier
+
+    async def send(self, to: str, card: dict[str, Any], *, kind: str, domain: str,
+                   service: str | None = None) -> SentCard | None:
+        try:
+            return await self.notifier.send(to, card)
+        except Blocked as exc:
+            log.warning("the owner of %s %s has blocked the bot or an admin disabled it (%s); "
+                        "an admin should ask them to unblock it; next try with the reminder",
+                        domain, service, exc.code)
+            return None
+
+
+def teams_asking(senders: SendersList, notifier: TeamsNotifier,
+                 settings: ApprovalSettings) -> Asking[SentCard]:
+    """Owners asked in Teams, recorded in the list. One sender's failure (an owner not in the
+    directory, Teams refusing) does not stop the others; it is tried again next run."""
+    return Asking(ListNotices(senders, settings), TeamsCards(notifier), settings,
+                  contain=(GraphError,))
+
+
 async def notify_owners(senders: SendersList, verdicts: Iterable[ServiceVerdict],
                         notifier: TeamsNotifier, settings: ApprovalSettings,
                         now: dt.datetime) -> list[Notice]:
-    """The notify step in Microsoft 365: the list is the record, Teams the way to the owner.
-
-    Each sender that needs a decision gets its list item (Pending when new; never reset once
-    decided). Whatever `approvals.due` says is due is recorded on the item first, then sent, so
-    a crash in between never asks twice; the card's ids are kept to update it later. One
-    sender's failure (an owner not in the directory, Teams blocked) does not stop the others.
-    A card that did not go out is due again next run, unless the owner blocked the bot: then
-    the next try waits for the reminder (`remind_after_days`), not the next run.
-    """
-    sent: list[Notice] = []
-    for verdict in verdicts:
-        if not verdict.needs_decision:
-            continue
-        try:
-            notice = await _notify_one(senders, verdict, notifier, settings, now)
-        except GraphError as exc:
-            log.warning("could not ask the owner of %s %s (%s %s); trying again next time",
-                        verdict.domain, verdict.service_key, exc.status, exc.code)
-            continue
-        if notice is not None:
-            sent.append(notice)
-    return sent
-
-
-async def _notify_one(senders: SendersList, verdict: ServiceVerdict, notifier: TeamsNotifier,
-                      settings: ApprovalSettings, now: dt.datetime) -> Notice | None:
-    item, _ = await senders.ensure_pending(NewSender(
-        verdict.domain, verdict.service_key, verdict.service_name, verdict.first_day,
-        verdict.last_day, verdict.messages,
-        verdict.dmarc_pass / verdict.messages if verdict.messages else None,
-        owner_upn=settings.default_owners.get(verdict.domain),
-        evidence="\n".join(verdict.evidence), category=verdict.category,
-        verdict=verdict.verdict))
-    if not item.owner_upn or due(inventory_item(item, owner="upn"), now, settings) is None:
-        return None
-    # the person to ask, by the id a click will carry: recorded before the card goes out
-    user = await notifier.user_id(item.owner_upn)
-    if item.owner_id != user:
-        item = await senders.set_owner_id(item, user)  # a new person is asked afresh
-    notice = due(inventory_item(item, owner="upn"), now, settings)
-    if notice is None:
-        return None
-    field = {"ask": "asked_at", "remind": "last_reminded", "alert": "last_alerted"}[notice]
-    # an alert records the day of sending it is about (see approvals.noticed)
-    when = item.last_seen if notice == "alert" and item.last_seen else now
-    try:
-        item = await senders.touch(item, **{field: when})
-    except Conflict:
-        return None  # decided a moment ago: nothing to ask
-    item_facts = approval_facts_from(verdict, item_id=item.id,
-                                     request_id=f"{item.id}|{stamp(now)}", owner=item.owner_upn)
-    card = approval_card(item_facts) if notice != "alert" else read_only_card(
-        item_facts, "Rejected", Decision("reject", item.decided_by or "", item.decided_at or now))
-    try:
-        delivered = await notifier.send(user, card)
-    except Blocked as exc:
-        # Teams says to stop writing until the person talks to the bot again: asking every run
-        # would only be refused every run. The mark stays, so the reminder tries once more.
-        log.warning("the owner of %s %s has blocked the bot or an admin disabled it (%s); "
-                    "an admin should ask them to unblock it; next try with the reminder",
-                    verdict.domain, verdict.service_key, exc.code)
-        return None
-    except GraphError:
-        await senders.touch(item, **{field: None})  # not sent: due again next time
-        raise
-    await senders.set_card(item, delivered.conversation_id, delivered.activity_id,
-                           delivered.service_url)
-    return notice
+    """The notify step in Microsoft 365 (`notify.notify`): the notices sent."""
+    sent = await notify(teams_asking(senders, notifier, settings), verdicts, now)
+    return [s.notice for s in sent]
 
 
 def senders_list(config: TeamsSettings) -> SendersList:
@@ -146,13 +179,6 @@ def senders_list(config: TeamsSettings) -> SendersList:
 
     return SendersList(shared_graph(config.credential, config.graph_url), config.site_id,
                        config.list_id)
-
-
-async def domains_waiting(config: TeamsSettings) -> set[str]:
-    """Domains with a sender waiting for its owner, or rejected (alerts need its verdict)."""
-    senders = senders_list(config)
-    waiting = await senders.by_status("Pending") + await senders.by_status("Rejected")
-    return {item.domain for item in waiting}
 
 
 @contextlib.asynccontextmanager
@@ -170,12 +196,12 @@ async def teams_notifier(config: TeamsSettings) -> AsyncIterator[TeamsNotifier]:
                             config.service_url)
 
 
-async def ask_owners(config: TeamsSettings, verdicts: Iterable[ServiceVerdict],
-                     settings: ApprovalSettings) -> list[Notice]:
-    """The Microsoft 365 notify step, with this worker's connections."""
+@contextlib.asynccontextmanager
+async def asking_in_teams(config: TeamsSettings,
+                          settings: ApprovalSettings) -> AsyncIterator[Asking[SentCard]]:
+    """Owners asked in Teams with this worker's connections, for the block."""
     async with teams_notifier(config) as notifier:
-        return await notify_owners(senders_list(config), verdicts, notifier, settings,
-                                   dt.datetime.now(dt.UTC))
+        yield teams_asking(senders_list(config), notifier, settings)
 
 
 async def send_digests(config: TeamsSettings, store: Store, catalog: Catalog,
