@@ -19,7 +19,7 @@ taken around it:
   senders   `dmarcbot --db COPY senders --nameserver 127.0.0.1:PORT --json`
   timer     `function_app.pipeline.identify_domains(store, load_catalog(),
              DnsEvidence(make_resolver([server]), cache=store), domains)`, as the timer's
-             `name_new_senders` calls it
+             `schedule.name_and_notify` calls it
 
 each run by the current tree and by the code before the budget (`--base`, a `git worktree` of
 the earlier commit), the latter with a timeout (default 300 s) so its failure to finish shows.
