@@ -85,6 +85,8 @@ def hold_reason(reporter_domain: str, begin: int, end: int, messages: int,
     per_day = messages / _days(begin, end)
     own = _daily(mine).get(reporter_domain, {})
     so_far = own.pop(today, 0.0)
+    if so_far + per_day <= limits.volume_floor:
+        return None  # under the floor whatever the history: most reports, no more to read
     past = [v for day, v in own.items() if day < today]
     if len(past) >= limits.established_reporter_days:
         usual = statistics.median(past)
