@@ -20,6 +20,7 @@ import pytest
 
 from analysis import AggregateReport, Limits
 from analysis.model import Report
+from analysis.volume import VolumeCheck
 from function_app.mailjob import ingest_queued, open_mailbox
 from function_app.settings import MailboxSettings
 from graph.mailbox import Mailbox
@@ -56,7 +57,8 @@ class CrashingStore:
         self.inner = inner
         self.crasher = crasher
 
-    def add_report(self, report: Report, *, unverified: str | None = None) -> str:
+    def add_report(self, report: Report, *, unverified: str | None = None,
+                   volume: VolumeCheck | None = None) -> str:
         if isinstance(report, AggregateReport):
             records = report.records
 
@@ -67,7 +69,7 @@ class CrashingStore:
                     yield record
 
             report = dataclasses.replace(report, records=dying())
-        status = self.inner.add_report(report, unverified=unverified)
+        status = self.inner.add_report(report, unverified=unverified, volume=volume)
         self.crasher.boundary("after store")
         return status
 
