@@ -39,7 +39,10 @@ if TYPE_CHECKING:
     import dns.rdtypes.mxbase
 
 from analysis.dnsclient import UdpClient, question_wire
-from analysis.spf import LOOKUP_TERMS, MAX_LOOKUPS, MAX_VOID_LOOKUPS, is_spf, parse_spf
+from analysis.records.dmarc import DmarcPolicy, is_dmarc, parse_dmarc
+from analysis.spf import is_spf
+from analysis.spftree import SpfTree as SpfTree
+from analysis.spftree import expand as expand_spf
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: How long an NXDOMAIN / no-data answer is trusted when the server gives no SOA minimum.
@@ -47,8 +50,6 @@ NEGATIVE_TTL = 300
 #: No answer is trusted longer than a day, whatever TTL a (possibly hostile) server gives.
 MAX_TTL = 86400
 _MAX_CNAME_HOPS = 8
-#: Hard stop for one SPF expansion, far above the RFC's 10, so a hostile tree cannot run away.
-_EXPANSION_BUDGET = 40
 #: RFC 9989 tree walk: at most this many DMARC queries, and long names are cut to 7 labels.
 _WALK_QUERIES = 8
 _WALK_LABELS = 7
@@ -177,25 +178,6 @@ class Reverse:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class SpfTree:
-    """A domain's SPF record with its include tree expanded to networks, counted per RFC 7208."""
-
-    domain: str
-    record: str | None
-    networks: tuple[Network, ...]
-    includes: tuple[str, ...]  # every include/redirect target reached, in order
-    lookups: int
-    void_lookups: int
-    all_qualifier: str | None
-    errors: tuple[str, ...]  # permerror-class problems: loops, >10 lookups, two records, ...
-    temporary: bool  # some part could not be resolved now (timeout, SERVFAIL)
-
-    def contains(self, ip: str) -> bool:
-        address = ipaddress.ip_address(ip)
-        return any(address in network for network in self.networks)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
 class DkimKey:
     selector: str
     domain: str
@@ -206,7 +188,7 @@ class DkimKey:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class DmarcRecord:
-    """The result of RFC 9989's tree walk for one domain."""
+    """The result of RFC 9989's tree walk for one domain, and what else its names hold."""
 
     domain: str
     found_at: str | None  # the domain whose `_dmarc` record applies, None when none does
@@ -215,6 +197,29 @@ class DmarcRecord:
     queries: int
     errors: tuple[str, ...]
     temporary: bool = False
+    #: Every TXT string at `_dmarc.<domain>` as published: DMARC or not, one or several.
+    own: tuple[str, ...] = ()
+    #: DMARC records published at `<domain>` itself, where receivers never look.
+    apex: tuple[str, ...] = ()
+
+    @property
+    def parsed(self) -> DmarcPolicy | None:
+        return parse_dmarc(self.record) if self.record is not None else None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReportDestination:
+    """What DNS says about one `rua`/`ruf` host, for the policy published at `policy_domain`.
+
+    None means the lookup failed (timeout, SERVFAIL, not asked): unknown, not negative.
+    """
+
+    policy_domain: str
+    host: str
+    external: bool | None  # other Organizational Domain than the policy's (RFC 9990 §3)
+    authorised: bool | None  # `<policy_domain>._report._dmarc.<host>` holds v=DMARC1
+    mx: bool | None  # the host has MX records
+    exists: bool | None = None  # the host exists at all (False: NXDOMAIN)
 
 
 def answers_from_zone(text: str, *, expires: float) -> list[Answer]:
@@ -552,27 +557,13 @@ class DnsEvidence:
             return None, f"{domain} publishes {len(records)} SPF records (permerror)"
         return records[0], None
 
-    async def spf_tree(self, domain: str) -> SpfTree:
-        """Expand `domain`'s SPF record: networks, includes, lookup and void-lookup counts."""
-        walk = _SpfWalk(self)
-        record = None
-        try:
-            record, problem = await self.spf_record(domain)
-            if problem:
-                walk.errors.append(problem)
-            elif record is not None:
-                await walk.expand(domain, record, (domain,))
-        except DnsTemporaryError as exc:
-            walk.temporary = True
-            walk.errors.append(str(exc))
-        if walk.lookups > MAX_LOOKUPS:
-            walk.errors.append(f"{walk.lookups} DNS lookups (limit {MAX_LOOKUPS}): permerror")
-        if walk.void_lookups > MAX_VOID_LOOKUPS:
-            walk.errors.append(
-                f"{walk.void_lookups} void lookups (limit {MAX_VOID_LOOKUPS}): permerror")
-        qualifier = parse_spf(record).all_qualifier if record else None
-        return SpfTree(domain, record, tuple(walk.networks), tuple(walk.includes), walk.lookups,
-                       walk.void_lookups, qualifier, tuple(walk.errors), walk.temporary)
+    async def spf_tree(self, domain: str, *, full: bool = False) -> SpfTree:
+        """Expand `domain`'s SPF record as a receiver evaluates it (`analysis.spftree`).
+
+        `full` adds what only the domain's own record needs (Sender ID and type SPF records,
+        its size, its exp= target): the posture check asks for it, service lookups do not.
+        """
+        return await expand_spf(domain, self.lookup, full=full, temporary=(DnsTemporaryError,))
 
     # -- DKIM and DMARC ----------------------------------------------------------------------
 
@@ -591,121 +582,111 @@ class DnsEvidence:
         return DkimKey(selector, domain, target, record)
 
     async def dmarc(self, domain: str) -> DmarcRecord:
-        """RFC 9989 tree walk: the record that applies to `domain`, wherever it is published."""
-        labels = domain.lower().rstrip(".").split(".")
-        candidates = [labels]
-        if len(labels) > _WALK_LABELS:
-            labels = labels[-_WALK_LABELS:]
-            candidates.append(labels)
-        while len(labels) > 1:
-            labels = labels[1:]
-            candidates.append(labels)
+        """The record that applies to `domain` (RFC 9989 §4.10.1), wherever it is published.
+
+        The domain's own `_dmarc` record applies when there is exactly one; otherwise the tree
+        walk finds its Organizational Domain's record, or the Public Suffix Domain's (§4.10.2).
+        What `_dmarc.<domain>` and `<domain>` hold is kept, so the posture can say what to fix.
+        """
+        domain = domain.lower().rstrip(".")
+        try:
+            own = await self.lookup(f"_dmarc.{domain}", "TXT")
+            apex = await self.lookup(domain, "TXT")  # asked for SPF anyway: from the cache
+        except DnsTemporaryError as exc:
+            return DmarcRecord(domain, None, None, {}, 1, (str(exc),), temporary=True)
+        at_apex = tuple(r for r in apex.records if is_dmarc(r))
+        found = [r for r in own.records if is_dmarc(r)]
+        if len(found) == 1:
+            return DmarcRecord(domain, domain, found[0], dmarc_tags(found[0]), 1, (),
+                               own=own.records, apex=at_apex)
+        # Two or more records at the domain's own name are discarded (§4.10 step 2): `own`
+        # keeps them for the posture, and the walk goes on to the parents.
+        try:
+            walked, queries, errors = await self._walk(domain, include_start=False)
+        except DnsTemporaryError as exc:
+            return DmarcRecord(domain, None, None, {}, 1, (str(exc),), temporary=True,
+                               own=own.records, apex=at_apex)
+        chosen = _policy_domain(domain, walked)
+        if chosen is None:
+            return DmarcRecord(domain, None, None, {}, 1 + queries, tuple(errors),
+                               own=own.records, apex=at_apex)
+        at, record = chosen
+        return DmarcRecord(domain, at, record, dmarc_tags(record), 1 + queries, tuple(errors),
+                           own=own.records, apex=at_apex)
+
+    async def _walk(self, domain: str, *, include_start: bool
+                    ) -> tuple[list[tuple[str, str]], int, list[str]]:
+        """RFC 9989 §4.10's DNS tree walk: (name, record) of every single valid record found,
+        longest name first, stopping at psd=y or psd=n; the queries sent; discarded names."""
+        labels = domain.split(".")
+        targets: list[list[str]] = [labels] if include_start else []
+        rest = labels[1:] if len(labels) <= _WALK_LABELS + 1 else labels[-_WALK_LABELS:]
+        while rest:
+            targets.append(rest)
+            rest = rest[1:]
+        walked: list[tuple[str, str]] = []
         errors: list[str] = []
         queries = 0
-        for parts in candidates[:_WALK_QUERIES]:
+        for parts in targets[: _WALK_QUERIES - (0 if include_start else 1)]:
             at = ".".join(parts)
             queries += 1
-            try:
-                answer = await self.lookup(f"_dmarc.{at}", "TXT")
-            except DnsTemporaryError as exc:
-                return DmarcRecord(domain, None, None, {}, queries, (str(exc),), temporary=True)
-            records = [r for r in answer.records if r.startswith("v=DMARC1")]
+            answer = await self.lookup(f"_dmarc.{at}", "TXT")
+            records = [r for r in answer.records if is_dmarc(r)]
             if len(records) > 1:
-                errors.append(f"_dmarc.{at} has {len(records)} DMARC records; none applies")
+                errors.append(f"_dmarc.{at} has {len(records)} DMARC records: receivers discard "
+                              "them all")
                 continue
             if records:
-                return DmarcRecord(domain, at, records[0], dmarc_tags(records[0]), queries,
-                                   tuple(errors))
-        return DmarcRecord(domain, None, None, {}, queries, tuple(errors))
+                walked.append((at, records[0]))
+                if parse_dmarc(records[0]).choice("psd") in ("y", "n"):
+                    break
+        return walked, queries, errors
+
+    async def organizational_domain(self, domain: str) -> str:
+        """`domain`'s Organizational Domain by the tree walk of RFC 9989 §4.10.2.
+
+        Raises `DnsTemporaryError` when the walk could not be completed.
+        """
+        domain = domain.lower().rstrip(".")
+        walked, _, _ = await self._walk(domain, include_start=True)
+        if not walked:
+            return domain
+        at, record = walked[-1]
+        psd = parse_dmarc(record).choice("psd")
+        if psd == "y" and at != domain:
+            return ".".join(domain.split(".")[-len(at.split(".")) - 1:])
+        return at
 
     async def report_authorised(self, domain: str, destination: str) -> bool | None:
-        """Whether `destination`'s owner accepts reports for `domain` (RFC 9989 external rua)."""
+        """Whether `destination`'s owner accepts reports about `domain` (RFC 9990 §3).
+
+        One question: a wildcard `*._report._dmarc.<destination>` answers it too (DNS
+        synthesises it), and only TXT strings that are DMARC records count (§3 step 6).
+        """
         try:
-            for name in (f"{domain}._report._dmarc.{destination}",
-                         f"*._report._dmarc.{destination}"):
-                answer = await self.lookup(name, "TXT")
-                if any(r.startswith("v=DMARC1") for r in answer.records):
-                    return True
+            answer = await self.lookup(f"{domain}._report._dmarc.{destination}", "TXT")
         except DnsTemporaryError:
             return None
-        return False
+        return any(is_dmarc(r) for r in answer.records)
 
-
-class _SpfWalk:
-    """State of one SPF expansion: counts, seen includes, networks found."""
-
-    def __init__(self, evidence: DnsEvidence) -> None:
-        self.evidence = evidence
-        self.networks: list[Network] = []
-        self.includes: list[str] = []
-        self.lookups = 0
-        self.void_lookups = 0
-        self.errors: list[str] = []
-        self.temporary = False
-
-    async def expand(self, domain: str, record: str, chain: tuple[str, ...]) -> None:
-        spf = parse_spf(record)
-        self.errors.extend(f"{domain}: {e}" for e in spf.errors)
-        redirect = spf.modifier("redirect") if spf.all_qualifier is None else None
-        terms = [t for t in spf.mechanisms if t.name != "all"]
-        for term in terms:
-            if term.name in LOOKUP_TERMS:
-                self.lookups += 1
-                if self.lookups > _EXPANSION_BUDGET:
-                    self.errors.append(f"expansion stopped after {_EXPANSION_BUDGET} lookups")
-                    return
-            if term.name in ("ip4", "ip6"):
-                self.networks.append(ipaddress.ip_network(term.value, strict=False))
-            elif term.name == "include":
-                await self._include(term.value, chain, "include")
-            elif term.name in ("a", "mx"):
-                await self._addresses(term.name, term.value or domain, term.cidr4, term.cidr6)
-            elif term.name == "ptr":  # like exists:, its networks depend on the connecting IP
-                self.errors.append(f"{domain}: 'ptr' is deprecated (RFC 7208 §5.5)")
-        if redirect:
-            self.lookups += 1
-            await self._include(redirect, chain, "redirect")
-
-    async def _include(self, target: str, chain: tuple[str, ...], how: str) -> None:
-        target = target.lower().rstrip(".")
-        if "%" in target:  # a macro: depends on the message, nothing to list
-            return
-        if target in chain:
-            self.errors.append(f"{how} loop: {' -> '.join((*chain, target))}")
-            return
-        self.includes.append(target)
-        record, problem = await self.evidence.spf_record(target)
-        if problem:
-            self.errors.append(problem)
-            return
-        if record is None:
-            self.void_lookups += 1
-            self.errors.append(f"{how}:{target} has no SPF record (permerror)")
-            return
-        await self.expand(target, record, (*chain, target))
-
-    async def _addresses(self, kind: str, name: str, cidr4: int | None,
-                         cidr6: int | None) -> None:
-        name = name.lower().rstrip(".")
-        if "%" in name:
-            return
-        hosts = [name]
-        if kind == "mx":
-            answer = await self.evidence.lookup(name, "MX")
-            if not answer.records:
-                self.void_lookups += 1
-                return
-            hosts = [r.split()[-1].rstrip(".").lower() for r in answer.records][:10]
-        found = False
-        for host in hosts:
-            for family, cidr in (("A", cidr4 if cidr4 is not None else 32),
-                                 ("AAAA", cidr6 if cidr6 is not None else 128)):
-                answer = await self.evidence.lookup(host, family)
-                for address in answer.records:
-                    found = True
-                    self.networks.append(ipaddress.ip_network(f"{address}/{cidr}", strict=False))
-        if not found and kind == "a":
-            self.void_lookups += 1
+    async def report_destination(self, policy_domain: str, host: str) -> ReportDestination:
+        """Whether reports for the record at `policy_domain` can reach `host` (RFC 9990 §3)."""
+        policy_domain, host = policy_domain.lower().rstrip("."), host.lower().rstrip(".")
+        external: bool | None
+        try:
+            external = (host != policy_domain and await self.organizational_domain(host)
+                        != await self.organizational_domain(policy_domain))
+        except DnsTemporaryError:
+            external = None
+        authorised = (await self.report_authorised(policy_domain, host) if external
+                      else None)
+        try:
+            mx = await self.lookup(host, "MX")
+            has_mx: bool | None = bool(mx.records)
+            exists: bool | None = bool(mx.records) or not mx.nxdomain
+        except DnsTemporaryError:
+            has_mx = exists = None
+        return ReportDestination(policy_domain, host, external, authorised, has_mx, exists)
 
 
 def reverse_name(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
@@ -716,13 +697,28 @@ def reverse_name(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
 
 
 def dmarc_tags(record: str) -> dict[str, str]:
-    """`v=DMARC1; p=none; rua=mailto:a@b` -> {"v": "DMARC1", "p": "none", "rua": ...}."""
-    tags: dict[str, str] = {}
-    for part in record.split(";"):
-        name, sep, value = part.partition("=")
-        if sep and name.strip():
-            tags.setdefault(name.strip().lower(), value.strip())
+    """`v=DMARC1; p=none; rua=mailto:a@b` -> {"v": "DMARC1", "p": "none", "rua": ...}.
+
+    Names lower-case, the first of duplicated tags; `analysis.records.dmarc` has the rest.
+    """
+    policy = parse_dmarc(record, lenient=True)
+    tags = {"v": "DMARC1"}
+    for name, value in policy.tags:
+        tags.setdefault(name, value)
     return tags
+
+
+def _policy_domain(domain: str, walked: list[tuple[str, str]]) -> tuple[str, str] | None:
+    """Of the records a policy walk found, the one that applies (RFC 9989 §4.10.1-4.10.2):
+    psd=n marks the Organizational Domain; psd=y puts it one label below (its own record if it
+    has one, else the PSD's applies); otherwise the record with the fewest labels."""
+    if not walked:
+        return None
+    at, record = walked[-1]
+    if parse_dmarc(record).choice("psd") == "y":
+        below = ".".join(domain.split(".")[-len(at.split(".")) - 1:])
+        return next(((a, r) for a, r in walked if a == below), (at, record))
+    return at, record
 
 
 def _text(rdata: dns.rdata.Rdata) -> str:

@@ -14,9 +14,25 @@ import asyncio
 import dataclasses
 from collections.abc import Mapping, Sequence
 
+from analysis import spfadvice
 from analysis.catalog import Catalog
-from analysis.dnsevidence import DkimKey, DmarcRecord, DnsEvidence, SpfTree
-from analysis.spf import MAX_LOOKUPS, MAX_VOID_LOOKUPS
+from analysis.dnsevidence import (
+    DkimKey,
+    DmarcRecord,
+    DnsEvidence,
+    DnsTemporaryError,
+    ReportDestination,
+    SpfTree,
+)
+from analysis.records import dmarc as dmarc_rules
+from analysis.records.bimi import parse_bimi
+from analysis.records.dkim import parse_dkim_key
+from analysis.records.dmarc import Intent, intent_of, is_dmarc, near_dmarc, parse_dmarc, render
+from analysis.records.findings import DnsChange as DnsChange
+from analysis.records.findings import Finding as Finding
+from analysis.records.mtasts import sts_record_findings
+from analysis.records.tlsrpt import tlsrpt_findings
+from analysis.spf import MAX_LOOKUPS
 from analysis.verdicts import ServiceVerdict
 
 #: Readiness at or above which the next policy is proposed outright; between TEST and READY it
@@ -26,26 +42,6 @@ TEST = 0.95
 #: A pending or failing service below this share of the domain's mail does not block.
 BLOCKER_SHARE = 0.005
 _NEXT = {None: "quarantine", "none": "quarantine", "quarantine": "reject", "reject": "reject"}
-_REMOVED_TAGS = {"pct": "pct is removed in RFC 9989 and ignored by its receivers; use t=y for "
-                        "a softer step", "rf": "rf is removed in RFC 9989", "ri": "ri is removed "
-                        "in RFC 9989 (receivers choose the interval)"}
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Finding:
-    level: str  # "error" (breaks something), "warning" (should change), "info"
-    topic: str  # "dmarc", "spf", "dkim", "reports", "forwarding"
-    text: str
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class DnsChange:
-    """One record to publish (or replace): name, type, value, and why."""
-
-    name: str
-    type: str
-    value: str
-    why: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -67,79 +63,164 @@ class Posture:
 # -- pure checks ---------------------------------------------------------------------------
 
 
-def dmarc_findings(domain: str, record: DmarcRecord) -> list[Finding]:
+def dmarc_findings(domain: str, record: DmarcRecord,
+                   destinations: Mapping[str, ReportDestination] | None = None) -> list[Finding]:
+    """What is wrong with the DMARC records that apply to `domain`, each with its fix.
+
+    `destinations` (host -> what DNS says, from `DnsEvidence.report_destination`) adds the
+    checks of `rua`/`ruf` hosts; without it only the published text is judged.
+    """
     if record.temporary:
         return [Finding("warning", "dmarc", "the DMARC record could not be looked up now "
-                        "(timeout or SERVFAIL); try again")]
-    out = [Finding("error", "dmarc", e) for e in record.errors]
-    if record.record is None:
+                        "(timeout or SERVFAIL); try again", code="dmarc.temporary")]
+    out = [Finding("error", "dmarc", e, dmarc_rules.S_DISCOVERY, code="dmarc.multiple")
+           for e in record.errors]
+    out += _own_name_findings(domain, record)
+    if record.record is None:  # its fix, if the records at _dmarc.<domain> carry none
+        fix = None if _own_records(domain, record) else _first_record(domain, record)
         out.append(Finding("error", "dmarc", f"no DMARC record applies to {domain}: receivers "
-                           "apply no policy and send no reports"))
+                           "apply no policy and send no reports", "RFC 9989 §4.10.1", fix,
+                           code="dmarc.none"))
         return out
-    tags = record.tags
-    if record.found_at != domain:
-        out.append(Finding("info", "dmarc", f"the record of {record.found_at} applies "
-                           f"(no _dmarc.{domain} record; found by the RFC 9989 tree walk)"))
-    p = tags.get("p", "").lower()
-    if not p:
-        out.append(Finding("warning", "dmarc", "no p= tag: treated as p=none; say it explicitly"))
-    elif p not in ("none", "quarantine", "reject"):
-        out.append(Finding("error", "dmarc", f"p={p} is not none, quarantine or reject"))
-    for tag, text in _REMOVED_TAGS.items():
-        if tag in tags:
-            out.append(Finding("warning" if tag == "pct" else "info", "dmarc", text))
-    if tags.get("t", "n").lower() == "y":
-        out.append(Finding("info", "dmarc", "t=y (test mode): receivers apply one level less "
-                           "than p= and report policy_test_mode"))
-    psd = tags.get("psd", "").lower()
-    if psd == "y":
-        out.append(Finding("warning", "dmarc", "psd=y declares a public suffix domain; only "
-                           "registries should publish it"))
-    if not tags.get("rua"):
-        out.append(Finding("warning", "reports", "no rua= tag: no aggregate reports are sent"))
+    at = record.found_at or domain
+    if at != domain:
+        out.append(Finding("info", "dmarc", f"the record of {at} applies (no _dmarc.{domain} "
+                           "record; found by the RFC 9989 tree walk)", "RFC 9989 §4.10.1",
+                           code="dmarc.inherited"))
+    policy = parse_dmarc(record.record)
+    repair = _repair(at, (record.record,))
+    resolved = {f.code for f in parse_dmarc(repair.value).findings}
+    for finding in policy.findings:
+        if finding.code == "dmarc.psd" and at != domain:
+            org = ".".join(domain.split(".")[-len(at.split(".")) - 1:])
+            out.append(Finding("warning", "dmarc", f"{org} publishes no DMARC record, so the "
+                               f"public suffix's record at {at} (psd=y) applies to {domain}: "
+                               f"publish your own at _dmarc.{org}", "RFC 9989 §4.10.2",
+                               code="dmarc.psd-record-applies"))
+            continue
+        fixed = finding.code not in resolved and finding.level != "info"
+        out.append(dataclasses.replace(finding, fix=repair) if fixed else finding)
+    if at == domain or policy.choice("psd") != "y":  # a registry's destinations are its own
+        out += _destination_findings(domain, at, policy, destinations or {})
+    return out
+
+
+def _own_records(domain: str, record: DmarcRecord) -> tuple[str, ...]:
+    """The TXT strings at `_dmarc.<domain>` that are, or were meant as, DMARC records."""
+    own = record.own or ((record.record,) if record.found_at == domain and record.record else ())
+    return tuple(r for r in own if is_dmarc(r) or near_dmarc(r))
+
+
+def _own_name_findings(domain: str, record: DmarcRecord) -> list[Finding]:
+    """Two records, near-misses and stray TXT at `_dmarc.<domain>`, and records at the apex."""
+    out = []
+    name = f"_dmarc.{domain}"
+    valid = [r for r in record.own if is_dmarc(r)]
+    near = [r for r in record.own if near_dmarc(r)]
+    if len(valid) > 1:
+        out.append(Finding("error", "dmarc", f"{name} has {len(valid)} DMARC records: receivers "
+                           "discard them all; all of them must go, replaced by the one record "
+                           "below", "RFC 9989 §4.10", _repair(domain, (*valid, *near)),
+                           code="dmarc.multiple"))
+    for text in near:
+        finding = parse_dmarc(text).findings[0]
+        if valid:  # a record applies; this one only confuses whoever reads the zone
+            out.append(dataclasses.replace(finding, level="warning", text=finding.text + "; "
+                       "remove it", fix=DnsChange(name, "TXT", "", "remove the record "
+                                                  "receivers ignore", (text,))))
+        else:
+            out.append(dataclasses.replace(finding, fix=_repair(domain, (text,))))
+    for text in record.own:
+        if not is_dmarc(text) and not near_dmarc(text):
+            out.append(Finding("info", "dmarc", f"{name} also holds a TXT record that is not "
+                               f"DMARC ({_short(text)}); receivers ignore it", "RFC 9989 §4.10",
+                               code="dmarc.unrelated"))
+    for text in record.apex:
+        out.append(Finding("warning", "dmarc", f"{domain} itself holds a DMARC record "
+                           f"({_short(text)}): receivers only read {name}, so it does nothing",
+                           "RFC 9989 §4.5", DnsChange(domain, "TXT", "", "remove the DMARC "
+                                                      "record receivers never read", (text,)),
+                           code="dmarc.apex"))
+    return out
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _repair(at: str, texts: Sequence[str]) -> DnsChange:
+    """One clean record that asks for what `texts` (published at `_dmarc.<at>`) ask for."""
+    intent = dmarc_rules.merge([intent_of(parse_dmarc(t, lenient=True)) for t in texts])
+    why = ("replace the records with one" if len(texts) > 1
+           else "the same policy, written so receivers can read it")
+    return DnsChange(f"_dmarc.{at}", "TXT", render(intent), why, tuple(texts))
+
+
+def _first_record(domain: str, record: DmarcRecord) -> DnsChange:
+    """The record to publish where none applies (a misplaced apex record's policy, if any)."""
+    base = _base_intent(domain, record)
+    if base is None:
+        return DnsChange(f"_dmarc.{domain}", "TXT",
+                         f"v=DMARC1; p=none; rua=mailto:dmarc-reports@{domain}",
+                         "publish a DMARC record with p=none and read the reports")
+    return DnsChange(f"_dmarc.{domain}", "TXT", render(base), "publish the policy where "
+                     "receivers look for it", _own_records(domain, record))
+
+
+def _destination_findings(domain: str, at: str, policy: dmarc_rules.DmarcPolicy,
+                          destinations: Mapping[str, ReportDestination]) -> list[Finding]:
+    out = []
+    for tag in ("rua", "ruf"):
+        for uri in policy.uris(tag):
+            found = destinations.get(uri.host or "")
+            if found is None:
+                continue
+            host = found.host
+            if found.exists is False:
+                out.append(Finding("error", "reports", f"{tag}: {host} does not exist, so "
+                                   f"{'aggregate' if tag == 'rua' else 'failure'} reports never "
+                                   "arrive", "RFC 5321 §5.1", code="reports.no-domain"))
+            elif found.mx is False:
+                out.append(Finding("warning", "reports", f"{tag}: {host} has no MX record: "
+                                   "reports only arrive if its address accepts mail",
+                                   "RFC 5321 §5.1", code="reports.no-mx"))
+            if found.external is None:
+                out.append(Finding("warning", "reports", f"{tag}: could not tell now whether "
+                                   f"{host} is outside {at}'s organisation (DNS did not answer)",
+                                   "RFC 9990 §3", code="reports.unknown"))
+            elif found.external and found.authorised is None:
+                out.append(Finding("warning", "reports", f"{tag}: could not look up whether "
+                                   f"{host} accepts reports for {at}", "RFC 9990 §3",
+                                   code="reports.unknown"))
+            elif found.external and not found.authorised:
+                out.append(Finding("error", "reports", (
+                    f"{host} has not authorised {tag} reports for {at}: receivers drop them; "
+                    f"its owner must publish {at}._report._dmarc.{host} TXT \"v=DMARC1\""),
+                    "RFC 9990 §3", DnsChange(f"{at}._report._dmarc.{host}", "TXT", "v=DMARC1",
+                                             f"{host} accepts reports about {at}"),
+                    code="reports.unauthorised"))
     return out
 
 
 def spf_findings(tree: SpfTree) -> list[Finding]:
-    if tree.temporary:
-        return [Finding("warning", "spf", "part of the SPF tree could not be looked up now "
-                        "(timeout or SERVFAIL); try again")]
-    out = []
-    if tree.record is None:
-        out.append(Finding("error", "spf", f"{tree.domain} has no SPF record: publish one, "
-                           "ending in -all"))
-    for error in tree.errors:
-        out.append(Finding("error", "spf", error))
-    if tree.record is not None:
-        if tree.all_qualifier == "+":
-            out.append(Finding("error", "spf", "+all authorises every server on the Internet"))
-        elif tree.all_qualifier == "?":
-            out.append(Finding("warning", "spf", "?all is neutral: it authorises nothing and "
-                               "rejects nothing; end with -all"))
-        elif tree.all_qualifier is None and "redirect=" not in tree.record:
-            out.append(Finding("warning", "spf", "no 'all' at the end: unlisted servers get a "
-                               "neutral result; end with -all"))
-        if tree.lookups <= MAX_LOOKUPS and tree.lookups >= MAX_LOOKUPS - 1:
-            out.append(Finding("warning", "spf", f"{tree.lookups} of {MAX_LOOKUPS} DNS lookups "
-                               "used: one more include breaks SPF for every message"))
-        if 0 < tree.void_lookups <= MAX_VOID_LOOKUPS:
-            out.append(Finding("warning", "spf", f"{tree.void_lookups} void lookup(s): an "
-                               "include or a/mx name that has no record"))
-    return out
+    """RFC 7208 findings for the domain's SPF tree, each with its fix (`analysis.spfadvice`)."""
+    return spfadvice.findings(tree)
 
 
 def dkim_findings(keys: Sequence[DkimKey]) -> list[Finding]:
+    """Each selector seen signing must have a usable key (RFC 6376 §3.6.1, RFC 8301, RFC 8463)."""
     out = []
     for key in keys:
         name = f"{key.selector}._domainkey.{key.domain}"
         if key.temporary:
-            out.append(Finding("warning", "dkim", f"{name} could not be looked up now"))
+            out.append(Finding("warning", "dkim", f"{name} could not be looked up now",
+                               code="dkim.temporary"))
         elif key.record is None:
             where = f" (its CNAME target {key.target} does not exist)" if key.target else ""
             out.append(Finding("error", "dkim", f"{name} has no DKIM key{where}, but mail is "
-                               "signed with it"))
-        elif "p=;" in key.record.replace(" ", "") or key.record.replace(" ", "").endswith("p="):
-            out.append(Finding("warning", "dkim", f"{name} is revoked (empty p=)"))
+                               "signed with it", "RFC 6376 §6.1.2", code="dkim.missing"))
+        else:
+            out.extend(parse_dkim_key(key.record, name).findings)
     return out
 
 
@@ -176,90 +257,195 @@ def _pct(part: int, whole: int) -> str:
     return f"{100.0 * part / whole:.0f} %" if whole else "0 %"
 
 
+def _base_intent(domain: str, record: DmarcRecord) -> Intent | None:
+    """What the domain's DMARC asks for now, the floor every proposal must cover.
+
+    Its own records (broken ones read for their intent, two merged into one); else the record it
+    inherits, with the parent's subdomain policy (`sp`) as its `p`; else a misplaced apex record.
+    """
+    own = _own_records(domain, record)
+    if own:
+        return dmarc_rules.merge([intent_of(parse_dmarc(t, lenient=True)) for t in own])
+    if record.record is not None:
+        parent = intent_of(parse_dmarc(record.record))
+        psd = parse_dmarc(record.record).choice("psd") == "y"
+        sub = parent.sp or parent.p
+        return Intent(p=sub, t=parent.t, np=parent.np if parent.np != sub else None,
+                      adkim=parent.adkim, aspf=parent.aspf,
+                      rua=() if psd else parent.rua, ruf=() if psd else parent.ruf,
+                      fo=None if psd else parent.fo)
+    if record.apex:
+        return dmarc_rules.merge([intent_of(parse_dmarc(t, lenient=True)) for t in record.apex])
+    return None
+
+
+def _needs_repair(domain: str, record: DmarcRecord) -> bool:
+    """The domain's own DMARC record is broken in a way receivers notice (an error finding)."""
+    own = _own_records(domain, record)
+    if len(own) != 1 or not is_dmarc(own[0]):
+        return bool(own)
+    repaired = render(intent_of(parse_dmarc(own[0])))
+    return repaired != own[0] and any(f.level == "error" for f in parse_dmarc(own[0]).findings)
+
+
 def proposed_dmarc(domain: str, record: DmarcRecord, policy: str, test: bool) -> DnsChange:
-    """The DMARC record with `p` moved on: reporting and alignment tags kept, removed ones gone."""
-    tags = dict(record.tags) if record.record else {}
-    keep = {k: v for k, v in tags.items()
-            if k not in ("v", "p", "t", "pct", "rf", "ri", "psd")}
-    if "sp" in keep and keep["sp"].lower() == "none" and policy != "none":
-        keep["sp"] = policy
-    parts = ["v=DMARC1", f"p={policy}"] + (["t=y"] if test else [])
-    parts += [f"{k}={v}" for k, v in keep.items()]
-    if "rua" not in keep:
-        parts.append(f"rua=mailto:dmarc-reports@{domain}")
-    why = f"move to p={policy}" + (" in test mode (receivers apply one level less)"
-                                     if test else "")
-    return DnsChange(f"_dmarc.{domain}", "TXT", "; ".join(parts), why)
+    """The domain's DMARC record with `p` moved on: reporting and alignment tags kept, removed
+    ones gone, replacing whatever `_dmarc.<domain>` holds now."""
+    return _proposal(domain, record, _base_intent(domain, record) or Intent(), policy, test)[0]
+
+
+def _proposal(domain: str, record: DmarcRecord, base: Intent, policy: str,
+              test: bool, *, moving: bool = True) -> tuple[DnsChange, Intent]:
+    """The record for `policy` (with t=y when `test`), and what it asks for; one that moves on
+    (`moving`) asks for reports when the published one does not.
+
+    Never weaker than `base`: t=y is dropped where it would soften an sp or np in force, and
+    should anything else come out weaker the base itself is proposed.
+    """
+    sp = policy if base.sp == "none" and policy != "none" else base.sp
+    rua = base.rua or ((f"mailto:dmarc-reports@{domain}",) if moving else ())
+    intent = dataclasses.replace(base, p=policy, t="y" if test else "n", sp=sp, rua=rua)
+    if not intent.covers(base):
+        intent = dataclasses.replace(intent, t="n")
+    if not intent.covers(base):
+        intent = dataclasses.replace(base, rua=rua)
+    why = (f"move to p={intent.p}" + (" in test mode (receivers apply one level less)"
+                                        if intent.t == "y" else "") if moving
+           else "the policy published now, in one record receivers can read")
+    change = DnsChange(f"_dmarc.{domain}", "TXT", render(intent), why,
+                       _own_records(domain, record))
+    return change, intent
 
 
 def plan(domain: str, record: DmarcRecord, considered: int, ready: int,
          blockers: Sequence[str], forwarded_lists: int) -> tuple[str, str, list[DnsChange]]:
-    """(next policy, next step in words, DMARC change) from readiness and the current policy."""
-    policy = record.tags.get("p", "none").lower() if record.record else None
-    testing = record.tags.get("t", "n").lower() == "y"
+    """(next policy, next step in words, DMARC change) from readiness and the current policy.
+
+    Advice only moves forward: the record proposed never asks for less than the published one
+    (`Intent.covers`), keeps every report destination, and replaces what `_dmarc.<domain>`
+    holds instead of adding a second record. A broken record is repaired with its intent.
+    """
+    base = _base_intent(domain, record)
     share = ready / considered if considered else 0.0
-    if record.record is None:
+    if base is None:
         change = proposed_dmarc(domain, record, "none", test=False)
         return "none", "publish a DMARC record with p=none and read the reports", [change]
+    policy, testing = base.p, base.t == "y"
+    repair = _needs_repair(domain, record) or record.record is None
+    fix = [_proposal(domain, record, base, policy, testing, moving=False)[0]] if repair else []
+    mend = "repair the DMARC record (see the findings), then " if repair else ""
     if policy == "reject" and not testing:
+        if repair:
+            return "reject", ("repair the DMARC record (see the findings): until then receivers "
+                              "may not apply p=reject"), fix
         return "reject", "at enforcement: keep watching the reports for new senders", []
-    target = _NEXT.get(policy, "quarantine")  # reject + t=y: drop t=y when ready
+    target = _NEXT[policy]  # reject + t=y: drop t=y when ready
     if not considered:
-        return policy or "none", (f"stay at p={policy}: no sender is approved or passes with "
-                                  "aligned DKIM yet; resolve the blockers first"), []
+        return policy, (f"{mend}stay at p={policy}: no sender is approved or passes with "
+                        "aligned DKIM yet; resolve the blockers first"), fix
     if blockers:
-        return policy or "none", (f"stay at p={policy} until the {len(blockers)} blocker(s) are "
-                                  f"resolved ({_pct(ready, considered)} of approved mail passes "
-                                  "with aligned DKIM)"), []
+        return policy, (f"{mend}stay at p={policy} until the {len(blockers)} blocker(s) are "
+                        f"resolved ({_pct(ready, considered)} of approved mail passes with "
+                        "aligned DKIM)"), fix
     if share < TEST:
-        return policy or "none", (f"stay at p={policy}: only {_pct(ready, considered)} of "
-                                  f"approved mail passes with aligned DKIM (needs "
-                                  f"{TEST:.0%})"), []
+        return policy, (f"{mend}stay at p={policy}: only {_pct(ready, considered)} of approved "
+                        f"mail passes with aligned DKIM (needs {TEST:.0%})"), fix
     if target == "reject" and forwarded_lists:
         note = (f"; {forwarded_lists:,} messages go through mailing lists, which p=reject "
                 "breaks: stay at quarantine for at least a month first (RFC 9989)")
     else:
         note = ""
     test = share < READY or (testing and policy != target)
-    change = proposed_dmarc(domain, record, target, test=test)
-    step = (f"move to p={target}" + (" with t=y" if test else "") +
+    change, asked = _proposal(domain, record, base, target, test)
+    if test and asked.t != "y" and share < READY:
+        # t=y would soften an sp or np already in force; without it the step is too big for a
+        # domain that is not fully ready, so it stays (repaired if it must be)
+        return policy, (f"{mend}stay at p={policy}: t=y would soften the subdomain policy in "
+                        f"force, and {_pct(ready, considered)} is not yet {READY:.0%}"), fix
+    if change.replaces == (change.value,):
+        return policy, (f"stay: the record already asks for this ({_pct(ready, considered)} of "
+                        "approved mail passes with aligned DKIM)"), []
+    step = (f"{mend}move to p={asked.p}" + (" with t=y" if asked.t == "y" else "") +
             f": {_pct(ready, considered)} of approved mail passes with aligned DKIM{note}")
-    return target, step, [change]
+    return asked.p, step, [change]
 
 
-def spf_changes(domain: str, tree: SpfTree, services: Sequence[ServiceVerdict],
-                statuses: Mapping[str, str], catalog: Catalog) -> tuple[list[Finding],
-                                                                        list[DnsChange]]:
-    """Includes that approved services still need, without breaking the 10-lookup limit."""
-    findings: list[Finding] = []
-    changes: list[DnsChange] = []
-    if tree.record is None:
-        return findings, changes
+def spf_includes_needed(tree: SpfTree, services: Sequence[ServiceVerdict],
+                        statuses: Mapping[str, str], catalog: Catalog) -> list[tuple[str, str]]:
+    """(service name, include) for services that need an SPF include the record lacks."""
     needed = []
     for s in services:
         if s.verdict != "needs-spf" or statuses.get(s.service_key) == "Rejected":
             continue
         service = catalog.get(s.service_key)
         include = next((p.value for p in service.publish if p.kind == "spf_include"), None)
-        if include and include not in tree.includes:
+        if include and include not in tree.includes and (service.name, include) not in needed:
             needed.append((service.name, include))
+    return needed
+
+
+async def spf_include_costs(dns: DnsEvidence, includes: Sequence[str]) -> dict[str, int]:
+    """Lookups each include costs (itself plus its tree); broken or unreachable ones are left
+    out, so they are never proposed."""
+    trees = await asyncio.gather(*(dns.spf_tree(include) for include in includes))
+    return {include: 1 + tree.lookups for include, tree in zip(includes, trees, strict=True)
+            if not tree.temporary and not tree.errors}
+
+
+def spf_changes(domain: str, tree: SpfTree, services: Sequence[ServiceVerdict],
+                statuses: Mapping[str, str], catalog: Catalog,
+                include_costs: Mapping[str, int] | None = None
+                ) -> tuple[list[Finding], list[DnsChange]]:
+    """Includes that approved services still need, never beyond the 10-lookup limit.
+
+    Built on the repaired record when the record has fixable problems. `include_costs` are the
+    lookups each include costs (`spf_include_costs`); without them each counts 1, the least an
+    include can cost.
+    """
+    findings: list[Finding] = []
+    changes: list[DnsChange] = []
+    if tree.record is None or tree.temporary:
+        return findings, changes
+    needed = spf_includes_needed(tree, services, statuses, catalog)
     if not needed:
         return findings, changes
-    # Each include costs at least one lookup (more when it includes others).
-    if tree.lookups + len(needed) > MAX_LOOKUPS:
+    fixed = spfadvice.repair(tree)
+    broken = [p for p in tree.problems if p.permerror
+              and not (fixed and spfadvice.own(tree, p.domain) and p.code in fixed.fixed)]
+    if broken or (tree.errors and not tree.problems):
+        names = ", ".join(name for name, _ in needed)
+        findings.append(Finding("warning", "spf", f"{names} need(s) an SPF include, but the "
+                                "record fails for every message now: fix it first (see the "
+                                "SPF errors)", "RFC 7208 §2.6.7", code="spf.include-blocked"))
+        return findings, changes
+    base, lookups = (fixed.record, fixed.lookups) if fixed else (tree.record, tree.lookups)
+    costs = {include: (include_costs or {}).get(include, 1 if include_costs is None else 0)
+             for _, include in needed}
+    unknown = [include for include, cost in costs.items() if not cost]
+    if unknown:
+        findings.append(Finding("warning", "spf", f"the SPF record of {', '.join(unknown)} "
+                                "could not be checked now (or is broken): it is not proposed",
+                                "RFC 7208 §4.6.4", code="spf.include-unchecked"))
+        needed = [(name, include) for name, include in needed if include not in unknown]
+        if not needed:
+            return findings, changes
+    total = lookups + sum(costs[include] for _, include in needed)
+    if total > MAX_LOOKUPS:
         names = ", ".join(name for name, _ in needed)
         findings.append(Finding("warning", "spf", (
-            f"adding the includes for {names} would take SPF to at least "
-            f"{tree.lookups + len(needed)} lookups (limit {MAX_LOOKUPS}): send them from a "
-            f"subdomain (e.g. mail.{domain}) with its own SPF record, or rely on DKIM alone for "
-            "them (their DMARC pass then comes from aligned DKIM)")))
+            f"adding the includes for {names} would take SPF to {total} lookups (limit "
+            f"{MAX_LOOKUPS}): send them from a subdomain (e.g. mail.{domain}) with its own SPF "
+            "record, or rely on DKIM alone for them (their DMARC pass then comes from aligned "
+            "DKIM)"), "RFC 7208 §4.6.4", code="spf.include-over-limit"))
         return findings, changes
-    terms = tree.record.split()
+    terms = base.split()
     insert_at = next((i for i, t in enumerate(terms) if t.lstrip("+-~?").lower() == "all"),
                      len(terms))
     terms[insert_at:insert_at] = [f"include:{include}" for _, include in needed]
-    changes.append(DnsChange(domain, "TXT", " ".join(terms),
-                             "authorise " + ", ".join(name for name, _ in needed)))
+    why = "authorise " + ", ".join(name for name, _ in needed)
+    if fixed:
+        why += "; " + "; ".join(fixed.done)
+    changes.append(DnsChange(domain, "TXT", " ".join(terms), why, (tree.record,)))
     return findings, changes
 
 
@@ -290,30 +476,59 @@ async def assess(domain: str, dns: DnsEvidence, services: Sequence[ServiceVerdic
                         for (d, sel, _), _ in src.identification.activity.dkim
                         if sel and (d == domain or d.endswith("." + domain))})
     record, tree, keys = await asyncio.gather(
-        dns.dmarc(domain), dns.spf_tree(domain),
+        dns.dmarc(domain), dns.spf_tree(domain, full=True),
         asyncio.gather(*(dns.dkim_key(sel, d) for sel, d in selectors)))
-    findings = dmarc_findings(domain, record) + spf_findings(tree) + dkim_findings(keys)
-    for uri in record.tags.get("rua", "").split(","):
-        destination = uri.strip().removeprefix("mailto:").partition("@")[2].partition("!")[0]
-        destination = destination.lower()
-        if destination and not (destination == domain or destination.endswith("." + domain)):
-            authorised = await dns.report_authorised(domain, destination)
-            if authorised is False:
-                findings.append(Finding("error", "reports", (
-                    f"{destination} has not authorised reports for {domain}: its owner must "
-                    f"publish {domain}._report._dmarc.{destination} TXT \"v=DMARC1\"")))
+    destinations = await report_destinations(dns, record)
+    findings = (dmarc_findings(domain, record, destinations) + spf_findings(tree)
+                + dkim_findings(keys) + await transport_findings(dns, domain))
     considered, ready, blockers = readiness(services, statuses)
     lists = sum(s.messages for s in services
                 if s.verdict == "forwarded" and s.category == "list-server")
     if lists:
         findings.append(Finding("info", "forwarding", f"{lists:,} messages reach receivers "
-                                "through mailing lists; p=reject will bounce some of them"))
+                                "through mailing lists; p=reject will bounce some of them",
+                                "RFC 9989 §7.4", code="forwarding.lists"))
     next_policy, step, dmarc_change = plan(domain, record, considered, ready, blockers, lists)
-    spf_notes, spf_change = spf_changes(domain, tree, services, statuses, catalog)
+    needed = spf_includes_needed(tree, services, statuses, catalog)
+    costs = await spf_include_costs(dns, [include for _, include in needed])
+    spf_notes, spf_change = spf_changes(domain, tree, services, statuses, catalog, costs)
     findings.extend(spf_notes)
     changes = dmarc_change + spf_change + dkim_changes(services, statuses, catalog)
-    policy = record.tags.get("p", "none").lower() if record.record else None
+    parsed = record.parsed
+    policy = parsed.policy if parsed is not None else None
     return Posture(domain, record, tree, tuple(findings),
                    ready / considered if considered else 0.0, considered, ready,
                    tuple(blockers), policy, next_policy, step, tuple(changes))
 
+
+async def report_destinations(dns: DnsEvidence, record: DmarcRecord
+                              ) -> dict[str, ReportDestination]:
+    """What DNS says about every `rua`/`ruf` host of the record that applies (RFC 9990 §3)."""
+    policy = record.parsed
+    if policy is None or record.found_at is None:
+        return {}
+    hosts = sorted({u.host for tag in ("rua", "ruf") for u in policy.uris(tag)
+                    if u.host and u.scheme == "mailto"})
+    found = await asyncio.gather(*(dns.report_destination(record.found_at, h) for h in hosts))
+    return {d.host: d for d in found}
+
+
+async def transport_findings(dns: DnsEvidence, domain: str) -> list[Finding]:
+    """MTA-STS (`_mta-sts`), TLS-RPT (`_smtp._tls`) and BIMI (`default._bimi`) TXT records:
+    optional, so only what is published is judged. The MTA-STS policy file itself is not
+    fetched here (no HTTP in `analysis/`); `analysis.records.mtasts` parses it when handed in."""
+    names = (f"_mta-sts.{domain}", f"_smtp._tls.{domain}", f"default._bimi.{domain}")
+    try:
+        sts, tls, bimi = await asyncio.gather(*(dns.lookup(n, "TXT") for n in names))
+    except DnsTemporaryError:
+        return [Finding("warning", "mta-sts", "the MTA-STS, TLS-RPT and BIMI records could not "
+                        "be looked up now", code="transport.temporary")]
+    out = sts_record_findings(domain, sts.records) + tlsrpt_findings(domain, tls.records)
+    bimi_records = [t for t in bimi.records if t.lower().lstrip().startswith("v=bimi")]
+    if len(bimi_records) > 1:
+        out.append(Finding("error", "bimi", f"default._bimi.{domain} has {len(bimi_records)} "
+                           "BIMI records: mailbox providers use none", "BIMI draft",
+                           code="bimi.multiple"))
+    elif bimi_records:
+        out.extend(parse_bimi(bimi_records[0]).findings)
+    return out

@@ -24,7 +24,7 @@ import dns.resolver
 from analysis import AggregateReport, Limits, RejectedInput, iter_files, read_reports
 from analysis.catalog import load_catalog
 from analysis.dnsevidence import DnsBudget, DnsEvidence, answers_from_zone, make_resolver
-from analysis.posture import Posture
+from analysis.posture import DnsChange, Posture
 from analysis.senders import analyse_rollups
 from analysis.serialize import (
     AGGREGATE_CSV_FIELDS,
@@ -287,17 +287,28 @@ def cmd_senders(args: argparse.Namespace, limits: Limits) -> int:
     return 0
 
 
+#: `posture --json` schema (docs/posture.md); raised when a field changes meaning or goes away.
+POSTURE_SCHEMA = 1
+
+
+def _change_json(c: DnsChange) -> dict[str, object]:
+    return {"name": c.name, "type": c.type, "value": c.value, "replaces": list(c.replaces),
+            "why": c.why}
+
+
 def _posture_json(p: Posture) -> dict[str, object]:
     return {
+        "schema": POSTURE_SCHEMA,
         "domain": p.domain, "policy": p.policy, "dmarc_record": p.dmarc.record,
         "dmarc_found_at": p.dmarc.found_at, "spf_record": p.spf.record,
         "spf_lookups": p.spf.lookups, "spf_void_lookups": p.spf.void_lookups,
-        "findings": [{"level": f.level, "topic": f.topic, "text": f.text} for f in p.findings],
+        "findings": [{"code": f.code, "severity": f.level, "topic": f.topic, "text": f.text,
+                      "rfc": f.rfc, "fix": _change_json(f.fix) if f.fix else None}
+                     for f in p.findings],
         "readiness": round(p.readiness, 4), "considered_messages": p.considered_messages,
         "ready_messages": p.ready_messages, "blockers": list(p.blockers),
         "next_policy": p.next_policy, "next_step": p.next_step,
-        "publish": [{"name": c.name, "type": c.type, "value": c.value, "why": c.why}
-                    for c in p.changes],
+        "publish": [_change_json(c) for c in p.changes],
     }
 
 
@@ -307,7 +318,10 @@ def _print_posture(p: Posture, out: TextIO) -> None:
     out.write(f"  DMARC   {where}: {p.dmarc.record or '-'}\n")
     out.write(f"  SPF     {p.spf.record or '-'}  ({p.spf.lookups} lookups)\n")
     for f in p.findings:
-        out.write(f"  {f.level:<7} {f.topic:<6} {f.text}\n")
+        rule = f"  [{f.rfc}]" if f.rfc else ""
+        out.write(f"  {f.level:<7} {f.topic:<7} {f.text}{rule}\n")
+        if f.fix is not None:
+            _print_change(f.fix, out, indent="            fix: ")
     out.write(f"\n  readiness  {100 * p.readiness:.1f}% of approved or compliant mail passes with "
               f"aligned DKIM ({p.ready_messages:,} of {p.considered_messages:,} messages)\n")
     for b in p.blockers:
@@ -316,7 +330,17 @@ def _print_posture(p: Posture, out: TextIO) -> None:
     if p.changes:
         out.write("\n  publish:\n")
         for c in p.changes:
-            out.write(f"    {c.name}  {c.type}  \"{c.value}\"\n      ({c.why})\n")
+            _print_change(c, out, indent="    ")
+
+
+def _print_change(c: DnsChange, out: TextIO, indent: str) -> None:
+    pad = " " * len(indent)
+    for old in c.replaces:
+        out.write(f"{indent}remove {c.name}  {c.type}  \"{old}\"\n")
+        indent = pad
+    if c.value:
+        out.write(f"{indent}{c.name}  {c.type}  \"{c.value}\"\n")
+    out.write(f"{pad}  ({c.why})\n")
 
 
 def cmd_posture(args: argparse.Namespace, limits: Limits) -> int:

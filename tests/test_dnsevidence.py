@@ -150,7 +150,8 @@ def test_dmarc_tree_walk(dns_server: KnotServer) -> None:
         direct = await ev.dmarc("contoso.com")
         assert direct.found_at == "contoso.com" and direct.tags["p"] == "none"
         walked = await ev.dmarc("sales.eu.contoso.com")
-        assert walked.found_at == "contoso.com" and walked.queries == 3
+        # the walk goes on to _dmarc.com: the record with the fewest labels applies (§4.10.2)
+        assert walked.found_at == "contoso.com" and walked.queries == 4
         psd = await ev.dmarc("firstbank.bank.test")
         assert psd.found_at == "bank.test" and psd.tags.get("psd") == "y"
         none = await ev.dmarc("nodmarc.example")
