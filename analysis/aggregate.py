@@ -11,6 +11,7 @@ can from documents that are not well-formed, keeping the error.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import socket
 from collections.abc import Callable, Iterator
@@ -33,6 +34,7 @@ from analysis.model import (
     Schema,
     SpfResult,
 )
+from analysis.sniff import xml_start
 
 RFC9990_NAMESPACE = "urn:ietf:params:xml:ns:dmarc-2.0"
 #: Messages one record may count; more is a broken record (and would overflow the store).
@@ -42,6 +44,20 @@ _TAIL = 512
 # whitespace may follow).
 _CLOSED = re.compile(rb"(?:</(?:[\w.-]+:)?feedback\s*>|<(?:[\w.-]+:)?feedback\b[^<>]*/>)"
                      rb"(?:\s|<!--.*?-->|<\?.*?\?>)*\Z", re.DOTALL)
+#: The same for a report wrapped in another element: the wrappers' end tags may follow.
+_CLOSED_WRAPPED = re.compile(rb"</(?:[\w.-]+:)?feedback\s*>"
+                             rb"(?:\s|<!--.*?-->|<\?.*?\?>|</[\w.:-]+\s*>)*\Z", re.DOTALL)
+#: A <feedback> start tag, looked for in the first chunk of a document whose root is another
+#: element (IKEA once sent its report inside a stray <xs:schema> open tag; issue 15).
+_FEEDBACK_TAG = re.compile(rb"<(?:[\w.-]+:)?feedback[\s/>]")
+#: Namespaces a <feedback> is known in: none (most reports), RFC 9990's, and the one RFC 7489's
+#: XSD declares as its target. Another is read all the same, by local names, and noted.
+_KNOWN_NAMESPACES = frozenset({"", "urn:ietf:params:xml:ns:dmarc-2.0",
+                               "http://dmarc.org/dmarc-xml/0.1"})
+#: Above this, a date_range value is milliseconds (SFR sends them; issue 15): as seconds it
+#: would be past the year 5000, in milliseconds it is after 1973.
+_MILLISECONDS = 10**11
+_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]*)?")
 _MISMATCH = re.compile(r"tag mismatch: ([\w.:-]+) line")
 #: Elements whose wrong closing loses report data (a stray unknown tag is only repaired).
 _STRUCTURE = frozenset({"feedback", "report_metadata", "policy_published", "record", "row",
@@ -53,12 +69,12 @@ _PROLOG = re.compile(rb"\A(?:\s|<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^>]*>)*", re.DOTA
 
 
 def _root_name(head: bytes) -> str | None:
-    """The local name of the first element, read from the bytes (None when not plain ASCII-
-    compatible XML or not in this chunk): a non-report document is refused before parsing."""
+    """The name of the first element, prefix included, read from the bytes (None when not plain
+    ASCII-compatible XML or not in this chunk): a non-report document is refused before parsing."""
     start = _PROLOG.match(head.removeprefix(b"\xef\xbb\xbf"))
     rest = head.removeprefix(b"\xef\xbb\xbf")[start.end() if start else 0:]
     found = _FIRST_TAG.match(rest)
-    return found.group(2).decode("ascii") if found else None
+    return found.group(0)[1:].decode("ascii") if found else None
 
 
 #: The report's parts: the top-level elements it is read from.
@@ -117,11 +133,14 @@ def normalise_report_id(raw: str) -> str:
     return rid.split("@", 1)[0].strip() if "@" in rid else rid
 
 
-def _epoch(value: str, what: str) -> datetime:
+def _seconds(value: str, what: str) -> float:
     try:
-        return datetime.fromtimestamp(int(float(value)), tz=UTC)
-    except (ValueError, OverflowError, OSError):
-        raise _BrokenRecord(f"{what} {value[:40]!r} is not a Unix time") from None
+        seconds = float(value)  # allows the surrounding whitespace, as xs:integer does
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds):
+        raise _BrokenRecord(f"{what} {value[:40]!r} is not a Unix time")
+    return seconds
 
 
 _AF_INET, _AF_INET6 = int(socket.AF_INET), int(socket.AF_INET6)  # plain ints convert faster
@@ -131,7 +150,12 @@ _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _CANONICAL_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 
 
-def _ip(value: str) -> str:
+#: Notes on what a report's records spell otherwise than the standards, by kind: one line per
+#: kind per report (the first case), however many records share it.
+Quirks = dict[str, str]
+
+
+def _ip(value: str, quirks: Quirks) -> str:
     """The canonical text of an IP address (compressed, lower-case IPv6)."""
     if _CANONICAL_IPV4.fullmatch(value):
         return value
@@ -140,9 +164,21 @@ def _ip(value: str) -> str:
     try:
         return _ntop(family, _pton(family, value))
     except (OSError, ValueError):
-        raise _BrokenRecord(
-            f"source_ip {value[:60]!r} is not an IP address" if value else "missing source_ip"
-        ) from None
+        pass
+    # An IPv6 address in URI brackets or with a zone index (`fe80::1%eth0`) names the same
+    # address; a zone means nothing beyond the receiver's own host.
+    bare = value.removeprefix("[").removesuffix("]").partition("%")[0]
+    if bare != value and ":" in bare:
+        try:
+            canonical = _ntop(_AF_INET6, _pton(_AF_INET6, bare))
+        except (OSError, ValueError):
+            pass
+        else:
+            quirks.setdefault("ip", f"source_ip written with brackets or a zone index (first: "
+                                    f"{value[:60]!r}); read as {canonical}")
+            return canonical
+    raise _BrokenRecord(
+        f"source_ip {value[:60]!r} is not an IP address" if value else "missing source_ip")
 
 
 # Elements a record is read from, numbered so the hot loop below compares small integers.
@@ -166,9 +202,12 @@ def record_tags(namespace: str) -> dict[str, int]:
 
     Elements of any other namespace (RFC 9990 extensions) find no entry and are skipped.
     """
-    prefix = f"{{{namespace}}}" if namespace else ""
-    tags = {prefix + name: code for code, name in enumerate(_RECORD_FIELDS)}
-    tags.update({prefix + name: code for name, code in _REASON_SLOTS.items()})
+    names = {name: code for code, name in enumerate(_RECORD_FIELDS)} | _REASON_SLOTS
+    tags = dict(names)
+    if namespace:
+        # Also the names in no namespace: a report whose root alone carries a prefix
+        # (`<d:feedback xmlns:d=...>` around unprefixed children) is still read.
+        tags.update({f"{{{namespace}}}{name}": code for name, code in names.items()})
     return tags
 
 
@@ -186,11 +225,20 @@ def _result(text: str | None) -> str:
     return word
 
 
+def _checked(text: str | None, quirks: Quirks) -> str:
+    """`_result`, noting a word the standards spell otherwise (`PASS`, `Fail`, `hardfail`):
+    the XSDs' values are lower-case words, but real reports vary (issue 15)."""
+    word = _result(text)
+    if text and word and text.strip() != word:  # (white space around a word is common)
+        quirks.setdefault("spelling", f"results not spelled as the standards do (first: "
+                                      f"{text.strip()[:20]!r}, read as {word!r})")
+    return word
+
+
+#: Results and dispositions as the standards spell them; any other spelling takes `_checked`.
 _WORDS: dict[str | None, str] = {
-    spelling: _RESULT_ALIASES.get(word, word)
-    for word in ("pass", "fail", "none", "softfail", "neutral", "temperror", "permerror",
-                 "policy", "hardfail", "quarantine", "reject")
-    for spelling in (word, word.capitalize(), word.upper())
+    word: word for word in ("pass", "fail", "none", "softfail", "neutral", "temperror",
+                            "permerror", "policy", "quarantine", "reject")
 }
 
 
@@ -202,8 +250,8 @@ _Slots = list[str | None]
 _Batch = tuple[list[etree._Element], bool]
 
 
-def _parse_record(rec: etree._Element, tags: dict[str, int], shared: dict[tuple[Any, ...], object]
-                  ) -> Record:
+def _parse_record(rec: etree._Element, tags: dict[str, int], shared: dict[tuple[Any, ...], object],
+                  quirks: Quirks) -> Record:
     # One pass over the record's elements in document order. This loop is most of the time spent
     # on a large report, so per element it does one dict lookup and at most one text read.
     fields: _Slots = [None] * _FIELDS_END  # the record's own fields by code: the last one wins
@@ -237,27 +285,27 @@ def _parse_record(rec: etree._Element, tags: dict[str, int], shared: dict[tuple[
                 spf = el.text
         elif code == _AUTH_RESULTS:
             in_auth, slots = True, None
-        else:  # _REASON
-            slots = [None, None, None, None, None]
+        else:  # _REASON: its own text in the result slot (rspamd wrote the type there)
+            slots = [None, None, el.text, None, None]
             reasons.append(slots)
     source_ip, count, disposition, header_from, envelope_from, envelope_to = fields[_SLOTS_END:]
     header = header_from.strip().lower() if header_from else ""
     if not header:
         raise _BrokenRecord("missing identifiers/header_from")
     words = _WORDS  # the usual spellings of a result, looked up here without a call
-    disposition = words.get(disposition) or _result(disposition)
-    dkim = words.get(dkim) or _result(dkim)
-    spf = words.get(spf) or _result(spf)
+    disposition = words.get(disposition) or _checked(disposition, quirks)
+    dkim = words.get(dkim) or _checked(dkim, quirks)
+    spf = words.get(spf) or _checked(spf, quirks)
     # A missing (or empty) result is unknown, not a fail: it is left empty here and filled by
     # the report's CrossCheck, which knows the alignment modes (issue 15).
     missing = () if disposition and dkim and spf else _missing(disposition, dkim, spf)
     return Record(
-        _ip(source_ip or ""), _count(count), disposition or "none", dkim, spf,
-        _shared(reasons, _reason, shared) if reasons else (),
+        _ip(source_ip or "", quirks), _count(count), disposition or "none", dkim, spf,
+        _shared(reasons, _reason, shared, quirks) if reasons else (),
         header, envelope_from.strip().lower() or None if envelope_from else None,
         envelope_to.strip().lower() or None if envelope_to else None,
-        _shared(dkims, _dkim_result, shared) if dkims else (),
-        _shared(spfs, _spf_result, shared) if spfs else (),
+        _shared(dkims, _dkim_result, shared, quirks) if dkims else (),
+        _shared(spfs, _spf_result, shared, quirks) if spfs else (),
         missing,
     )
 
@@ -283,15 +331,16 @@ def _count(text: str | None) -> int:
     return count
 
 
-def _shared(filled: list[_Slots], build: Callable[..., Any], shared: dict[tuple[Any, ...], object]
-            ) -> tuple[Any, ...]:
-    """The results built from each slot list (None from `build` drops one), reusing equal ones."""
+def _shared(filled: list[_Slots], build: Callable[..., Any], shared: dict[tuple[Any, ...], object],
+            quirks: Quirks) -> tuple[Any, ...]:
+    """The results built from each slot list (None from `build` drops one), reusing equal ones.
+    (A reused one was built, and any quirk in it noted, earlier in the same report.)"""
     out = []
     for slots in filled:
         key = (build, *slots)
         item = shared.get(key)
         if item is None:
-            item = build(*slots)
+            item = build(*slots, quirks)
             if item is None:
                 continue
             if len(shared) >= _SHARED_LIMIT:
@@ -301,7 +350,12 @@ def _shared(filled: list[_Slots], build: Callable[..., Any], shared: dict[tuple[
     return tuple(out)
 
 
-def _reason(kind: str | None, comment: str | None, *_: str | None) -> Reason:
+def _reason(kind: str | None, comment: str | None, text: str | None, _: str | None,
+            __: str | None, quirks: Quirks) -> Reason:
+    if kind is None and text and text.strip():  # `<reason>sampled_out</reason>` (rspamd)
+        kind = text
+        quirks.setdefault("reason", f"policy_evaluated/reason given as text, not in <type> "
+                                    f"(first: {text.strip()[:30]!r}); read as its type")
     return Reason(_result(kind) or "other", comment.strip() or None if comment else None)
 
 
@@ -316,19 +370,20 @@ def _check_name(what: str, value: str | None) -> None:
 
 
 def _dkim_result(domain: str | None, selector: str | None, result: str | None, _: str | None,
-                 human: str | None) -> DkimResult | None:
+                 human: str | None, quirks: Quirks) -> DkimResult | None:
     if not (domain and domain.strip()):
         return None  # a DKIM result names the signing domain, or it says nothing
     _check_name("DKIM domain", domain)
     _check_name("DKIM selector", selector)
     return DkimResult(_lower(domain), selector.strip() or None if selector else None,
-                      _result(result) or "none", human.strip() if human else None)
+                      _checked(result, quirks) or "none", human.strip() if human else None)
 
 
 def _spf_result(domain: str | None, _: str | None, result: str | None, scope: str | None,
-                human: str | None) -> SpfResult:
+                human: str | None, quirks: Quirks) -> SpfResult:
     _check_name("SPF domain", domain)
-    return SpfResult(_lower(domain) or None, _lower(scope) or "mfrom", _result(result) or "none",
+    return SpfResult(_lower(domain) or None, _lower(scope) or "mfrom",
+                     _checked(result, quirks) or "none",
                      human.strip() if human else None, not _lower(scope))
 
 
@@ -376,6 +431,11 @@ def _policy(fields: dict[str, str], errors: list[str]) -> PolicyPublished:
     def word(name: str) -> str | None:
         return fields.get(name, "").lower() or None
 
+    empty = [name for name in _POLICY_WORDS if name in fields and not fields[name]]
+    if empty:
+        errors.append("policy_published has empty " + ", ".join(f"<{n}>" for n in empty)
+                      + "; read as absent")
+
     pct: int | None = None
     if fields.get("pct"):
         try:
@@ -399,6 +459,33 @@ def _policy(fields: dict[str, str], errors: list[str]) -> PolicyPublished:
         pct=pct, fo=fields.get("fo") or None, testing=word("testing"),
         discovery_method=word("discovery_method"), defaulted=tuple(defaulted),
     )
+
+
+#: The policy fields read as words or numbers; an empty one is read as absent, and noted.
+_POLICY_WORDS = ("p", "sp", "np", "adkim", "aspf", "pct", "fo", "testing", "discovery_method")
+
+
+def _dates(header: _Header, source: str, errors: list[str]) -> tuple[datetime, datetime]:
+    """The date range. RFC 7489 Appendix C gives whole seconds since the epoch; a fraction is
+    dropped and milliseconds (SFR sends them) are divided by 1000, each noted (issue 15)."""
+    try:
+        begin = _seconds(header.begin, "date_range/begin")
+        end = _seconds(header.end, "date_range/end")
+        if not (begin.is_integer() and end.is_integer()):
+            errors.append(f"date_range {header.begin[:24]!r}..{header.end[:24]!r} is not in "
+                          "whole seconds; the fraction is dropped")
+        if begin >= _MILLISECONDS and end >= _MILLISECONDS:
+            begin, end = begin / 1000, end / 1000
+            errors.append("date_range is in milliseconds, not the seconds RFC 7489 Appendix C "
+                          "asks for; divided by 1000")
+        return (datetime.fromtimestamp(int(begin), tz=UTC),
+                datetime.fromtimestamp(int(end), tz=UTC))
+    except _BrokenRecord as exc:
+        raise NotAReport(source, f"aggregate report date range unusable: {exc}") from None
+    except (ValueError, OverflowError, OSError):
+        raise NotAReport(source, "aggregate report date range unusable: "
+                                 f"{header.begin[:40]!r}..{header.end[:40]!r} is out of range"
+                         ) from None
 
 
 def _check_dates(begin: datetime, end: datetime, source: str, limits: Limits,
@@ -437,11 +524,10 @@ def _report(header: _Header, source: str, records: RecordStream,
         raise NotAReport(source, "aggregate report has no report_metadata/report_id")
     if not (header.policy or {}).get("domain"):
         raise NotAReport(source, "aggregate report has no policy_published/domain")
-    try:
-        begin = _epoch(header.begin, "date_range/begin")
-        end = _epoch(header.end, "date_range/end")
-    except _BrokenRecord as exc:
-        raise NotAReport(source, f"aggregate report date range unusable: {exc}") from None
+    begin, end = _dates(header, source, errors)
+    if header.version is not None and not _NUMBER.fullmatch(header.version):
+        errors.append(f"version {header.version[:20]!r} is not a number (RFC 7489 Appendix C: "
+                      "1.0); ignored")
     if end < begin:
         begin, end = end, begin
         errors.append("date_range/end is before begin; swapped")
@@ -499,13 +585,18 @@ class _AggregateParser:
         self.root: etree._Element | None = None  # <feedback>, once seen
         self.document_root: etree._Element | None = None  # whatever the root was, at the end
         self.finished = False
-        self.tail = b""  # the last bytes read, to see how the document ends
+        self.tail = b""  # the last bytes read up to the last '>', to see how the document ends
+        self.trailing = 0  # bytes read after the last '>'
+        self.trailing_markup = False  # whether a '<' is among them
+        self.trailing_blank = True  # whether they are all white space
+        self.wrapper: str | None = None  # the element a report came wrapped in, if it did
         self.namespace = ""
         self.tags = record_tags("")
         self.record_tag = "record"
         self.errors: list[str] = []
         self.record_no = 0
         self.shared: dict[tuple[Any, ...], object] = {}  # see _shared
+        self.quirks: Quirks = {}  # see _checked; noted once the records are read
 
     def report(self) -> AggregateReport:
         header = _Header()
@@ -521,7 +612,7 @@ class _AggregateParser:
                         break
                     self.record_no += 1
                     try:
-                        early.append(_parse_record(el, self.tags, self.shared))
+                        early.append(_parse_record(el, self.tags, self.shared, self.quirks))
                     except _BrokenRecord as exc:
                         self.errors.append(f"record {self.record_no} skipped: {exc}")
                     if len(early) > _EARLY_RECORDS:
@@ -552,18 +643,19 @@ class _AggregateParser:
         # normalisation, so nothing downstream believes a contradicted pass (crosscheck.py).
         for record in early:
             yield check(record)
-        tags, shared, number = self.tags, self.shared, self.record_no
+        tags, shared, quirks, number = self.tags, self.shared, self.quirks, self.record_no
         for parts, only_records in itertools.chain([(rest, False)], batches):
             for el in parts:
                 if not only_records and _local(el.tag) != "record":
                     continue
                 number += 1
                 try:
-                    record = _parse_record(el, tags, shared)
+                    record = _parse_record(el, tags, shared, quirks)
                 except _BrokenRecord as exc:
                     self.errors.append(f"record {number} skipped: {exc}")
                     continue
                 yield check(record)
+        self.errors.extend(quirks.values())
         self.errors.extend(check.notes())
 
     def _batches(self) -> Iterator[_Batch]:
@@ -629,9 +721,9 @@ class _AggregateParser:
         try:
             chunk = self.stream.read(_CHUNK)
             if chunk:
-                if not self.tail:
+                if not self.fed:
                     chunk = self._first(chunk)
-                self.tail = (self.tail + chunk[-_TAIL:])[-_TAIL:]
+                self._keep_tail(chunk)
             # Every part so far has been read. Nothing is allocated between the pruning and the
             # parsing, which reuses the freed nodes: a block of 1 KiB or more in between makes
             # malloc merge all of them first (a tenth of the parse time).
@@ -651,11 +743,46 @@ class _AggregateParser:
         self._check_whole()
         context_errors(self.parser, self.errors)
 
+    def _keep_tail(self, chunk: bytes) -> None:
+        """Keep the document's last bytes up to its last '>', and what follows that: stray
+        bytes after the closing </feedback> are ignored, a cut-off document is not."""
+        gt = chunk.rfind(b">")
+        rest = chunk
+        if gt >= 0:
+            self.tail = (self.tail + chunk[max(0, gt + 1 - _TAIL):gt + 1])[-_TAIL:]
+            self.trailing, self.trailing_markup, self.trailing_blank = 0, False, True
+            rest = chunk[gt + 1:]
+        if rest:
+            self.trailing += len(rest)
+            self.trailing_markup = self.trailing_markup or b"<" in rest
+            self.trailing_blank = self.trailing_blank and not rest.strip()
+
+    def _skip_stray(self, chunk: bytes) -> bytes:
+        """The first chunk without what some reporters put before the XML (issue 15): white
+        space before the declaration (which would hide its encoding) or a few stray bytes."""
+        body = chunk.removeprefix(b"\xef\xbb\xbf")
+        if body[:1] == b"<":
+            return chunk
+        stripped = body.lstrip(b" \t\r\n")
+        if stripped.startswith(b"<?xml"):
+            self.errors.append("white space before the XML declaration ignored")
+            return stripped
+        at = xml_start(body)
+        if stripped.startswith(b"<") or at <= 0:  # white space before the root is allowed
+            return chunk
+        self.errors.append(f"{at} stray bytes before the XML ignored")
+        return body[at:]
+
     def _first(self, chunk: bytes) -> bytes:
         """Refuse a document that is plainly not a report; put the marker before its root."""
+        chunk = self._skip_stray(chunk)
         name = _root_name(chunk)
-        if name not in (None, "feedback"):
-            raise NotAReport(self.source, f"XML root is <{name}>, not an aggregate <feedback>")
+        if name is not None and name.rpartition(":")[2] != "feedback":
+            if not _FEEDBACK_TAG.search(chunk):
+                raise NotAReport(self.source, f"XML root is <{name}>, not an aggregate <feedback>")
+            # A report inside another element: the <feedback> in it is the report.
+            self.wrapper = name
+            self.errors.append(f"report wrapped in <{name}>; the <feedback> inside it is read")
         at = _DECLARATION.match(chunk).end()  # type: ignore[union-attr]  # it matches anywhere
         if _BROKEN_DECLARATION.match(chunk, at):
             # The marker cannot go before it, and its encoding would be lost after it.
@@ -680,6 +807,9 @@ class _AggregateParser:
                 # lxml's cost grows with the square of what precedes the root element.
                 raise NotAReport(self.source, f"XML has no root element in its first "
                                  f"{_CHUNK // 1024} KiB")
+            if self.root is None and self.fed >= 2 * _CHUNK:  # a wrapper, never unwrapped
+                raise NotAReport(self.source, f"XML has no <feedback> in its first "
+                                 f"{2 * _CHUNK // 1024} KiB")
         elif self.closed_at is None:
             if self.root.getnext() is not None:  # the root is closed
                 self.closed_at = self.fed
@@ -696,8 +826,12 @@ class _AggregateParser:
         """
         if self.root is None:
             return  # not a report at all; said elsewhere
-        if not _CLOSED.search(self.tail):
+        closed = _CLOSED_WRAPPED if self.wrapper else _CLOSED
+        if self.trailing_markup or not closed.search(self.tail):
             raise CorruptInput(self.source, "XML ends before its closing </feedback> (truncated)")
+        if not self.trailing_blank:  # stray bytes after the report (issue 15)
+            self.errors.append(f"{self.trailing} bytes that are not XML follow the closing "
+                               "</feedback>; ignored")
         for entry in self.parser.feed_error_log:
             if entry.type == etree.ErrorTypes.ERR_TAG_NAME_MISMATCH:
                 found = _MISMATCH.search(entry.message)
@@ -705,14 +839,22 @@ class _AggregateParser:
                     raise CorruptInput(self.source, f"XML line {entry.line}: <{found.group(1)}> "
                                        "is closed by the wrong tag; records would be lost")
 
-    def _take_root(self, root: etree._Element) -> None:
+    def _take_root(self, root: etree._Element, *, at_end: bool = False) -> None:
         if root.getroottree().docinfo.doctype:
             raise UnsafeXml(self.source, _DTD_REFUSED)
         if _local(root.tag) != "feedback":
-            raise NotAReport(self.source,
-                             f"XML root is <{_local(root.tag)}>, not an aggregate <feedback>")
+            inner = next(root.iter("{*}feedback"), None) if self.wrapper else None
+            if inner is None:
+                if self.wrapper and not at_end:
+                    return  # its <feedback> is not built yet
+                raise NotAReport(self.source,
+                                 f"XML root is <{_local(root.tag)}>, not an aggregate <feedback>")
+            root = inner
         self.root = root
         namespace = root.tag[1:].partition("}")[0] if root.tag.startswith("{") else ""
+        if namespace not in _KNOWN_NAMESPACES:
+            self.errors.append(f"<feedback> is in the unknown namespace {namespace[:80]!r}; "
+                               "read by its elements' local names")
         self.namespace = namespace
         prefix = f"{{{namespace}}}" if namespace else ""
         self.tags = record_tags(namespace)
@@ -722,7 +864,7 @@ class _AggregateParser:
         if self.root is None:
             if self.document_root is None:
                 raise NotAReport(self.source, "XML holds no elements")
-            self._take_root(self.document_root)  # refuses a DTD or names the root
+            self._take_root(self.document_root, at_end=True)  # refuses a DTD or names the root
         if not header.complete:
             missing = "report_metadata" if header.metadata is None else "policy_published"
             raise NotAReport(self.source, f"aggregate report has no <{missing}>")

@@ -10,7 +10,9 @@ import email.parser
 import email.policy
 import ipaddress
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from email import errors as email_errors
 from email.message import Message
 from email.utils import parseaddr, parsedate_to_datetime
 
@@ -75,15 +77,54 @@ def _reporter(msg: Message) -> str | None:
     return address.lower() or None
 
 
-def _headers_of(part: Message) -> Message | None:
+def _headers_of(part: Message, notes: list[str]) -> Message | None:
     """The header block carried by a `message/*` or `text/rfc822-headers` part."""
     payload = part.get_payload()
     if isinstance(payload, list) and payload and isinstance(payload[0], Message):
-        return payload[0]
+        encoding = (_header(part, "content-transfer-encoding") or "").lower()
+        if encoding not in ("base64", "quoted-printable"):
+            return payload[0]
+        # A message/* part must not be encoded (RFC 2045 section 6.4), but NetEase sends its
+        # ARF part in base64 (issue 15). The e-mail parser read the encoded text as a message;
+        # put it back together and decode it the way the e-mail package decodes any part.
+        decoded = _decoded(_as_written(payload[0]), encoding)
+        notes.append(f"{part.get_content_type()} part sent {encoding}-encoded; decoded")
+        return email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(decoded)
     raw = part.get_payload(decode=True)
     if isinstance(raw, bytes):
         return email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
     return None
+
+
+def _as_written(inner: Message) -> str:
+    """The text a sub-message was parsed from, near enough to decode: its header lines, the
+    blank line if it had one, its body."""
+    head = "".join(f"{name}: {value}\n" for name, value in inner.raw_items())
+    separated = not any(isinstance(d, email_errors.MissingHeaderBodySeparatorDefect)
+                        for d in inner.defects)
+    body = inner.get_payload()
+    return head + ("\n" if separated and head else "") + (body if isinstance(body, str) else "")
+
+
+def _decoded(text: str, encoding: str) -> bytes:
+    part = Message()
+    part["Content-Transfer-Encoding"] = encoding
+    part.set_payload(text)
+    data = part.get_payload(decode=True)  # the e-mail package's lenient decoders
+    return data if isinstance(data, bytes) else b""
+
+
+def _walk(msg: Message) -> Iterator[tuple[Message, str]]:
+    """Every part, in order, with the type of the multipart it sits in ("" for the message)."""
+    stack: list[tuple[Message, str]] = [(msg, "")]
+    while stack:
+        part, parent = stack.pop()
+        yield part, parent
+        children = part.get_payload() if part.is_multipart() else None
+        if isinstance(children, list):
+            ctype = part.get_content_type()
+            stack.extend((child, ctype) for child in reversed(children)
+                         if isinstance(child, Message))
 
 
 def _sample(headers: Message | None) -> dict[str, str]:
@@ -100,15 +141,20 @@ def _sample(headers: Message | None) -> dict[str, str]:
 def find_failure_report(msg: Message, source: str) -> FailureReport | None:
     """Return the failure report this e-mail carries, or None when it carries none."""
     feedback = sample = None
-    for part in msg.walk():
+    notes: list[str] = []
+    container = ""
+    for part, parent in _walk(msg):
         ctype = part.get_content_type()
         if ctype == "message/feedback-report" and feedback is None:
-            feedback = _headers_of(part)
+            feedback, container = _headers_of(part, notes), parent
         elif ctype in ("message/rfc822", "text/rfc822-headers") and feedback is not None:
-            sample = _headers_of(part)
+            sample = _headers_of(part, notes)
             break
     if feedback is not None and _header(feedback, "feedback-type"):
-        return _from_arf(msg, feedback, sample, source)
+        if container != "multipart/report":  # NetEase sends multipart/mixed (issue 15)
+            notes.insert(0, f"ARF report sent in {container or 'a single-part message'}, not in "
+                            "the multipart/report RFC 5965 section 2 asks for")
+        return _from_arf(msg, feedback, sample, source, notes)
     for part in msg.walk():
         if part.get_content_type() == "text/plain":
             text = part.get_payload(decode=True)
@@ -119,7 +165,8 @@ def find_failure_report(msg: Message, source: str) -> FailureReport | None:
     return None
 
 
-def _from_arf(msg: Message, fb: Message, sample: Message | None, source: str) -> FailureReport:
+def _from_arf(msg: Message, fb: Message, sample: Message | None, source: str,
+              notes: list[str]) -> FailureReport:
     def field(name: str) -> str | None:
         value = _header(fb, name) or None
         if value is not None and name in _ADDRESS_FIELDS:
@@ -127,7 +174,7 @@ def _from_arf(msg: Message, fb: Message, sample: Message | None, source: str) ->
             value = value if bare is None else bare or None
         return value
 
-    errors: list[str] = []
+    errors = list(notes)
     return FailureReport(
         source=source, format="arf", reporter=_reporter(msg),
         feedback_type=(field("feedback-type") or "").lower() or None,

@@ -14,10 +14,24 @@ from typing import BinaryIO, cast
 
 from analysis.errors import CorruptInput, LimitExceeded
 from analysis.limits import Limits
-from analysis.sniff import HEAD_BYTES, sniff
+from analysis.sniff import HEAD_BYTES, kind_by_name, sniff
 
 #: Part kinds that may hold a report; text and HTML bodies are skipped unless they are XML/JSON.
 REPORT_KINDS = frozenset({"gzip", "zip", "xml", "json"})
+#: What a part's declared media type says it holds. RFC 7489 section 7.2.1.1 names
+#: application/gzip and text/xml; the others are the aliases mail programs and receivers use.
+_TYPE_KINDS = {
+    "application/gzip": "gzip", "application/x-gzip": "gzip", "application/x-gunzip": "gzip",
+    "application/gzip-compressed": "gzip", "application/x-gzip-compressed": "gzip",
+    "application/tlsrpt+gzip": "gzip",
+    "application/zip": "zip", "application/x-zip": "zip", "application/x-zip-compressed": "zip",
+    "application/zip-compressed": "zip",
+    "text/xml": "xml", "application/xml": "xml",
+    "application/json": "json", "application/tlsrpt+json": "json", "text/json": "json",
+}
+#: Declared types that say nothing of the content (Amazon SES sends application/octet-stream).
+_VAGUE_TYPES = frozenset({"application/octet-stream", "binary/octet-stream", "text/plain",
+                          "application/x-download", "application/download"})
 
 
 def parse_message(data: bytes, source: str) -> EmailMessage:
@@ -30,8 +44,9 @@ def parse_message(data: bytes, source: str) -> EmailMessage:
 
 
 def report_parts(msg: Message, source: str, limits: Limits,
-                 depth: int = 0) -> Iterator[tuple[str, bytes, int]]:
-    """Yield (label, decoded bytes, depth) for every leaf part that may be a report.
+                 depth: int = 0) -> Iterator[tuple[str, bytes, int, str | None]]:
+    """Yield (label, decoded bytes, depth, note) for every leaf part that may be a report; the
+    note says when the part's declared type or file name is not what its bytes are.
 
     Forwards are included; each forwarded message (`message/rfc822`) is one more level of
     nesting, and the depth yielded is the part's own.
@@ -59,16 +74,37 @@ def report_parts(msg: Message, source: str, limits: Limits,
             payload = part.get_payload(decode=True)
         except Exception:  # a damaged transfer encoding: this part cannot be a report
             continue
-        if isinstance(payload, bytes) and payload and sniff(payload[:HEAD_BYTES]) in REPORT_KINDS:
-            yield _part_label(part), payload, level
+        if not (isinstance(payload, bytes) and payload):
+            continue
+        kind = sniff(payload[:HEAD_BYTES])
+        if kind in REPORT_KINDS:
+            yield _part_label(part), payload, level, declared_note(part, kind)
+
+
+def declared_note(part: Message, kind: str) -> str | None:
+    """A note when a part's declared media type or file name does not say what its bytes are:
+    the report is read by its bytes all the same (issue 15: MIME types and names that lie)."""
+    ctype = part.get_content_type()
+    said = []
+    if ctype in _VAGUE_TYPES or _TYPE_KINDS.get(ctype, kind) != kind:
+        said.append(f"declared {ctype}")
+    name = _filename(part)
+    if kind_by_name(name) not in (None, kind):  # (the whole name is in the report's source)
+        said.append(f"named *.{name.rpartition('.')[2].lower()}")
+    if not said:
+        return None
+    return f"e-mail part {' and '.join(said)} holds {kind}; read by its bytes"
+
+
+def _filename(part: Message) -> str:
+    try:
+        return part.get_filename() or ""
+    except Exception:  # hostile Content-Disposition parameters can make the parser raise
+        return ""
 
 
 def _part_label(part: Message) -> str:
-    try:
-        name = part.get_filename()
-    except Exception:  # hostile Content-Disposition parameters can make the parser raise
-        name = None
-    return name or part.get_content_type()
+    return _filename(part) or part.get_content_type()
 
 
 def split_mbox(stream: BinaryIO, source: str, limits: Limits) -> Iterator[bytes]:

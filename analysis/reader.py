@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -17,7 +17,7 @@ from analysis.aggregate import parse_aggregate
 from analysis.errors import CorruptInput, LimitExceeded, NotAReport, RejectedInput
 from analysis.limits import Limits
 from analysis.model import AggregateReport, Report
-from analysis.sniff import HEAD_BYTES, sniff
+from analysis.sniff import HEAD_BYTES, kind_by_name, sniff
 from analysis.streams import ByteStream, CountingReader, GzipReader, output_allowance
 from analysis.tls import parse_tls
 
@@ -66,7 +66,7 @@ def read_reports(
         raise NotAReport(label, f"cannot be opened ({exc.strerror or exc})") from None
     with handle:
         yield from _read_stream(handle, label, os.fstat(handle.fileno()).st_size, 0, limits,
-                                counted=False)
+                                counted=False, named=path.name)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -101,29 +101,47 @@ def _read_all(stream: BinaryIO, label: str, limit: int, what: str) -> bytes:
 
 
 def _read_stream(stream: ByteStream, label: str, size: int | None, depth: int, limits: Limits,
-                 *, counted: bool) -> Iterator[Report]:
-    """Dispatch on the leading bytes. `counted`: the stream already enforces the output limits."""
+                 *, counted: bool, outer: str | None = None, named: str = "",
+                 notes: tuple[str, ...] = ()) -> Generator[Report, None, None]:
+    """Dispatch on the leading bytes. `counted`: the stream already enforces the output limits;
+    `outer`: the compression this stream came out of; `named`: the file or zip member name it
+    came under; `notes`: for the reports' `errors`."""
     if depth > limits.max_depth:
         raise LimitExceeded(label, f"max_depth={limits.max_depth}", "containers nested too deeply")
     buffered = _peekable(stream)
     kind = sniff(buffered.peek(HEAD_BYTES)[:HEAD_BYTES])
+    if outer and kind in ("gzip", "zip"):  # nested once or more, within max_depth (issue 15)
+        notes += (f"{kind} inside {outer}: the report was compressed twice",)
+    if kind_by_name(named) not in (None, kind):  # names lie; the bytes decide (issue 15)
+        notes += (f"named *.{named.rpartition('.')[2].lower()} but holds {kind}; read by its "
+                  "bytes",)
     if kind == "gzip":
         _check_stored_size(label, size, limits)
         inflated = GzipReader(buffered, label, limits, size)
-        yield from _read_stream(inflated, label, None, depth + 1, limits, counted=True)
+        unzipped = _read_stream(inflated, label, None, depth + 1, limits, counted=True,
+                                outer="gzip", notes=notes)
+        try:
+            for report in unzipped:
+                inflated.tell_stray(report.errors)  # (seen once its records are read)
+                yield report
+        finally:
+            unzipped.close()
     elif kind == "zip":
-        yield from _read_zip(buffered, label, size, depth, limits)
+        yield from _read_zip(buffered, label, size, depth, limits, notes)
     elif kind == "xml":
         reader: BinaryIO = buffered
         if not counted:
             reader = CountingReader(buffered, label, limits)  # type: ignore[assignment]
         report = parse_aggregate(reader, label, limits)
+        report.errors.extend(notes)
         try:
             yield report
         finally:
             report.records.close()
     elif kind == "json":
-        yield parse_tls(_read_all(buffered, label, limits.max_input_bytes, "JSON report"), label)
+        tls = parse_tls(_read_all(buffered, label, limits.max_input_bytes, "JSON report"), label)
+        tls.errors.extend(notes)
+        yield tls
     elif kind == "email":
         data = _read_all(buffered, label, limits.max_input_bytes, "e-mail")
         yield from _read_email(data, label, depth, limits)
@@ -158,7 +176,7 @@ def _check_stored_size(label: str, size: int | None, limits: Limits) -> None:
 
 
 def _read_zip(stream: io.BufferedReader, label: str, size: int | None, depth: int,
-              limits: Limits) -> Iterator[Report]:
+              limits: Limits, notes: tuple[str, ...]) -> Iterator[Report]:
     import zipfile
 
     _check_stored_size(label, size, limits)
@@ -199,7 +217,8 @@ def _read_zip(stream: io.BufferedReader, label: str, size: int | None, depth: in
                 with raw:
                     counted = CountingReader(raw, member, limits, info.compress_size)
                     for report in _read_stream(counted, member, None, depth + 1, limits,
-                                               counted=True):
+                                               counted=True, outer="zip",
+                                               named=info.filename, notes=notes):
                         found = True
                         yield report
             except NotAReport:
@@ -237,10 +256,11 @@ def _read_email(data: bytes, label: str, depth: int, limits: Limits) -> Iterator
     evidence = mail_evidence(msg.raw_items())  # unparsed: a hostile header cannot break it
     found = False
     refused: RejectedInput | None = None
-    for part_label, payload, level in report_parts(msg, label, limits, depth):
+    for part_label, payload, level, note in report_parts(msg, label, limits, depth):
         try:
             for report in _read_stream(io.BytesIO(payload), _label(label, part_label),
-                                       len(payload), level + 1, limits, counted=False):
+                                       len(payload), level + 1, limits, counted=False,
+                                       notes=(note,) if note else ()):
                 found = True
                 if isinstance(report, AggregateReport):
                     report.mail = evidence

@@ -14,6 +14,7 @@ from analysis.errors import CorruptInput, LimitExceeded, RejectedInput
 from analysis.limits import Limits, MiB
 
 GZIP_MAGIC = b"\x1f\x8b"
+STRAY_AFTER_GZIP = "stray bytes follow the gzip stream; ignored"
 _CHUNK = 64 * 1024
 #: Small inputs may inflate past the ratio limit without harm (a 200-byte gzip of a short report).
 _RATIO_FLOOR = 1 * MiB
@@ -91,7 +92,8 @@ class GzipReader(io.RawIOBase):
     """Inflates gzip members one after another and ignores stray bytes after the last one.
 
     Python's `gzip` refuses a stream followed by junk, which is how some gateways (Mimecast via
-    Exchange Online) deliver reports; zlib with `wbits=MAX_WBITS|16` reads them fine.
+    Exchange Online) deliver reports; zlib with `wbits=MAX_WBITS|16` reads them fine. The junk
+    is noted in the errors of the reports read from the stream (see `tell_stray`).
     """
 
     def __init__(self, raw: IO[bytes], source: str, limits: Limits,
@@ -105,6 +107,15 @@ class GzipReader(io.RawIOBase):
         self._done = False
         self.count = 0
         self._consumed = 0  # compressed bytes taken from `raw` so far
+        self.stray = False  # whether bytes that are not gzip follow the stream
+        self._told: list[list[str]] = []
+
+    def tell_stray(self, errors: list[str]) -> None:
+        """Have a note put in `errors` if stray bytes follow the stream: now, if they were seen
+        already, or when they are (a report's records are read after it is handed out)."""
+        self._told.append(errors)
+        if self.stray:
+            errors.append(STRAY_AFTER_GZIP)
 
     def readable(self) -> bool:
         return True
@@ -153,4 +164,8 @@ class GzipReader(io.RawIOBase):
                 self._pending = rest
             else:  # stray bytes after the stream: nothing more to read
                 self._done = True
+                if rest:
+                    self.stray = True
+                    for errors in self._told:
+                        errors.append(STRAY_AFTER_GZIP)
         return out

@@ -356,7 +356,9 @@ def check_against(spec: Spec, report: AggregateReport, records: list[Any]) -> No
     incomplete = [e for e in report.errors if e.startswith("policy_evaluated incomplete in ")]
     no_email = [] if spec.email else ["report_metadata/email is missing (RFC 7489 Appendix C "
                                       "requires the reporter's e-mail)"]
-    assert report.errors == no_email + incomplete + contradicted
+    # ... and one line when results are spelled in another case (issue 15, reporter quirks)
+    spelled = [e for e in report.errors if e.startswith("results not spelled as the standards")]
+    assert report.errors == no_email + spelled + incomplete + contradicted
     assert len(incomplete) == any(len(row.evaluated) < 3 for row in spec.rows)
     assert report.schema == spec.schema
     assert report.report_id == spec.report_id
@@ -430,8 +432,10 @@ def read_everything_strict(data: bytes) -> list[tuple[Any, list[Any]]]:
 
 
 def header_of(report: AggregateReport) -> tuple[Any, ...]:
+    # (Notes on the wrapping itself, issue 15's names that lie and double compression, differ.)
+    errors = [e for e in report.errors if not e.endswith(("by its bytes", "compressed twice"))]
     return (report.schema, report.reporter, report.report_id, report.begin, report.end,
-            report.generator, report.policy, list(report.errors))
+            report.generator, report.policy, errors)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
