@@ -1,14 +1,21 @@
-"""The service catalog: the packaged data is valid and complete, and every rule the loader
-enforces is exercised by a small broken catalog."""
+"""The service catalog: the packaged data is valid, sourced and complete, every fact is
+exercised by an evaluation case, and every rule the loader enforces is exercised by a small
+broken catalog."""
 
 from __future__ import annotations
 
+import asyncio
+from collections import defaultdict
 from datetime import date
 from pathlib import Path
 
 import pytest
 
-from analysis.catalog import CATEGORIES, Catalog, CatalogError, Fact, load_catalog
+from analysis.catalog import CATEGORIES, Catalog, CatalogError, Fact, PublishStep, load_catalog
+from analysis.dnsevidence import DnsEvidence, make_resolver
+from tests.dnslab.server import KnotServer
+from tests.evaluation import load_sources
+from tests.evaluation.coverage import Coverage, fact_coverage
 
 SOURCE = "https://example.com/doc"
 
@@ -80,8 +87,12 @@ def test_packaged_catalog_loads_and_is_cached(catalog: Catalog) -> None:
     assert load_catalog() is catalog
 
 
-def test_has_at_least_sixty_services(catalog: Catalog) -> None:
-    assert len(catalog.services) >= 60
+#: The day the catalog was last re-checked against the sources it cites (issue 12).
+REVIEWED = date(2026, 12, 7)
+
+
+def test_has_at_least_120_services(catalog: Catalog) -> None:
+    assert len(catalog.services) >= 120
 
 
 def test_every_category_is_represented(catalog: Catalog) -> None:
@@ -112,9 +123,58 @@ def test_low_confidence_facts_exist_and_are_marked(catalog: Catalog) -> None:
 def test_every_fact_and_step_is_dated_and_sourced(catalog: Catalog) -> None:
     for s in catalog.services:
         assert s.doc.startswith("https://"), s.key
-        for item in (*s.evidence, *s.publish):
-            assert item.source.startswith("https://"), s.key
-            assert item.checked == date(2026, 11, 28), s.key
+        items: list[Fact | PublishStep] = [*s.evidence, *s.publish]
+        for item in items:
+            assert item.source.startswith("https://") and "example." not in item.source, s.key
+            assert date(2026, 11, 28) <= item.checked <= REVIEWED, (s.key, item)
+
+
+def test_no_value_is_claimed_twice_unless_every_claimant_shares_it(catalog: Catalog) -> None:
+    claims: dict[tuple[str, str], list[tuple[str, bool]]] = defaultdict(list)
+    for s in catalog.services:
+        for f in s.evidence:
+            claims[f.kind, f.value].append((s.key, f.shared))
+    for (kind, value), claimants in claims.items():
+        if len(claimants) > 1:
+            assert all(shared for _, shared in claimants), (kind, value, claimants)
+        else:
+            assert not claimants[0][1], f"{kind} {value!r} marked shared by one service only"
+    assert len({k for k, _ in claims}) == 5  # every kind of fact is in use
+
+
+def coverage_of(catalog: Catalog, dns_server: KnotServer) -> Coverage:
+    async def run() -> Coverage:
+        dns = DnsEvidence(make_resolver([f"{dns_server.host}:{dns_server.port}"]))
+        return await fact_coverage(load_sources(catalog=catalog), catalog, dns)
+
+    return asyncio.run(run())
+
+
+def test_every_fact_is_used_by_an_evaluation_case(catalog: Catalog, dns_server: KnotServer) -> None:
+    """Each fact is reached by some labeled row's own evidence (tests/evaluation/coverage.py)."""
+    coverage = coverage_of(catalog, dns_server)
+    assert not coverage.problems, coverage.problems
+    assert not coverage.unused, "facts no evaluation case uses: " + ", ".join(
+        f"{key} {kind} {value}" for key, kind, value in coverage.unused)
+    assert len(coverage.used) == sum(len(s.evidence) for s in catalog.services)
+    # a DKIM CNAME fact is used through the zone's CNAME, an include through its networks
+    assert coverage.used["mailgun", "dkim_cname_suffix", "dkim1.mailgun.com"]
+    assert coverage.used["microsoft365", "spf_include", "spf.protection.office365.us"]
+
+
+def test_coverage_notices_a_fact_no_case_uses(tmp_path: Path, dns_server: KnotServer) -> None:
+    packaged = resources_text()
+    extra = fact("dkim_cname_suffix", "dkim.nobody-uses-this.net")
+    anchor = '[[services]]\nkey = "happyfox"\n'
+    text = packaged.replace(anchor, service("unused-esp", evidence=extra) + anchor)
+    catalog = load_text(tmp_path, text)
+    coverage = coverage_of(catalog, dns_server)
+    assert coverage.unused == (("unused-esp", "dkim_cname_suffix", "dkim.nobody-uses-this.net"),)
+
+
+def resources_text() -> str:
+    return (Path(__file__).resolve().parents[1] / "analysis" / "data" / "services.toml").read_text(
+        encoding="utf-8")
 
 
 def test_shared_facts_are_shared_by_every_claimant(catalog: Catalog) -> None:
@@ -216,6 +276,51 @@ def test_mimecast(catalog: Catalog) -> None:
     assert [s.key for s in catalog.by_spf_include("_netblocks.mimecast.com")] == ["mimecast"]
     assert [s.key for s in catalog.by_spf_include("EU._netblocks.mimecast.com.")] == ["mimecast"]
     assert catalog.get("mimecast").category == "security-gateway"
+
+
+# --- the mismatches issue 12 found against the vendors' setup pages -----------------------
+
+
+def cname_owner(catalog: Catalog, target: str) -> tuple[str, str]:
+    (match,) = catalog.match_suffix("dkim_cname_suffix", target)
+    return match[0].key, match[1].confidence
+
+
+def test_dkim_cname_targets_of_the_issue(catalog: Catalog) -> None:
+    assert cname_owner(catalog, "contoso-com.hs06a.dkim.hubspotemail.net") == ("hubspot", "low")
+    assert cname_owner(catalog, "pdk1._domainkey.9d876.dkim1.mailgun.com") == ("mailgun", "high")
+    assert cname_owner(catalog, "b1.contoso-com.dkim.brevo.com") == ("brevo", "low")
+    assert cname_owner(catalog, "dkim.klaviyomail.com") == ("klaviyo", "high")
+    assert cname_owner(catalog, "wl2201s1.domainkey.freshemail.io") == ("freshdesk", "low")
+    assert cname_owner(catalog, "atlassian-3cf567.dkim.atlassian.net") == ("atlassian", "low")
+    assert cname_owner(catalog, "happyfox1._domainkey.happyfox.com") == ("happyfox", "low")
+    assert cname_owner(catalog, "abc.dkim.custom-email-domain.stripe.com") == ("stripe", "low")
+
+
+def test_includes_and_publish_steps_of_the_issue(catalog: Catalog) -> None:
+    for include, key in [("spf.brevo.com", "brevo"), ("_spf.klaviyomail.com", "klaviyo"),
+                         ("cust-spf.exacttarget.com", "salesforce-marketing-cloud"),
+                         ("_spf.qualtrics.com", "qualtrics"), ("shops.shopify.com", "shopify")]:
+        assert [s.key for s in catalog.by_spf_include(include)] == [key]
+    steps = {(p.kind, p.name): p.value for p in catalog.get("atlassian").publish}
+    assert steps["return_path_cname", "atlassian-bounces"] == "bounces.mail-us.atlassian.net"
+    mailgun = {p.name for p in catalog.get("mailgun").publish}
+    assert {"pdk1._domainkey.{sending-subdomain}", "pdk2._domainkey.{sending-subdomain}"} <= mailgun
+    freshdesk = [p for p in catalog.get("freshdesk").publish if p.kind.endswith("cname")]
+    assert len(freshdesk) == 4  # three selectors and the bounce host
+
+
+def test_zoho_campaigns_is_told_from_zoho_mail_by_its_bounce_domain(catalog: Catalog) -> None:
+    (match,) = catalog.match_suffix("return_path_domain", "bounce.zcsend.net")
+    assert match[0].key == "zoho-campaigns"
+    assert catalog.match_suffix("return_path_domain", "zoho.eu") == ()
+
+
+def test_ptr_only_facts_are_backed_or_upgraded(catalog: Catalog) -> None:
+    # Qualtrics documents qemailserver.com as its sending domain and _spf.qualtrics.com
+    assert {(f.kind, f.value, f.confidence) for f in catalog.get("qualtrics").evidence} == {
+        ("rdns_suffix", "qemailserver.com", "high"), ("spf_include", "_spf.qualtrics.com", "high")}
+    assert {f.kind for f in catalog.get("shopify").evidence} == {"rdns_suffix", "spf_include"}
 
 
 # --- suffix matching ---------------------------------------------------------------------
