@@ -27,10 +27,27 @@ from analysis.dnsevidence import (
 from analysis.records import dmarc as dmarc_rules
 from analysis.records.bimi import parse_bimi
 from analysis.records.dkim import parse_dkim_key
-from analysis.records.dmarc import Intent, intent_of, is_dmarc, near_dmarc, parse_dmarc, render
+from analysis.records.dmarc import (
+    POLICIES,
+    Intent,
+    asks,
+    intent_of,
+    is_dmarc,
+    near_dmarc,
+    parse_dmarc,
+    render,
+)
 from analysis.records.findings import DnsChange as DnsChange
 from analysis.records.findings import Finding as Finding
-from analysis.records.mtasts import sts_record_findings
+from analysis.records.mtasts import (
+    PolicyFetcher,
+    PolicyResponse,
+    announced,
+    policy_findings,
+    policy_host,
+    policy_url,
+    sts_record_findings,
+)
 from analysis.records.tlsrpt import tlsrpt_findings
 from analysis.spf import MAX_LOOKUPS
 from analysis.verdicts import ServiceVerdict
@@ -60,22 +77,33 @@ class Posture:
     changes: tuple[DnsChange, ...]
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Readiness:
+    """The mail behind the next step (see `readiness`): what a stricter policy would meet."""
+
+    considered: int
+    ready: int
+    blockers: tuple[str, ...]
+
+
 # -- pure checks ---------------------------------------------------------------------------
 
 
 def dmarc_findings(domain: str, record: DmarcRecord,
-                   destinations: Mapping[str, ReportDestination] | None = None) -> list[Finding]:
+                   destinations: Mapping[str, ReportDestination] | None = None,
+                   ready: Readiness | None = None) -> list[Finding]:
     """What is wrong with the DMARC records that apply to `domain`, each with its fix.
 
     `destinations` (host -> what DNS says, from `DnsEvidence.report_destination`) adds the
-    checks of `rua`/`ruf` hosts; without it only the published text is judged.
+    checks of `rua`/`ruf` hosts; without it only the published text is judged. `ready` lets
+    records that disagree say what the stricter one would do to the domain's mail.
     """
     if record.temporary:
         return [Finding("warning", "dmarc", "the DMARC record could not be looked up now "
                         "(timeout or SERVFAIL); try again", code="dmarc.temporary")]
     out = [Finding("error", "dmarc", e, dmarc_rules.S_DISCOVERY, code="dmarc.multiple")
            for e in record.errors]
-    out += _own_name_findings(domain, record)
+    out += _own_name_findings(domain, record, ready)
     if record.record is None:  # its fix, if the records at _dmarc.<domain> carry none
         fix = None if _own_records(domain, record) else _first_record(domain, record)
         out.append(Finding("error", "dmarc", f"no DMARC record applies to {domain}: receivers "
@@ -90,7 +118,11 @@ def dmarc_findings(domain: str, record: DmarcRecord,
     policy = parse_dmarc(record.record)
     repair = _repair(at, (record.record,))
     resolved = {f.code for f in parse_dmarc(repair.value).findings}
+    effect, effect_tag = _duplicate_effect(policy, ready)
     for finding in policy.findings:
+        if effect and finding.code == "dmarc.duplicate-tag" and finding.text.startswith(
+                f"the tag {effect_tag} appears"):
+            finding = dataclasses.replace(finding, text=finding.text + effect)
         if finding.code == "dmarc.psd" and at != domain:
             org = ".".join(domain.split(".")[-len(at.split(".")) - 1:])
             out.append(Finding("warning", "dmarc", f"{org} publishes no DMARC record, so the "
@@ -111,17 +143,30 @@ def _own_records(domain: str, record: DmarcRecord) -> tuple[str, ...]:
     return tuple(r for r in own if is_dmarc(r) or near_dmarc(r))
 
 
-def _own_name_findings(domain: str, record: DmarcRecord) -> list[Finding]:
+def _own_name_findings(domain: str, record: DmarcRecord,
+                       ready: Readiness | None = None) -> list[Finding]:
     """Two records, near-misses and stray TXT at `_dmarc.<domain>`, and records at the apex."""
     out = []
     name = f"_dmarc.{domain}"
     valid = [r for r in record.own if is_dmarc(r)]
     near = [r for r in record.own if near_dmarc(r)]
     if len(valid) > 1:
-        out.append(Finding("error", "dmarc", f"{name} has {len(valid)} DMARC records: receivers "
-                           "discard them all; all of them must go, replaced by the one record "
-                           "below", "RFC 9989 §4.10", _repair(domain, (*valid, *near)),
-                           code="dmarc.multiple"))
+        texts = (*valid, *near)
+        intents = [intent_of(parse_dmarc(t, lenient=True)) for t in texts]
+        fix = _repair(domain, texts)
+        if dmarc_rules.disagree(intents):
+            said = ", ".join(f"record {n} {'asks ' if n == 1 else ''}for {asks(i)}"
+                             for n, i in enumerate(intents, 1))
+            strict = max(intents, key=lambda i: i.strength())
+            text = (f"{name} has {len(texts)} DMARC records that disagree ({said}): receivers "
+                    "discard them all, so today they apply no policy and send no reports; all "
+                    "of them must go, replaced by the one record below, which keeps the weakest "
+                    f"({asks(intent_of(parse_dmarc(fix.value)))}) and every report address"
+                    + _strict_effect(strict, intent_of(parse_dmarc(fix.value)), ready))
+        else:
+            text = (f"{name} has {len(valid)} DMARC records: receivers discard them all; all of "
+                    "them must go, replaced by the one record below")
+        out.append(Finding("error", "dmarc", text, "RFC 9989 §4.10", fix, code="dmarc.multiple"))
     for text in near:
         finding = parse_dmarc(text).findings[0]
         if valid:  # a record applies; this one only confuses whoever reads the zone
@@ -146,6 +191,44 @@ def _own_name_findings(domain: str, record: DmarcRecord) -> list[Finding]:
 
 def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _strict_effect(strict: Intent, weak: Intent, ready: Readiness | None) -> str:
+    """What publishing the stricter of two versions that disagree would do to the domain's mail
+    (receivers apply neither today); "" when it asks no more of the domain's own mail."""
+    level = strict.strength()[0]
+    if level <= weak.strength()[0]:
+        return ""
+    verb = "reject" if level == 2 else "quarantine"
+    head = f"; publishing the stricter ({asks(strict)}) instead would {verb} "
+    if ready is None:
+        return head + "every message that fails DMARC: move up only as the plan says"
+    if ready.blockers:
+        names = ", ".join(b.split(":", 1)[0] for b in ready.blockers)
+        return head + (f"the failing mail of the {len(ready.blockers)} blocker(s) ({names}), "
+                       "mail that receivers deliver today")
+    if not ready.considered:
+        return head + ("any of the domain's mail that fails DMARC: no sender is approved or "
+                       "passes with aligned DKIM yet")
+    failing = ready.considered - ready.ready
+    if failing:
+        return head + (f"those of the {failing:,} approved messages without aligned DKIM that "
+                       "fail SPF alignment too")
+    return head + "no approved mail (all of it passes with aligned DKIM): the plan moves one step"
+
+
+def _duplicate_effect(policy: dmarc_rules.DmarcPolicy, ready: Readiness | None
+                      ) -> tuple[str, str]:
+    """(effect, tag) for a record whose duplicated p or t disagree (`p=reject; p=none`): what
+    its strictest reading would do, for the finding about that tag."""
+    differ = dmarc_rules.conflicts(policy)
+    tag = "p" if "p" in differ else "t" if "t" in differ else ""
+    if not tag:
+        return "", ""
+    weak = intent_of(policy)
+    ps = [p for p in POLICIES if p in differ.get("p", (weak.p,))]
+    strict = dataclasses.replace(weak, p=ps[-1], t="n" if "t" in differ else weak.t)
+    return _strict_effect(strict, weak, ready), tag
 
 
 def _repair(at: str, texts: Sequence[str]) -> DnsChange:
@@ -260,12 +343,16 @@ def _pct(part: int, whole: int) -> str:
 def _base_intent(domain: str, record: DmarcRecord) -> Intent | None:
     """What the domain's DMARC asks for now, the floor every proposal must cover.
 
-    Its own records (broken ones read for their intent, two merged into one); else the record it
-    inherits, with the parent's subdomain policy (`sp`) as its `p`; else a misplaced apex record.
+    Its own records (broken ones read for their intent; two merged into one, the weakest where
+    they disagree, as receivers apply neither); else the record it inherits, with the parent's
+    subdomain policy (`sp`) as its `p`; else a misplaced apex record. One valid record is what
+    receivers apply: near-misses beside it, which they ignore, neither raise nor lower it.
     """
     own = _own_records(domain, record)
     if own:
-        return dmarc_rules.merge([intent_of(parse_dmarc(t, lenient=True)) for t in own])
+        valid = [t for t in own if is_dmarc(t)]
+        chosen = valid if len(valid) == 1 else own
+        return dmarc_rules.merge([intent_of(parse_dmarc(t, lenient=True)) for t in chosen])
     if record.record is not None:
         parent = intent_of(parse_dmarc(record.record))
         psd = parse_dmarc(record.record).choice("psd") == "y"
@@ -324,6 +411,8 @@ def plan(domain: str, record: DmarcRecord, considered: int, ready: int,
     Advice only moves forward: the record proposed never asks for less than the published one
     (`Intent.covers`), keeps every report destination, and replaces what `_dmarc.<domain>`
     holds instead of adding a second record. A broken record is repaired with its intent.
+    Records (or duplicated tags) that disagree start from the weakest of them, since receivers
+    apply none today: going further is a step like any other, taken only when readiness allows.
     """
     base = _base_intent(domain, record)
     share = ready / considered if considered else 0.0
@@ -469,8 +558,13 @@ def dkim_changes(services: Sequence[ServiceVerdict], statuses: Mapping[str, str]
 
 
 async def assess(domain: str, dns: DnsEvidence, services: Sequence[ServiceVerdict],
-                 statuses: Mapping[str, str], catalog: Catalog) -> Posture:
-    """Look up the domain's records and put everything together."""
+                 statuses: Mapping[str, str], catalog: Catalog, *,
+                 sts_fetcher: PolicyFetcher | None = None) -> Posture:
+    """Look up the domain's records and put everything together.
+
+    `sts_fetcher` fetches the MTA-STS policy file over HTTPS (`graph.mta_sts`); without it only
+    the `_mta-sts` TXT record is judged, as `analysis/` itself does no HTTP.
+    """
     domain = domain.lower().rstrip(".")
     selectors = sorted({(sel, d) for s in services for src in s.sources
                         for (d, sel, _), _ in src.identification.activity.dkim
@@ -479,9 +573,11 @@ async def assess(domain: str, dns: DnsEvidence, services: Sequence[ServiceVerdic
         dns.dmarc(domain), dns.spf_tree(domain, full=True),
         asyncio.gather(*(dns.dkim_key(sel, d) for sel, d in selectors)))
     destinations = await report_destinations(dns, record)
-    findings = (dmarc_findings(domain, record, destinations) + spf_findings(tree)
-                + dkim_findings(keys) + await transport_findings(dns, domain))
     considered, ready, blockers = readiness(services, statuses)
+    findings = (dmarc_findings(domain, record, destinations,
+                               Readiness(considered, ready, tuple(blockers)))
+                + spf_findings(tree) + dkim_findings(keys)
+                + await transport_findings(dns, domain, sts_fetcher))
     lists = sum(s.messages for s in services
                 if s.verdict == "forwarded" and s.category == "list-server")
     if lists:
@@ -513,17 +609,21 @@ async def report_destinations(dns: DnsEvidence, record: DmarcRecord
     return {d.host: d for d in found}
 
 
-async def transport_findings(dns: DnsEvidence, domain: str) -> list[Finding]:
+async def transport_findings(dns: DnsEvidence, domain: str,
+                             sts_fetcher: PolicyFetcher | None = None) -> list[Finding]:
     """MTA-STS (`_mta-sts`), TLS-RPT (`_smtp._tls`) and BIMI (`default._bimi`) TXT records:
-    optional, so only what is published is judged. The MTA-STS policy file itself is not
-    fetched here (no HTTP in `analysis/`); `analysis.records.mtasts` parses it when handed in."""
+    optional, so only what is published is judged. With `sts_fetcher`, a valid `_mta-sts`
+    record also gets its policy file fetched and judged (`sts_policy_findings`)."""
     names = (f"_mta-sts.{domain}", f"_smtp._tls.{domain}", f"default._bimi.{domain}")
     try:
         sts, tls, bimi = await asyncio.gather(*(dns.lookup(n, "TXT") for n in names))
     except DnsTemporaryError:
         return [Finding("warning", "mta-sts", "the MTA-STS, TLS-RPT and BIMI records could not "
                         "be looked up now", code="transport.temporary")]
-    out = sts_record_findings(domain, sts.records) + tlsrpt_findings(domain, tls.records)
+    out = sts_record_findings(domain, sts.records)
+    if sts_fetcher is not None and announced(sts.records):
+        out += await sts_policy_findings(dns, domain, sts_fetcher)
+    out += tlsrpt_findings(domain, tls.records)
     bimi_records = [t for t in bimi.records if t.lower().lstrip().startswith("v=bimi")]
     if len(bimi_records) > 1:
         out.append(Finding("error", "bimi", f"default._bimi.{domain} has {len(bimi_records)} "
@@ -532,3 +632,32 @@ async def transport_findings(dns: DnsEvidence, domain: str) -> list[Finding]:
     elif bimi_records:
         out.extend(parse_bimi(bimi_records[0]).findings)
     return out
+
+
+async def sts_policy_findings(dns: DnsEvidence, domain: str, fetcher: PolicyFetcher
+                              ) -> list[Finding]:
+    """The policy file a valid `_mta-sts` record announces (RFC 8461 §3.3): fetched by `fetcher`
+    from the addresses DNS gives `mta-sts.<domain>`, judged by `analysis.records.mtasts`, its
+    `mx:` lines held against the domain's MX hosts (§4.1)."""
+    host = policy_host(domain)
+    try:
+        a, aaaa = await asyncio.gather(dns.lookup(host, "A"), dns.lookup(host, "AAAA"))
+    except DnsTemporaryError:
+        return [Finding("warning", "mta-sts", f"the addresses of {host} could not be looked up "
+                        "now: the MTA-STS policy file was not fetched", code="transport.temporary")]
+    addresses = (*a.records, *aaaa.records)
+
+    async def fetched() -> PolicyResponse:
+        if addresses:
+            return await fetcher.fetch(host, addresses)
+        return PolicyResponse(policy_url(host), "no-address", f"{host} has no A or AAAA record")
+
+    async def mx_hosts() -> list[str] | None:  # None: not known now
+        try:
+            mx = await dns.lookup(domain, "MX")
+        except DnsTemporaryError:
+            return None
+        return [h for h in (r.split()[-1].rstrip(".").lower() for r in mx.records) if h]
+
+    response, hosts = await asyncio.gather(fetched(), mx_hosts())
+    return policy_findings(domain, response, hosts)

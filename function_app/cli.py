@@ -349,8 +349,11 @@ def cmd_posture(args: argparse.Namespace, limits: Limits) -> int:
         evidence = _evidence(args, store)
         if evidence is None:
             raise UsageError("posture reads the domain's DNS records: it cannot run --offline")
+        from graph.mta_sts import HttpsPolicyFetcher  # httpx only for this command
+
         posture = asyncio.run(domain_posture(store, load_catalog(), evidence,
-                                             args.domain.lower(), since=since))
+                                             args.domain.lower(), since=since,
+                                             sts_fetcher=HttpsPolicyFetcher()))
     if args.json:
         print(_JSON.encode(_posture_json(posture)))
     else:

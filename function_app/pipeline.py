@@ -14,6 +14,7 @@ from analysis.dnsevidence import DnsBudget, DnsEvidence
 from analysis.mailauth import judge, reporter_domain
 from analysis.model import AggregateReport, MailEvidence
 from analysis.posture import Posture, assess
+from analysis.records.mtasts import PolicyFetcher
 from analysis.rollup import ledger_key
 from analysis.senders import analyse_rollups
 from analysis.verdicts import ServiceVerdict
@@ -122,11 +123,13 @@ async def find_senders(store: Store, catalog: Catalog, dns: DnsEvidence | None, 
 
 
 async def domain_posture(store: Store, catalog: Catalog, dns: DnsEvidence, domain: str,
-                         *, since: str | None = None) -> Posture:
-    """Senders, then the domain's DNS posture and the next step towards enforcement."""
+                         *, since: str | None = None,
+                         sts_fetcher: PolicyFetcher | None = None) -> Posture:
+    """Senders, then the domain's DNS posture and the next step towards enforcement
+    (`sts_fetcher`: the MTA-STS policy file over HTTPS; without it only its TXT record)."""
     services, statuses = await find_senders(store, catalog, dns, domain=domain, since=since)
     by_service = {key: status for (d, key), status in statuses.items() if d == domain}
-    return await assess(domain, dns, services, by_service, catalog)
+    return await assess(domain, dns, services, by_service, catalog, sts_fetcher=sts_fetcher)
 
 
 def domains_stored_since(store: Store, stamp: str) -> set[str]:

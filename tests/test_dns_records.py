@@ -120,6 +120,25 @@ def test_mta_sts_policy_file() -> None:
     assert parse_sts_policy("version: STSv1\nmode: none\nmax_age: 86400\n").valid
 
 
+def test_mta_sts_policy_mode_and_max_age_notes() -> None:
+    """Usable policies that still deserve a word: withdrawn (mode none), and max_age under a
+    day (RFC 8461 §3.2 expects weeks); a day and more is not flagged, nor is the maximum."""
+    def notes(text: str) -> set[tuple[str, str]]:
+        found = parse_sts_policy(text)
+        assert found.valid, text
+        return {(f.level, f.code) for f in found.findings}
+
+    body = "version: STSv1\nmode: enforce\nmx: mx.contoso.example\nmax_age: {}\n"
+    assert notes(body.format(86399)) == {("warning", "mta-sts.policy-max-age-short")}
+    assert notes(body.format(0)) == {("warning", "mta-sts.policy-max-age-short")}
+    assert notes(body.format(86400)) == set()
+    assert notes(body.format(31557600)) == set()
+    assert notes("version: STSv1\nmode: none\nmax_age: 604800\n") == {
+        ("info", "mta-sts.policy-none")}
+    testing = "version: STSv1\nmode: testing\nmx: mx.contoso.example\nmax_age: 604800\n"
+    assert notes(testing) == {("info", "mta-sts.policy-testing")}
+
+
 def test_tls_rpt_record() -> None:
     record = parse_tlsrpt("v=TLSRPTv1; rua=mailto:tls@contoso.example,https://r.example/t")
     assert record.valid and len(record.rua) == 2

@@ -6,6 +6,11 @@ whole record (RFC 6376 §3.2, whose tag-value syntax DMARC uses). `intent` says 
 meant even when receivers cannot use the record (duplicates, two records, a typo in a value), and
 `render` writes it back as one clean record; `strength` orders records so that advice can prove it
 never weakens what is published.
+
+Where the publisher said two things (two records, or a tag twice with different values) receivers
+apply neither (RFC 9989 §4.10, RFC 6376 §3.2), so the repair keeps what every version asks for:
+the weakest of them. Moving past it is a step like any other, for `analysis.posture` to take when
+the domain's mail is ready (docs/posture.md, "Two records that disagree").
 """
 
 from __future__ import annotations
@@ -214,13 +219,19 @@ def _tag_findings(policy: DmarcPolicy, names: list[str]) -> list[Finding]:
     counts: dict[str, list[str]] = {}
     for name, value in policy.tags:
         counts.setdefault(name, []).append(value)
+    differ = conflicts(policy)
     for name, values in counts.items():
         if len(values) > 1:
             shown = ", ".join(f"{name}={v}" for v in values)
-            out.append(Finding("error", "dmarc", f"the tag {name} appears {len(values)} times "
-                               f"({shown}): a record with a duplicated tag is invalid as a "
-                               "whole, so receivers may ignore it", S_DUPLICATE,
-                               code="dmarc.duplicate-tag"))
+            text = (f"the tag {name} appears {len(values)} times ({shown}): a record with a "
+                    "duplicated tag is invalid as a whole, so receivers may ignore it")
+            if name in differ:
+                weak = getattr(intent_of(policy), name)
+                text = (f"the tag {name} appears {len(values)} times with values that disagree "
+                        f"({shown}): the record is invalid as a whole, so receivers that follow "
+                        "the standard apply none of it and lenient ones either value; the repair "
+                        f"keeps the weaker, {name}={weak or _DEFAULT.get(name, 'none')}")
+            out.append(Finding("error", "dmarc", text, S_DUPLICATE, code="dmarc.duplicate-tag"))
     if names.count("v") > 1:
         out.append(Finding("error", "dmarc", "the tag v appears more than once: a record with a "
                            "duplicated tag is invalid as a whole", S_DUPLICATE,
@@ -372,59 +383,88 @@ def _guess(value: str, choices: Sequence[str]) -> str | None:
     return close[0] if close else None
 
 
-def _strictest(values: Iterable[str], choices: Sequence[str], order: Sequence[str]) -> str | None:
-    """The strictest allowed (or guessed) value among `values`; `order` runs weakest first."""
+def _weakest(values: Iterable[str], choices: Sequence[str], order: Sequence[str]) -> str | None:
+    """The weakest allowed (or guessed) value among `values`; `order` runs weakest first.
+
+    Values nothing can be read from (`p=block`) state no intent and are passed over.
+    """
     found = [g for g in (_guess(v, choices) for v in values) if g is not None]
-    return max(found, key=order.index) if found else None
+    return min(found, key=order.index) if found else None
+
+
+#: The tags that decide what happens to mail, and the values each can take, weakest first.
+STRENGTH_TAGS: dict[str, tuple[str, ...]] = {
+    "p": POLICIES, "sp": POLICIES, "np": POLICIES, "t": ("y", "n"), "adkim": ("r", "s"),
+    "aspf": ("r", "s")}
+
+
+def conflicts(policy: DmarcPolicy) -> dict[str, tuple[str, ...]]:
+    """Tags that decide what happens to mail and appear twice with values that disagree
+    (`p=reject; p=none`), each with the values that can be read, in order."""
+    out = {}
+    for name, choices in STRENGTH_TAGS.items():
+        read = [g for g in (_guess(v, choices) for v in policy.values(name)) if g is not None]
+        if len(set(read)) > 1:
+            out[name] = tuple(read)
+    return out
 
 
 def intent_of(policy: DmarcPolicy) -> Intent:
-    """What one record asks for; of duplicated tags the strictest value counts (never weaker)."""
-    p = _strictest(policy.values("p"), POLICIES, POLICIES) or "none"
-    # t=y only when every t says exactly that: a bad t is t=n to receivers, and advice must not
-    # soften what they apply.
-    t_values = [v.lower() for v in policy.values("t")]
-    t = "y" if t_values and all(v == "y" for v in t_values) else "n"
+    """What one record asks for. Of duplicated tags the weakest value counts: the record is
+    invalid as a whole (RFC 6376 §3.2), so receivers may apply either value or none, and the
+    repair must not ask for more than every reading of it does."""
+    p = _weakest(policy.values("p"), POLICIES, POLICIES) or "none"
+    # t=y when some t says exactly that; a bad t alone is t=n to receivers (RFC 9989 §4.8)
+    t = "y" if any(v.lower() == "y" for v in policy.values("t")) else "n"
     fo_values = [v for v in policy.values("fo") if valid_fo(v)]
     return Intent(
         p=p, t=t,
-        sp=_strictest(policy.values("sp"), POLICIES, POLICIES),
-        np=_strictest(policy.values("np"), POLICIES, POLICIES),
-        adkim=_strictest(policy.values("adkim"), ("r", "s"), ("r", "s")),
-        aspf=_strictest(policy.values("aspf"), ("r", "s"), ("r", "s")),
+        sp=_weakest(policy.values("sp"), POLICIES, POLICIES),
+        np=_weakest(policy.values("np"), POLICIES, POLICIES),
+        adkim=_weakest(policy.values("adkim"), ("r", "s"), ("r", "s")),
+        aspf=_weakest(policy.values("aspf"), ("r", "s"), ("r", "s")),
         psd=_guess(policy.first("psd") or "", ("y", "n", "u")) if policy.first("psd") else None,
         rua=_unique(repair_uri(u.text) for u in policy.uris("rua")),
         ruf=_unique(repair_uri(u.text) for u in policy.uris("ruf")),
         fo=fo_values[0].lower().replace(" ", "").replace("\t", "") if fo_values else None)
 
 
+def disagree(intents: Sequence[Intent]) -> bool:
+    """Whether `intents` ask for different things for mail (reports aside)."""
+    return len({i.strength() for i in intents}) > 1
+
+
 def merge(intents: Sequence[Intent]) -> Intent:
-    """One record that asks for at least as much as each of `intents` (two records -> one)."""
+    """One record for several (two records at one name -> one): what every one of them asks
+    for, and every report destination of any.
+
+    When they disagree receivers apply none of them today (RFC 9989 §4.10), so the stricter one
+    would be a new policy, not a repair: each of p, sp and np (after t=y) and each alignment
+    mode is the weakest among them. Moving past that is for the plan to decide.
+    """
     if not intents:
         return Intent()
     if len(intents) == 1:
         return intents[0]
-    strongest = max(intents, key=lambda i: (LEVEL[i.p], i.t == "n"))
-
-    def top(name: str, order: Sequence[str]) -> str | None:
-        values = [getattr(i, name) for i in intents if getattr(i, name)]
-        return max(values, key=order.index) if values else None
-
-    # sp and np as each record applies them (an absent sp is p, an absent np is sp), the
-    # strictest of them; written only where they differ from what they would inherit
-    sp = max((i.sp or i.p for i in intents), key=POLICIES.index)
-    np = max((i.np or i.sp or i.p for i in intents), key=POLICIES.index)
-    merged = Intent(
-        p=strongest.p, t=strongest.t, sp=sp if sp != strongest.p else None,
-        np=np if np != sp else None,
-        adkim=top("adkim", ("r", "s")), aspf=top("aspf", ("r", "s")),
-        psd=next((i.psd for i in intents if i.psd), None),
+    floor = tuple(min(i.strength()[k] for i in intents) for k in range(5))
+    base = next((i for i in intents if i.strength() == floor), None)
+    if base is None:  # they cross (one stricter in p, another in sp): written from the floor
+        p, sp, np = (POLICIES[level] for level in floor[:3])
+        base = Intent(p=p, sp=sp if sp != p else None, np=np if np != sp else None,
+                      adkim="s" if floor[3] else None, aspf="s" if floor[4] else None)
+    return dataclasses.replace(
+        base, psd=base.psd or next((i.psd for i in intents if i.psd), None),
         rua=_unique(u for i in intents for u in i.rua),
         ruf=_unique(u for i in intents for u in i.ruf),
-        fo=next((i.fo for i in intents if i.fo), None))
-    if merged.t == "y" and not all(merged.covers(i) for i in intents):
-        merged = dataclasses.replace(merged, t="n")
-    return merged
+        fo=base.fo or next((i.fo for i in intents if i.fo), None))
+
+
+def asks(intent: Intent) -> str:
+    """What `intent` asks for mail, in its own tags (`p=reject; t=y`), reports left out."""
+    bare = dataclasses.replace(intent, psd=None, rua=(), ruf=(), fo=None,
+                               adkim="s" if intent.adkim == "s" else None,
+                               aspf="s" if intent.aspf == "s" else None)
+    return render(bare).removeprefix("v=DMARC1; ")
 
 
 def _unique(items: Iterable[str]) -> tuple[str, ...]:

@@ -56,6 +56,13 @@ class TestCA:
         self._server.configure_cert(ctx)
         return ctx
 
+    def server_context_for(self, *names: str) -> ssl.SSLContext:
+        """Server-side context presenting a certificate for `names` (host names a test's DNS
+        points at loopback)."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._ca.issue_cert(*names, key_type=trustme.KeyType.RSA).configure_cert(ctx)
+        return ctx
+
     def client_context(self) -> ssl.SSLContext:
         """Client-side context trusting only this CA (for httpx ``verify=``)."""
         ctx = ssl.create_default_context(cafile=str(self.ca_pem))
