@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import ipaddress
 import json
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from analysis.catalog import Catalog, Fact, Service
 from analysis.dnsevidence import NOT_ASKED_DOWN, DnsBudget, DnsEvidence, Network, Reverse
@@ -121,6 +124,9 @@ class EvidenceBundle:
     #: ip -> (status, why) for sources whose reverse DNS was not (wholly) looked up this run
     not_looked_up: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
     is_offline: bool = False
+    #: policy domain (or its own return-path domain) -> the networks of its SPF record, only for
+    #: records whose every term could be expanded (no macros, ptr or exists; no errors)
+    domain_networks: dict[str, tuple[Network, ...]] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def offline(cls) -> EvidenceBundle:
@@ -206,14 +212,23 @@ async def gather_evidence(activities: Sequence[SourceActivity], dns: DnsEvidence
     budget.plan(len(by_domain))
     includes = sorted({(s.key, f.value) for s in catalog.services
                        for f in s.facts("spf_include")})
+    own_names = own_spf_names(activities)
     with dns.deadline(budget.run_deadline()):
-        spf_results = await asyncio.gather(*(dns.spf_tree(include) for _, include in includes))
+        spf_results, own_results = await asyncio.gather(
+            asyncio.gather(*(dns.spf_tree(include) for _, include in includes)),
+            asyncio.gather(*(dns.spf_tree(name) for name in own_names)))
     temporary: list[str] = []
     networks: dict[str, list[Network]] = defaultdict(list)
     for (key, _), tree in zip(includes, spf_results, strict=True):
         networks[key].extend(tree.networks)
         if tree.temporary:
             temporary.append(f"SPF of {tree.domain}")
+    domain_networks: dict[str, tuple[Network, ...]] = {}
+    for name, tree in zip(own_names, own_results, strict=True):
+        if tree.temporary:
+            temporary.append(f"SPF of {name}")
+        elif tree.record is not None and not tree.errors and not _OPAQUE_SPF.search(tree.record):
+            domain_networks[name] = tuple(tree.networks)
     def could_name(host: str) -> bool:
         return bool(catalog.match_suffix("rdns_suffix", host))
 
@@ -248,7 +263,32 @@ async def gather_evidence(activities: Sequence[SourceActivity], dns: DnsEvidence
     for ip in [ip for ip in skipped if ip in reverse and reverse[ip].not_asked is None]:
         del skipped[ip]  # looked up for another domain of the same run after all
     return EvidenceBundle(reverse, targets, {k: tuple(v) for k, v in networks.items()},
-                          tuple(temporary), skipped)
+                          tuple(temporary), skipped, domain_networks=domain_networks)
+
+
+#: SPF terms whose matches are no plain list of networks (or that pass every address: `+all`):
+#: such a record cannot say "not here".
+_OPAQUE_SPF = re.compile(
+    r"(?i)(?:^|\s)(?:[-+~?]?(?:exists:|ptr(?:[:/\s]|$))|\+?all(?:\s|$))|%\{")
+#: Own return-path domains per policy domain whose SPF is expanded besides the domain's own.
+MAX_OWN_SPF = 4
+
+
+def own_spf_names(activities: Sequence[SourceActivity]) -> list[str]:
+    """The policy domains, and for each its busiest own return-path domains that passed SPF:
+    the records a report's "SPF pass" for the domain can be checked against."""
+    names: dict[str, None] = {}
+    volume: dict[str, Counter[str]] = defaultdict(Counter)
+    for a in activities:
+        names.setdefault(a.domain, None)
+        for (d, _, result), n in a.spf:
+            name = d.lower()
+            if result == "pass" and name != a.domain and own(a.domain, name):
+                volume[a.domain][name] += n
+    for counter in volume.values():
+        for name, _ in counter.most_common(MAX_OWN_SPF):
+            names.setdefault(name, None)
+    return list(names)
 
 
 class NetworkIndex:
@@ -264,8 +304,8 @@ class NetworkIndex:
                                 int(net.network_address) >> bits].add(key)
                 self._prefixes[net.version].add(net.prefixlen)
 
-    def services(self, ip: str) -> set[str]:
-        address = ipaddress.ip_address(ip)
+    def services(self, ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> set[str]:
+        address = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
         value, width = int(address), address.max_prefixlen
         found: set[str] = set()
         for prefix in self._prefixes[address.version]:
@@ -287,6 +327,19 @@ class Identification:
     ptr_confirmed: bool = False
     dns: str = DNS_LOOKED_UP  # what became of its reverse DNS (DNS_* above)
     dns_note: str = ""  # why, when it was not looked up or failed
+    #: The best guess when the evidence is too weak to name it (below MIN_CONFIDENCE), else None.
+    candidate: str | None = None
+    #: The service whose signature (the domain's own DKIM) survived on mail someone else relayed.
+    forwarded_from: str | None = None
+    #: An own domain the report says passed SPF from this IP, though its SPF record does not
+    #: hold the IP (checked in DNS): the claim is not taken as proof of anyone.
+    spf_disputed: str | None = None
+    #: An unnamed source's IP is inside the policy domain's own SPF record (a server the domain
+    #: authorised); not asked for named sources.
+    in_domain_spf: bool = False
+    #: The organisation the domain delegated its DKIM key to (selector CNAME) when it is also
+    #: the one whose return path passed SPF: a service sending directly, not a forwarder.
+    delegated: str | None = None
 
 
 class Identifier:
@@ -296,6 +349,8 @@ class Identifier:
         self.catalog = catalog
         self.bundle = bundle
         self.networks = NetworkIndex(bundle.service_networks)
+        self._own = {name: NetworkIndex({name: networks})
+                     for name, networks in bundle.domain_networks.items()}
 
     def identify(self, activity: SourceActivity) -> Identification:
         found = _Scores()
@@ -311,12 +366,18 @@ class Identifier:
                 for service, fact in self.catalog.match_suffix("dkim_cname_suffix", target):
                     found.add(service, fact, "dkim_cname_suffix",
                               f"DKIM selector {selector}._domainkey.{d} points to {target}")
+        delegated = self._delegated(activity)
+        if delegated is not None:
+            found.extra.append(f"{activity.domain}'s DKIM key is hosted by {delegated}, whose "
+                               "return path passed SPF: a service sending directly")
         for (d, _, result), _ in activity.spf:
             if result == "pass" and d:
                 for service, fact in self.catalog.match_suffix("return_path_domain", d):
                     found.add(service, fact, "return_path_domain",
                               f"SPF passed for return-path domain {d}")
-        for key in sorted(self.networks.services(activity.ip)):
+        address = ipaddress.ip_address(activity.ip)  # parsed once for every index below
+        holders = self.networks.services(address)
+        for key in sorted(holders):
             service = self.catalog.get(key)
             includes = service.facts("spf_include")
             include = max(includes, key=lambda f: f.confidence == "high") if includes else None
@@ -330,10 +391,52 @@ class Identifier:
                 for service, fact in self.catalog.match_suffix("rdns_suffix", name):
                     found.add(service, fact, "rdns_suffix",
                               f"reverse DNS {name} (forward-confirmed)")
-        confirmed = reverse is not None and bool(reverse.confirmed)
+        # only an address outside every service's networks can make an SPF pass a false claim
+        disputed = None if holders else self._disputed_spf(activity, address)
+        if disputed is not None:
+            found.drop_unbacked(
+                f"the report says SPF passed for {disputed} from {activity.ip}, but {disputed}'s "
+                "SPF record does not hold that address: the claim proves nobody")
         status, note = self.bundle.dns_status(activity.ip)
-        return dataclasses.replace(found.decide(self.catalog, activity, ptr),
-                                   ptr_confirmed=confirmed, dns=status, dns_note=note)
+        decided = found.decide(self.catalog, activity, ptr,
+                               infrastructure_known=not self.bundle.is_offline, known={
+                                   "ptr_confirmed": reverse is not None
+                                   and bool(reverse.confirmed),
+                                   "dns": status, "dns_note": note, "spf_disputed": disputed,
+                                   "delegated": delegated})
+        own_spf = self._own.get(activity.domain)
+        if (decided.service_key == UNKNOWN and own_spf is not None
+                and own_spf.services(address)):  # asked of unnamed sources only: they need it
+            decided = dataclasses.replace(decided, in_domain_spf=True, evidence=(
+                *decided.evidence, f"{activity.ip} is listed in {activity.domain}'s own SPF "
+                "record"))
+        return decided
+
+    def _delegated(self, activity: SourceActivity) -> str | None:
+        """The organisation hosting the domain's passing DKIM key, when its return path passed
+        SPF for the same mail: the key and the envelope are one sender's."""
+        envelopes = [_organisation(d) for (d, _, result), _ in activity.spf
+                     if result == "pass" and d and not own(activity.domain, d.lower())]
+        if not envelopes:
+            return None  # the usual case: no one else's envelope passed
+        hosts = {_organisation(target) for (d, selector, result), _ in activity.dkim
+                 if result == "pass" and own(activity.domain, d.lower())
+                 and (target := self.bundle.dkim_targets.get((selector, d))) is not None}
+        return next((e for e in envelopes if e in hosts), None)
+
+    def _disputed_spf(self, activity: SourceActivity,
+                      address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+        """An own domain the report says passed SPF from an address its SPF record lacks."""
+        if not self._own:
+            return None
+        for (d, _, result), _ in activity.spf:
+            if result != "pass":
+                continue
+            name = d.lower()
+            index = self._own.get(name)
+            if index is not None and own(activity.domain, name) and not index.services(address):
+                return name
+        return None
 
 
 class _Scores:
@@ -342,6 +445,14 @@ class _Scores:
     def __init__(self) -> None:
         self.weights: dict[str, dict[str, float]] = defaultdict(dict)
         self.notes: dict[str, list[str]] = defaultdict(list)
+        self.extra: list[str] = []  # notes about the source itself, kept whoever is named
+
+    def drop_unbacked(self, why: str) -> None:
+        """Forget the services no infrastructure evidence backs (their servers, their PTR)."""
+        for key in [k for k, kinds in self.weights.items() if not kinds.keys() & _INFRASTRUCTURE]:
+            del self.weights[key]
+            self.extra.extend(f"{n} (not counted)" for n in self.notes.pop(key, []))
+        self.extra.append(why)
 
     def add(self, service: Service, fact: Fact | None, kind: str, note: str) -> None:
         weight = WEIGHTS[kind] * (LOW_FACTOR if fact and fact.confidence == "low" else 1.0)
@@ -357,10 +468,15 @@ class _Scores:
             miss *= 1.0 - weight
         return 1.0 - miss
 
-    def decide(self, catalog: Catalog, activity: SourceActivity,
-               ptr: str | None) -> Identification:
+    def decide(self, catalog: Catalog, activity: SourceActivity, ptr: str | None, *,
+               infrastructure_known: bool = True, known: dict[str, Any] | None = None,
+               ) -> Identification:
+        """The service named, with `known` (what the caller found out about the source) as
+        the rest of its fields."""
+        extra = tuple(self.extra)
+        fields = known or {}
         if not self.weights:
-            return Identification(activity, UNKNOWN, None, 0.0, (), ptr)
+            return Identification(activity, UNKNOWN, None, 0.0, extra, ptr, **fields)
         forwarded = looks_forwarded(activity)
         ranked = sorted(self.weights, key=lambda k: (
             -self.score(k),
@@ -377,12 +493,21 @@ class _Scores:
             best = relays[0] if relays else best
         confidence = round(self.score(best), 3)
         if confidence < MIN_CONFIDENCE:
-            notes = tuple(n for k in ranked for n in self.notes[k])
-            return Identification(activity, UNKNOWN, None, confidence, notes, ptr)
+            notes = tuple(n for k in ranked for n in self.notes[k]) + extra
+            return Identification(activity, UNKNOWN, None, confidence, notes, ptr,
+                                  candidate=best, **fields)
         platform = catalog.get(best).platform
         content = {"dkim_domain", "dkim_cname_suffix", "return_path_domain"}
-        infrastructure = [k for k in ranked[1:]
-                          if self.weights[k].keys() & {"spf_network", "rdns_suffix"}]
+        infrastructure = [k for k in ranked[1:] if self.weights[k].keys() & _INFRASTRUCTURE]
+        if (infrastructure_known and platform is None and not infrastructure
+                and self.weights[best].keys() <= _SIGNATURES and relayed(activity)):
+            # The domain's own signature names who wrote it; the address is none of that
+            # service's and SPF fails: a forwarder or alias passed it on (DKIM survives that).
+            name = catalog.get(best).name
+            notes = (*self.notes[best], f"{name} signed it, but {activity.ip} is none of "
+                     f"{name}'s servers and SPF does not align: someone else passed it on")
+            return Identification(activity, UNKNOWN, None, 0.0, notes + extra, ptr,
+                                  forwarded_from=best, **fields)
         if platform is None and self.weights[best].keys() <= content and infrastructure:
             platform = infrastructure[0]
             if (catalog.get(platform).category in _INDIRECT
@@ -393,10 +518,26 @@ class _Scores:
                 notes = (*self.notes[via], f"the original sender, {catalog.get(best).name}, "
                          "signed it (its DKIM signature survived forwarding)")
                 return Identification(activity, via, None, round(self.score(via), 3), notes,
-                                      ptr)
+                                      ptr, **fields)
         notes = tuple(self.notes[best]) + tuple(
-            n for k in ([platform] if platform else []) for n in self.notes[k])
-        return Identification(activity, best, platform, confidence, notes, ptr)
+            n for k in ([platform] if platform else []) for n in self.notes[k]) + extra
+        return Identification(activity, best, platform, confidence, notes, ptr, **fields)
+
+
+#: Evidence kinds that say whose servers sent it, and those that say who signed it.
+_INFRASTRUCTURE = frozenset({"spf_network", "rdns_suffix"})
+_SIGNATURES = frozenset({"dkim_domain", "dkim_cname_suffix"})
+
+
+@functools.lru_cache(maxsize=4096)
+def _organisation(name: str) -> str:
+    """The last two labels: close enough to tell one operator's names from another's here."""
+    return ".".join(name.lower().rstrip(".").split(".")[-2:])
+
+
+def relayed(activity: SourceActivity) -> bool:
+    """Most of its mail keeps the domain's aligned DKIM while SPF never aligns."""
+    return activity.dkim_aligned_pass * 2 >= activity.messages > 0 and not activity.spf_aligned_pass
 
 
 def receiver_says_forwarded(activity: SourceActivity) -> bool:
@@ -413,8 +554,10 @@ def _arc_override(reason: str) -> bool:
 
 
 def own(domain: str, name: str) -> bool:
-    """`name` is the policy domain or one of its subdomains."""
-    return name == domain or name.endswith("." + domain)
+    """`name` is the policy domain, one of its subdomains, or a parent of it (a subdomain's
+    organisation signs as its parent; a name of one label is a TLD and never anyone's own)."""
+    return (name == domain or name.endswith("." + domain)
+            or ("." in name and domain.endswith("." + name)))
 
 
 def signed_by_owner(activity: SourceActivity) -> bool:
@@ -436,6 +579,12 @@ def looks_forwarded(activity: SourceActivity) -> bool:
         return True
     if signed_by_owner(activity) and foreign_envelope(activity):
         return True
+    return dkim_survives(activity)
+
+
+def dkim_survives(activity: SourceActivity) -> bool:
+    """The classic forward: the domain's aligned DKIM passes for most of it, SPF never aligns
+    and passes for none of the domain's own names."""
     return (activity.dkim_aligned_pass * 2 >= activity.messages
             and activity.spf_aligned_pass == 0
             and not any(own(activity.domain, d)

@@ -15,8 +15,13 @@ from analysis.identify import (
     gather_evidence,
 )
 from analysis.rollup import RollupKey
-from analysis.verdicts import MICROSOFT_365, ServiceVerdict, SourceVerdict, service_verdicts
-from analysis.verdicts import source_verdict as _source_verdict
+from analysis.verdicts import (
+    MICROSOFT_365,
+    ServiceVerdict,
+    SourceVerdict,
+    judge_sources,
+    service_verdicts,
+)
 
 __all__ = ["analyse_activities", "analyse_rollups"]
 
@@ -24,14 +29,16 @@ __all__ = ["analyse_activities", "analyse_rollups"]
 async def analyse_activities(activities: list[SourceActivity], catalog: Catalog,
                              dns: DnsEvidence | None
                              ) -> tuple[list[SourceVerdict], list[ServiceVerdict], EvidenceBundle]:
-    """Name every source and judge every (domain, service). `dns=None` works offline: only the
-    evidence inside the reports (DKIM and SPF domains) is used."""
+    """Name and judge every source on its own evidence, then group them into lines per
+    (domain, service, account). `dns=None` works offline: only the evidence inside the reports
+    (DKIM and SPF domains) is used."""
     bundle = (await gather_evidence(activities, dns, catalog) if dns is not None
               else EvidenceBundle.offline())
     identifier = Identifier(catalog, bundle)
     m365 = bundle.service_networks.get(MICROSOFT_365)
     m365_index = NetworkIndex({MICROSOFT_365: m365}) if m365 else None
-    sources = [_source_verdict(identifier.identify(a), catalog, m365_index) for a in activities]
+    sources = judge_sources([identifier.identify(a) for a in activities], catalog, m365_index,
+                            bundle.dkim_targets)
     return sources, service_verdicts(sources, catalog), bundle
 
 

@@ -1,23 +1,43 @@
-"""What to do about each sender: a verdict per source and per (domain, service), in plain words.
+"""What to do about each sender: a verdict per source, then lines per service and account.
+
+Each source (a policy domain and a source IP) is judged on its own evidence: what authenticated,
+for which identity, aligned or not, and whose account (`analysis.accounts`). Only then are
+sources grouped for display, into lines per (domain, service, account, verdict): the domain's
+own account of a service is one line and one decision, and whatever else came through the same
+service (another tenant, mail signed for nobody, forwarded mail) is a line of its own, so a
+minority is never outvoted by the majority of a row.
 
 `compliant` passes with aligned DKIM; `needs-dkim` passes only through SPF (or not at all) and a
 DKIM record would fix it; `needs-spf` sends with the domain as return-path but is not in its SPF
 record; `forwarded` is indirect mail (forwarders, mailing lists, Microsoft 365 forwarding), not a
-sender to approve; `impostor` fails both and nothing names it; `unknown` is everything else.
+sender to approve; `impostor` fails both and is not the domain's (nothing names it, or it came
+from another account of a service the domain has its own account at); `unknown` is what the
+evidence cannot settle, with the question to ask. A source that passes aligned SPF or aligned
+DKIM is never an impostor.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
+from analysis.accounts import (
+    OTHER,
+    OWN,
+    Account,
+    DomainAccounts,
+    Memo,
+    account_of,
+    domain_accounts,
+)
 from analysis.catalog import Catalog, PublishStep, Service
 from analysis.identify import (
     COMPLIANT_SHARE,
     UNKNOWN,
     Identification,
     NetworkIndex,
+    dkim_survives,
     foreign_envelope,
     looks_forwarded,
     own,
@@ -27,6 +47,10 @@ from analysis.identify import (
 
 MICROSOFT_365 = "microsoft365"
 _MICROSOFT_KEYS = (MICROSOFT_365, "microsoft365-forwarding")
+#: Verdicts of a sender its owner approves or rejects (the others are not senders to approve).
+APPROVABLE = ("compliant", "needs-dkim", "needs-spf")
+UNIDENTIFIED = "Unidentified sources"
+FORWARDED = "forwarded"  # the account label of forwarded mail under a mailbox provider's name
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -34,12 +58,26 @@ class SourceVerdict:
     identification: Identification
     verdict: str
     diagnosis: str | None  # a specific finding (Microsoft 365 cases), else None
-    advice: str  # one sentence for the domain owner
+    advice: str  # one sentence for the domain owner: what to do, or the question to ask
+    #: What sets it apart from the domain's own account of its service ("another tenant (x)",
+    #: "not signed for example.com", "forwarded"); "" for that account itself. For sources no
+    #: service names, what kind of unknown it is. It names the line the source shows on.
+    account: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SetAside:
+    """Another line of the same (domain, service): not part of what its owner approves."""
+
+    name: str
+    verdict: str
+    sources: int
+    messages: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ServiceVerdict:
-    """All sources of one service sending as one domain, summed."""
+    """One line: the sources of one service and account sending as one domain, summed."""
 
     domain: str
     service_key: str
@@ -59,71 +97,207 @@ class ServiceVerdict:
     records: tuple[PublishStep, ...]  # what the domain owner would publish for it
     first_day: str
     last_day: str
+    account: str = ""  # "" for the domain's own account of the service (SourceVerdict.account)
+    #: on the line its owner decides on: the other lines of the same service, kept out of it
+    set_aside: tuple[SetAside, ...] = ()
+
+    @property
+    def line_name(self) -> str:
+        """The service, and the account when it is not the domain's own."""
+        return f"{self.service_name} \u2014 {self.account}" if self.account else self.service_name
 
     @property
     def needs_decision(self) -> bool:
-        """A named sender its owner should approve or reject (not forwarders or impostors)."""
-        return self.service_key != UNKNOWN and self.verdict not in ("forwarded", "impostor")
+        """The domain's own account of a named service, which its owner approves or rejects
+        (never forwarders, impostors, other accounts or what the evidence cannot settle)."""
+        return (self.service_key != UNKNOWN and not self.account
+                and self.verdict in APPROVABLE)
 
 
-def _microsoft(identification: Identification, m365_networks: NetworkIndex | None,
-               ) -> tuple[str, str] | None:
-    """Microsoft 365's own diagnoses: (verdict, diagnosis) or None."""
+# -- one source ---------------------------------------------------------------------------------
+
+
+def _verdict(identification: Identification, verdict: str, advice: str, *,
+             account: str = "", diagnosis: str | None = None) -> SourceVerdict:
+    return SourceVerdict(identification, verdict, diagnosis, advice, account)
+
+
+def _relayed_by_microsoft(identification: Identification, m365_networks: NetworkIndex | None
+                          ) -> str | None:
+    """Microsoft 365 forwarding (its relay pool, or SRS by another tenant): the diagnosis."""
     a = identification.activity
-    signed_tenant = [d for (d, _, result), _ in a.dkim
-                     if result == "pass" and d.endswith(".onmicrosoft.com")]
     microsoft_ptr = (identification.ptr_confirmed
                      and (identification.ptr or "").endswith(".outbound.protection.outlook.com"))
     if (m365_networks is not None and not m365_networks.services(a.ip) and microsoft_ptr
             and identification.platform_key in (None, *_MICROSOFT_KEYS)):
-        return ("forwarded", "Microsoft 365 relay pool: forwarded or relayed mail leaves from "
-                "Microsoft IPs outside the published SPF ranges; not a sender to approve")
+        return ("Microsoft 365 relay pool: forwarded or relayed mail leaves from Microsoft IPs "
+                "outside the published SPF ranges; not a sender to approve")
     if foreign_envelope(a) and signed_by_owner(a):
-        return ("forwarded", "forwarded by another Microsoft 365 tenant (SRS rewrote the "
-                "return-path to the forwarder's domain)")
-    if (identification.service_key == MICROSOFT_365 and signed_tenant and a.spf_aligned_pass
-            and a.dkim_aligned_pass * 2 < a.messages):
-        return ("needs-dkim", f"DKIM is not enabled for {a.domain} in Microsoft 365: mail is "
-                f"signed only as {signed_tenant[0]}")
+        return ("forwarded by another Microsoft 365 tenant (SRS rewrote the return-path to the "
+                "forwarder's domain)")
+    return None
+
+
+def forwarded_verdict(identification: Identification, catalog: Catalog,
+                      m365_networks: NetworkIndex | None = None,
+                      accounts: DomainAccounts | None = None) -> SourceVerdict | None:
+    """The verdict of indirect mail (forwarders, lists, relays), or None for direct mail.
+    `accounts`: the domain's own accounts, whose tenant signature marks the domain's mail."""
+    a = identification.activity
+    if identification.service_key == UNKNOWN:
+        return _unnamed_forwarded(identification, catalog)
+    service = catalog.get(identification.service_key)
+    if service.key in _MICROSOFT_KEYS:
+        diagnosis = _relayed_by_microsoft(identification, m365_networks)
+        if diagnosis is not None:
+            return _verdict(identification, "forwarded", diagnosis, diagnosis=diagnosis,
+                            account="" if service.forwarder else FORWARDED)
+    if service.forwarder:
+        return _verdict(identification, "forwarded",
+                        f"indirect mail through {service.name}; nothing to approve")
+    if receiver_says_forwarded(a) or (service.category == "mailbox" and looks_forwarded(a)):
+        return _through(identification, service)
+    return _relayed_own(identification, service, accounts)
+
+
+def _through(identification: Identification, service: Service) -> SourceVerdict:
+    return _verdict(identification, "forwarded", f"forwarded through {service.name}: only "
+                    "aligned DKIM survives forwarding; nothing to approve", account=FORWARDED)
+
+
+def _relayed_own(identification: Identification, service: Service,
+                 accounts: DomainAccounts | None) -> SourceVerdict | None:
+    """A mailbox provider passed on mail signed by the domain's own account elsewhere (its
+    Microsoft 365 tenant, say) without aligned SPF: forwarded, even with that signature
+    unaligned (DKIM not enabled for the domain)."""
+    a = identification.activity
+    if (accounts is not None and service.category == "mailbox" and not a.spf_aligned_pass
+            and accounts.signed_by_own_account(a, service.key)):
+        return _through(identification, service)
+    return None
+
+
+def _unnamed_forwarded(identification: Identification, catalog: Catalog
+                       ) -> SourceVerdict | None:
+    a = identification.activity
+    says = bool(a.reasons) and receiver_says_forwarded(a)
+    owner_signed = bool(a.dkim) and signed_by_owner(a)
+    if not (says or owner_signed or identification.forwarded_from):
+        return None  # no reason, no signature of the domain's: sent directly
+    if identification.delegated is not None and not says:
+        return None  # the domain's key and the envelope are one service's: it sent directly
+    via = identification.ptr or a.ip
+    if identification.forwarded_from is not None:
+        sender = catalog.get(identification.forwarded_from).name
+        return _verdict(identification, "forwarded", (
+            f"{sender} mail of {a.domain}, passed on by {via} (a forwarder, an alias or a "
+            "list): its DKIM signature survived, so it passes; nothing to approve"),
+            account=FORWARDED)
+    if says or (owner_signed and foreign_envelope(a)):
+        return _verdict(identification, "forwarded", (
+            f"forwarded by {via}: the receiver says so, or {a.domain}'s signature arrives with "
+            "the forwarder's envelope; nothing to approve"), account=FORWARDED)
+    if dkim_survives(a):
+        return _verdict(identification, "forwarded", (
+            f"{a.domain}'s DKIM signature survives but SPF fails: forwarded by {via}, or a "
+            f"server of {a.domain}'s own that its SPF record lacks"), account=FORWARDED)
     return None
 
 
 def source_verdict(identification: Identification, catalog: Catalog,
-                   m365_networks: NetworkIndex | None = None) -> SourceVerdict:
-    """The verdict for one source (`m365_networks`: Microsoft 365's own SPF networks, if known)."""
+                   m365_networks: NetworkIndex | None = None,
+                   accounts: DomainAccounts | None = None) -> SourceVerdict:
+    """The verdict for one source. `m365_networks`: Microsoft 365's own SPF networks, if known;
+    `accounts`: the domain's own accounts (`judge_sources` works them out for a whole run)."""
+    forwarded = forwarded_verdict(identification, catalog, m365_networks, accounts)
+    if forwarded is not None:
+        return forwarded
+    if identification.service_key == UNKNOWN:
+        return _unnamed(identification, catalog)
+    return _direct(identification, catalog, accounts)
+
+
+def _direct(identification: Identification, catalog: Catalog,
+            accounts: DomainAccounts | None) -> SourceVerdict:
+    """A named source that sent directly: its account, then what to do about it."""
+    service = catalog.get(identification.service_key)
     a = identification.activity
-    service = (catalog.get(identification.service_key)
-               if identification.service_key != UNKNOWN else None)
-    if service is not None and service.key in _MICROSOFT_KEYS:
-        found = _microsoft(identification, m365_networks)
-        if found is not None:
-            verdict, diagnosis = found
-            return SourceVerdict(identification, verdict, diagnosis, diagnosis)
-    if service is not None and service.forwarder:
-        return SourceVerdict(identification, "forwarded", None,
-                             f"indirect mail through {service.name}; nothing to approve")
-    mailbox = service is not None and service.category == "mailbox"
-    if service is not None and mailbox and foreign_envelope(a) and not signed_by_owner(a):
-        return SourceVerdict(identification, "unknown", None, (
-            f"sent through {service.name} by an account that is not the domain's own (the "
+    account = account_of(identification, catalog, accounts)
+    mailbox = service.category == "mailbox"
+    proven = accounts is not None and service.key in accounts.proven
+    if account.kind == OTHER and a.dmarc_pass:
+        return _verdict(identification, "unknown", (
+            f"{account.proof}. Ask: is {account.identity} an account of yours? If not, only "
+            f"DKIM for {a.domain} (and an SPF record without {service.name}'s shared servers) "
+            "keeps it out"), account=_other(service, account))
+    if account.kind == OTHER and proven and not a.dmarc_pass:
+        return _verdict(identification, "impostor", (
+            f"{a.domain} has its own {service.name} account, and this is another one "
+            f"({account.proof}): someone else's {service.name} sends as {a.domain}; "
+            "enforcement will block it"), account=_other(service, account))
+    if account.kind != OWN and proven:
+        # The vendor's shared identity or its servers alone: the vendor, not the account.
+        return _verdict(identification, "unknown", (
+            f"not from {a.domain}'s own {service.name} account, which signs for {a.domain} "
+            f"({account.proof}). Ask: does another team of yours send through a second "
+            f"{service.name} account? If so, set up DKIM for {a.domain} in it; if not, it is "
+            "someone else's account and enforcement will block it"),
+            account=f"not signed for {a.domain}")
+    if mailbox and account.kind != OWN and foreign_envelope(a) and not signed_by_owner(a):
+        return _verdict(identification, "unknown", (
+            f"sent through {service.name} by an account that is not {a.domain}'s own (the "
             "envelope is another domain's, and no signature of the domain's): if nobody here "
-            "uses it, enforcement will block it"))
-    if receiver_says_forwarded(a) or (mailbox and looks_forwarded(a)):
-        via = service.name if service else "an intermediary"
-        return SourceVerdict(identification, "forwarded", None,
-                             f"forwarded through {via}: only aligned DKIM survives "
-                             "forwarding; nothing to approve")
-    if a.dkim_aligned_pass >= COMPLIANT_SHARE * a.messages and service is not None:
-        return SourceVerdict(identification, "compliant", None,
-                             "passes DMARC with aligned DKIM; ready for enforcement")
-    if service is None:
-        if a.dmarc_pass == 0:
-            return SourceVerdict(identification, "impostor", None,
-                                 "fails SPF and DKIM and no known service sends from here: "
-                                 "enforcement will block it")
-        return SourceVerdict(identification, "unknown", None,
-                             "cannot be named; look at its reverse DNS and evidence")
+            "uses it, enforcement will block it"),
+            account=_other(service, account) if account.identity else "another account")
+    if (service.key == MICROSOFT_365 and account.kind == OWN and a.spf_aligned_pass
+            and a.dkim_aligned_pass * 2 < a.messages):
+        tenant = next((d for (d, _, r), _ in a.dkim
+                       if r == "pass" and d.endswith(".onmicrosoft.com")), None)
+        if tenant is not None:
+            diagnosis = (f"DKIM is not enabled for {a.domain} in Microsoft 365: mail is signed "
+                         f"only as {tenant}")
+            return _verdict(identification, "needs-dkim", diagnosis, diagnosis=diagnosis)
+    if a.dkim_aligned_pass >= COMPLIANT_SHARE * a.messages:
+        return _verdict(identification, "compliant",
+                        "passes DMARC with aligned DKIM; ready for enforcement")
     return _fix(identification, service)
+
+
+def _other(service: Service, account: Account) -> str:
+    kind = "tenant" if service.category == "mailbox" else "account"
+    return f"another {kind} ({account.identity})" if account.identity else f"another {kind}"
+
+
+def _unnamed(identification: Identification, catalog: Catalog) -> SourceVerdict:
+    """A source no service names: an impostor only when it fails everything and nothing in
+    the evidence hints at a sender; otherwise the question to ask."""
+    a = identification.activity
+    where = a.ip + (f" ({identification.ptr})" if identification.ptr else "")
+    if identification.spf_disputed is not None:
+        disputed = identification.spf_disputed
+        return _verdict(identification, "unknown", (
+            f"the report says SPF passed for {disputed} from {where}, but {disputed}'s SPF "
+            "record does not hold that address. Ask: did the SPF record change, or is the "
+            "reporter mistaken?"), account="SPF pass not backed by DNS")
+    if a.dmarc_pass:
+        if identification.in_domain_spf:
+            return _verdict(identification, "unknown", (
+                f"{where} is listed in {a.domain}'s own SPF record and passes. Ask: is it your "
+                "own server (a relay, a web or application server)? If so, sign its mail with "
+                "DKIM"), account=f"listed in {a.domain}'s SPF")
+        how = "aligned DKIM" if a.dkim_aligned_pass >= a.spf_aligned_pass else "aligned SPF"
+        return _verdict(identification, "unknown", (
+            f"passes with {how} but no known service sends from {where}. Ask: whose server is "
+            "it? Approve it by adding it to the catalog or your own records"),
+            account=f"passes {how}")
+    if identification.candidate is not None:
+        name = catalog.get(identification.candidate).name
+        return _verdict(identification, "unknown", (
+            f"fails SPF and DKIM; the only clue is weak (the evidence below). Ask: does anyone "
+            f"here send through {name}? If so, set it up for {a.domain}; if not, enforcement "
+            "will block it"), account=f"maybe {name}")
+    return _verdict(identification, "impostor", "fails SPF and DKIM and no known service sends "
+                    "from here: enforcement will block it", account="fails SPF and DKIM")
 
 
 def _fix(identification: Identification, service: Service) -> SourceVerdict:
@@ -132,8 +306,8 @@ def _fix(identification: Identification, service: Service) -> SourceVerdict:
     include = next((p.value for p in service.publish if p.kind == "spf_include"), None)
     own_return_path = any(own(a.domain, d) for (d, _, _), _ in a.spf if d)
     if a.spf_aligned_pass == 0 and own_return_path and include and not dkim_steps:
-        return SourceVerdict(identification, "needs-spf", None,
-                             f"add include:{include} to the SPF record of {a.domain}")
+        return _verdict(identification, "needs-spf",
+                        f"add include:{include} to the SPF record of {a.domain}")
     if dkim_steps:
         names = ", ".join(sorted({p.name for p in dkim_steps}))
         advice = f"set up DKIM for {a.domain} in {service.name} and publish {names}"
@@ -141,41 +315,101 @@ def _fix(identification: Identification, service: Service) -> SourceVerdict:
         advice = f"set up DKIM signing for {a.domain} in {service.name} ({service.doc})"
     if a.spf_aligned_pass == 0 and own_return_path and include:
         advice += f"; meanwhile add include:{include} to the SPF record"
-    return SourceVerdict(identification, "needs-dkim", None, advice)
+    return _verdict(identification, "needs-dkim", advice)
+
+
+# -- a whole run --------------------------------------------------------------------------------
+
+
+def judge_sources(identifications: Sequence[Identification], catalog: Catalog,
+                  m365_networks: NetworkIndex | None = None,
+                  targets: Mapping[tuple[str, str], str] | None = None) -> list[SourceVerdict]:
+    """Every source's verdict, in order. The domain's own accounts come first from its DNS
+    (`targets`: its DKIM selectors' CNAME targets) and from its direct, aligned sources."""
+    indirect: list[SourceVerdict | None] = []
+    direct: dict[str, list[Identification]] = defaultdict(list)
+    for ident in identifications:
+        found = (forwarded_verdict(ident, catalog, m365_networks)
+                 if ident.service_key != UNKNOWN else None)
+        indirect.append(found)
+        if ident.service_key != UNKNOWN and found is None:
+            direct[ident.activity.domain].append(ident)
+    domains = {i.activity.domain for i in identifications}
+    memo: Memo = {}  # catalog lookups, shared by the run's domains
+    accounts = {d: domain_accounts(d, direct.get(d, ()), catalog, targets or {}, memo)
+                for d in domains}
+    out = []
+    for ident, found in zip(identifications, indirect, strict=True):
+        ctx = accounts[ident.activity.domain]
+        if found is None and ident.service_key != UNKNOWN:
+            # direct so far: only the domain's own accounts can show it relayed after all
+            service = catalog.get(ident.service_key)
+            found = _relayed_own(ident, service, ctx) or _direct(ident, catalog, ctx)
+        out.append(found or source_verdict(ident, catalog, m365_networks, ctx))
+    return out
+
+
+# -- lines --------------------------------------------------------------------------------------
 
 
 def service_verdicts(verdicts: Iterable[SourceVerdict], catalog: Catalog) -> list[ServiceVerdict]:
-    """Sum sources per (domain, service); the verdict is the one most of the messages got."""
-    groups: dict[tuple[str, str], list[SourceVerdict]] = defaultdict(list)
+    """Group judged sources into lines: per (domain, service), the domain's own account is one
+    line (its owner's decision) and every other account or verdict a line of its own; the
+    decision line comes first within its service and lists the others as set aside."""
+    groups: dict[tuple[str, str, str, str], list[SourceVerdict]] = defaultdict(list)
     for v in verdicts:
-        groups[v.identification.activity.domain, v.identification.service_key].append(v)
-    out = []
-    for (domain, key), members in sorted(groups.items()):
-        by_verdict: Counter[str] = Counter()
-        for m in members:
-            by_verdict[m.verdict] += m.identification.activity.messages
-        verdict = by_verdict.most_common(1)[0][0]
-        lead = max((m for m in members if m.verdict == verdict),
-                   key=lambda m: m.identification.activity.messages)
-        service = catalog.get(key) if key != UNKNOWN else None
-        platforms = Counter(m.identification.platform_key for m in members
-                            if m.identification.platform_key)
-        evidence = tuple(dict.fromkeys(e for m in members for e in m.identification.evidence))
-        out.append(ServiceVerdict(
-            domain=domain, service_key=key,
-            service_name=service.name if service else "Unidentified sources",
-            category=service.category if service else UNKNOWN,
-            platform_key=platforms.most_common(1)[0][0] if platforms else None,
-            messages=sum(m.identification.activity.messages for m in members),
-            dmarc_pass=sum(m.identification.activity.dmarc_pass for m in members),
-            dkim_aligned_pass=sum(m.identification.activity.dkim_aligned_pass for m in members),
-            spf_aligned_pass=sum(m.identification.activity.spf_aligned_pass for m in members),
-            verdict=verdict, diagnosis=lead.diagnosis, advice=lead.advice,
-            confidence=min(m.identification.confidence for m in members),
-            sources=tuple(sorted(members, key=lambda m: -m.identification.activity.messages)),
-            evidence=evidence[:12],
-            records=service.publish if service else (),
-            first_day=min(m.identification.activity.first_day for m in members),
-            last_day=max(m.identification.activity.last_day for m in members),
-        ))
+        key = v.identification.service_key
+        decision = key != UNKNOWN and not v.account and v.verdict in APPROVABLE
+        groups[v.identification.activity.domain, key, v.account,
+               "" if decision else v.verdict].append(v)
+    by_service: dict[tuple[str, str], list[ServiceVerdict]] = defaultdict(list)
+    for (domain, key, account, verdict), members in groups.items():
+        by_service[domain, key].append(_line(domain, key, account, verdict, members, catalog))
+    out: list[ServiceVerdict] = []
+    for _, lines in sorted(by_service.items()):
+        lines.sort(key=lambda s: (not s.needs_decision, -s.messages, s.account, s.verdict))
+        first = lines[0]
+        if first.needs_decision and len(lines) > 1:
+            lines[0] = dataclasses.replace(first, set_aside=tuple(
+                SetAside(s.line_name, s.verdict, len(s.sources), s.messages) for s in lines[1:]))
+        out.extend(lines)
     return out
+
+
+def _line(domain: str, key: str, account: str, verdict: str,
+          members: list[SourceVerdict], catalog: Catalog) -> ServiceVerdict:
+    members.sort(key=lambda m: (-m.identification.activity.messages,
+                                m.identification.activity.ip))
+    messages = sum(m.identification.activity.messages for m in members)
+    dkim = sum(m.identification.activity.dkim_aligned_pass for m in members)
+    if not verdict:  # the domain's own account: compliant only when nearly all of it is
+        if dkim >= COMPLIANT_SHARE * messages:
+            verdict = "compliant"
+        else:
+            weights: Counter[str] = Counter()
+            for m in members:
+                if m.verdict != "compliant":
+                    weights[m.verdict] += m.identification.activity.messages
+            verdict = weights.most_common(1)[0][0]
+    lead = next((m for m in members if m.verdict == verdict), members[0])
+    service = catalog.get(key) if key != UNKNOWN else None
+    platforms = Counter(m.identification.platform_key for m in members
+                        if m.identification.platform_key)
+    evidence = tuple(dict.fromkeys(e for m in members for e in m.identification.evidence))
+    return ServiceVerdict(
+        domain=domain, service_key=key,
+        service_name=service.name if service else UNIDENTIFIED,
+        category=service.category if service else UNKNOWN,
+        platform_key=platforms.most_common(1)[0][0] if platforms else None,
+        messages=messages,
+        dmarc_pass=sum(m.identification.activity.dmarc_pass for m in members),
+        dkim_aligned_pass=dkim,
+        spf_aligned_pass=sum(m.identification.activity.spf_aligned_pass for m in members),
+        verdict=verdict, diagnosis=lead.diagnosis, advice=lead.advice,
+        confidence=min(m.identification.confidence for m in members),
+        sources=tuple(members), evidence=evidence[:12],
+        records=service.publish if service and not account else (),
+        first_day=min(m.identification.activity.first_day for m in members),
+        last_day=max(m.identification.activity.last_day for m in members),
+        account=account,
+    )

@@ -25,6 +25,7 @@ from cards.facts import APPROVE, NOT_MINE, REJECT, ApprovalFacts
 MAX_SOURCES = 5
 MAX_EVIDENCE = 6
 MAX_RECORDS = 6
+MAX_SET_ASIDE = 4
 #: The Input.Text id in the "Not mine" form; its value arrives as data["owner"].
 OWNER_INPUT = "owner"
 #: What the owner field accepts (checked by the client before the action is sent).
@@ -132,10 +133,23 @@ def consequences(facts: ApprovalFacts, *, owner: bool = True) -> list[CardElemen
     return out
 
 
+def set_aside(facts: ApprovalFacts) -> list[CardElement]:
+    """The service's other lines, which this request does not cover: approving the domain's
+    account never approves another tenant's or a stranger's mail sent through the same vendor."""
+    if not facts.set_aside:
+        return []
+    service = text.md(facts.service_name, text.NAME)
+    return [parts.heading("Not part of this request"),
+            parts.tb(f"Other mail through {service} that does not come from this account. "
+                     "Approving this account does not approve it; it is reported on its own:",
+                     spacing="Small"),
+            *parts.bullets(facts.set_aside, MAX_SET_ASIDE, more=("line", "lines"))]
+
+
 def details(facts: ApprovalFacts, *, owner: bool = True) -> list[CardElement]:
     """Everything but the header and the actions (shared with the read-only card)."""
     return [*summary(facts), verdict(facts), *evidence(facts), *sources_table(facts),
-            *consequences(facts, owner=owner)]
+            *set_aside(facts), *consequences(facts, owner=owner)]
 
 
 def actions(facts: ApprovalFacts) -> list[Any]:
@@ -161,8 +175,11 @@ def approval_card(facts: ApprovalFacts) -> dict[str, Any]:
         header(facts, "E-MAIL SENDER APPROVAL"),
         parts.tb(f"{owner} your team use **{text.md(facts.service_name, text.NAME)}** to send "
                  f"e-mail as {domain}?", spacing="Medium"),
-        *details(facts),
     ]
+    if facts.account:
+        body.append(parts.tb(f"This request covers one account: {text.md(facts.account)}.",
+                             size="Small", spacing="Small"))
+    body.extend(details(facts))
     return parts.card(body, actions=actions(facts), refresh_definition=parts.refresh(facts),
                       fallback=f"Approve or reject {text.md(facts.service_name, text.NAME)} "
                                f"sending as {domain}")

@@ -17,10 +17,12 @@ from microsoft_teams.cards import (
 )
 
 from cards import parts, text
-from cards.facts import STATUSES, DigestFacts, ServiceLine
+from cards.facts import STATUSES, DigestFacts, OtherLine, ServiceLine
 
 MAX_RECORDS = 4
 MAX_BLOCKERS = 3
+#: fake-mail lines and lines to look at shown (the rest is summed up)
+MAX_OTHER = 3
 #: status -> (heading, text colour)
 _GROUPS = {"Approved": ("Approved", "Good"), "Pending": ("Waiting for a decision", "Warning"),
            "Rejected": ("Rejected", "Attention")}
@@ -65,6 +67,30 @@ def _group(status: str, lines: list[ServiceLine], top: int) -> list[CardElement]
     return out
 
 
+def _others(heading: str, colour: str | None, lines: tuple[OtherLine, ...],
+            limit: int) -> list[CardElement]:
+    """Fake mail or lines to look at: name, volume, and for the latter the question to ask."""
+    if not lines:
+        return []
+    out: list[CardElement] = [parts.tb(heading, weight="Bolder", spacing="Medium",
+                                       **({"color": colour} if colour else {}))]
+    for line in lines[:limit]:
+        sources = "1 source" if line.sources == 1 else f"{text.count(line.sources)} sources"
+        out.append(parts.runs(
+            TextRun(text="\u2022  " + text.plain(line.name, text.LINE)),
+            TextRun(text=f"  {text.count(line.messages)} messages, {sources}", is_subtle=True),
+            spacing="Small"))
+        if line.note:
+            out.append(parts.runs(TextRun(text=text.plain(line.note, text.LINE), size="Small",
+                                          is_subtle=True), spacing="None"))
+    if len(lines) > limit:
+        rest = lines[limit:]
+        out.append(parts.tb(f"{text.more(len(rest), 'line', 'lines')} "
+                            f"({text.count(sum(x.messages for x in rest))} messages)",
+                            is_subtle=True, size="Small", spacing="Small"))
+    return out
+
+
 def _next_step(d: DigestFacts) -> list[CardElement]:
     sentence = text.md(d.next_step, 400)
     step: list[CardElement] = [
@@ -97,8 +123,8 @@ def _build(d: DigestFacts, top: int) -> dict[str, Any]:
     ]
     if d.impostor_messages:
         body.append(parts.tb(f"{text.count(d.impostor_messages)} messages claimed to come from "
-                             f"{domain} but failed every check and came from no known service.",
-                             size="Small", spacing="Medium"))
+                             f"{domain} but failed every check and came from none of its own "
+                             "senders.", size="Small", spacing="Medium"))
     others = [f"{text.count(n)} {what}" for n, what in (
         (d.forwarded_messages, "forwarded by lists or forwarders"),
         (d.unidentified_messages, "from senders we could not name"))
@@ -106,6 +132,9 @@ def _build(d: DigestFacts, top: int) -> dict[str, Any]:
     if others:
         body.append(parts.tb("Also: " + "; ".join(others) + ".", size="Small", is_subtle=True,
                              spacing="Small"))
+    body.extend(_others("Fake mail", "Attention", d.fake, MAX_OTHER))
+    body.extend(_others("Not from an account of yours yet: look at these", None, d.to_check,
+                        MAX_OTHER))
     body.append(parts.heading(f"Senders ({text.count(len(d.services))})"))
     groups = {s: [line for line in d.services if line.status == s] for s in STATUSES}
     groups["Pending"] += [line for line in d.services if line.status not in STATUSES]

@@ -71,6 +71,12 @@ class ApprovalFacts:
     refresh_user_ids: tuple[str, ...] = ()  # Teams user ids (29:…) refreshed automatically
     period_start: Day | None = None  # the reporting window; defaults to first/last seen
     period_end: Day | None = None
+    #: which account of the service the request is about (an owner approves their account,
+    #: never the vendor): one sentence, e.g. "the SendGrid account that signs as contoso.com"
+    account: str | None = None
+    #: other lines of the same service that this request does NOT cover (another tenant, mail
+    #: signed for nobody, forwarded mail), each one short line
+    set_aside: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -100,6 +106,16 @@ class ServiceLine:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class OtherLine:
+    """A line of the digest that is not a sender to approve: fake mail, or one to look at."""
+
+    name: str  # e.g. "Microsoft 365 — another tenant (evilcorp7.onmicrosoft.com)"
+    messages: int
+    sources: int
+    note: str | None = None  # the question to ask, for lines to look at
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class DigestFacts:
     """One domain's week: volume, pass rate, senders by status, impostors and the next step."""
 
@@ -119,6 +135,11 @@ class DigestFacts:
     blockers: tuple[str, ...] = ()
     list_url: str | None = None  # e.g. the SharePoint list of senders
     top: int = 5  # services shown per status group
+    #: impostor lines, largest first: another tenant, a spoofer nothing names
+    fake: tuple[OtherLine, ...] = ()
+    #: lines no one decides on yet that may be fake or may be the domain's: another account of a
+    #: service, a sender with only a weak clue, the domain's own unnamed servers
+    to_check: tuple[OtherLine, ...] = ()
 
 
 # -- adapters from analysis results ------------------------------------------------------------
@@ -147,11 +168,28 @@ def publish_records(domain: str, steps: Iterable[PublishStep]) -> tuple[Record, 
     return tuple(out)
 
 
+_SET_ASIDE_WORDS = {"impostor": "fake mail", "unknown": "not proven to be yours",
+                    "forwarded": "forwarded mail", "compliant": "another account",
+                    "needs-dkim": "another account", "needs-spf": "another account"}
+
+
+def account_sentence(verdict: ServiceVerdict) -> str:
+    """Which account of the service the line is: what ties its mail to the domain."""
+    service, domain = verdict.service_name, verdict.domain
+    if verdict.messages and verdict.dkim_aligned_pass * 2 >= verdict.messages:
+        return f"the {service} account that signs mail as {domain} (aligned DKIM)"
+    if verdict.messages and verdict.spf_aligned_pass * 2 >= verdict.messages:
+        return f"the {service} account that sends with {domain} as its return path (aligned SPF)"
+    return (f"the {service} account this mail came from; nothing ties it to {domain} yet, so "
+            f"approve it only if it is yours")
+
+
 def approval_facts_from(verdict: ServiceVerdict, *, item_id: str, request_id: str,
                         owner: str | None = None, refresh_user_ids: Sequence[str] = (),
                         records: Sequence[Record] | None = None,
                         period: tuple[Day, Day] | None = None) -> ApprovalFacts:
-    """The approval card's facts for one (domain, service) verdict.
+    """The approval card's facts for the domain's own account of a service (its decision
+    line); the service's other lines are listed as not covered by it.
 
     `records` defaults to the service's publish steps from the catalog; pass the posture's
     changes for this service instead when they are known.
@@ -171,21 +209,28 @@ def approval_facts_from(verdict: ServiceVerdict, *, item_id: str, request_id: st
             verdict.domain, verdict.records),
         owner=owner, advice=verdict.diagnosis or verdict.advice,
         refresh_user_ids=tuple(refresh_user_ids),
-        period_start=period[0] if period else None, period_end=period[1] if period else None)
+        period_start=period[0] if period else None, period_end=period[1] if period else None,
+        account=account_sentence(verdict),
+        set_aside=tuple(f"{a.name}: {_SET_ASIDE_WORDS.get(a.verdict, a.verdict)}, "
+                        f"{a.messages:,} messages" for a in verdict.set_aside))
 
 
 def digest_facts_from(posture: Posture, verdicts: Sequence[ServiceVerdict],
                       statuses: Mapping[str, str], *, period: tuple[Day, Day],
                       owners: Mapping[str, str] | None = None,
                       list_url: str | None = None, top: int = 5) -> DigestFacts:
-    """The digest of one domain from its posture, its service verdicts and the inventory.
+    """The digest of one domain from its posture, its lines and the inventory.
 
-    `statuses` and `owners` map service keys to the inventory's status and owner. Senders that
-    need a decision are grouped by status (unknown statuses count as Pending); impostors,
-    forwarded mail and unidentified sources are totals, not services.
+    `statuses` and `owners` map service keys to the inventory's status and owner. The domain's
+    own accounts of services are grouped by status (unknown statuses count as Pending); fake
+    mail (another tenant, spoofers) and the lines to look at (another account of a service,
+    weak clues, the domain's own unnamed servers) are listed apart, largest first; forwarded
+    mail and what could not be named are totals.
     """
     mine = [v for v in verdicts if v.domain == posture.domain]
     lines = []
+    fake: list[OtherLine] = []
+    to_check: list[OtherLine] = []
     impostors = forwarded = unidentified = 0
     for v in mine:
         if v.needs_decision:
@@ -193,7 +238,11 @@ def digest_facts_from(posture: Posture, verdicts: Sequence[ServiceVerdict],
             lines.append(ServiceLine(v.service_name, status if status in STATUSES else "Pending",
                                      v.messages, v.dmarc_pass, (owners or {}).get(v.service_key)))
             continue
-        for s in v.sources:  # counted per source: one group can mix impostors and forwarders
+        if v.verdict == "impostor":
+            fake.append(OtherLine(v.line_name, v.messages, len(v.sources)))
+        elif v.verdict != "forwarded":
+            to_check.append(OtherLine(v.line_name, v.messages, len(v.sources), v.advice))
+        for s in v.sources:  # counted per source, as each source was judged
             n = s.identification.activity.messages
             if s.verdict == "impostor":
                 impostors += n
@@ -208,4 +257,6 @@ def digest_facts_from(posture: Posture, verdicts: Sequence[ServiceVerdict],
         policy=posture.policy, next_policy=posture.next_policy,
         records=tuple((c.type, c.name, c.value) for c in posture.changes),
         forwarded_messages=forwarded, unidentified_messages=unidentified,
-        blockers=posture.blockers, list_url=list_url, top=top)
+        blockers=posture.blockers, list_url=list_url, top=top,
+        fake=tuple(sorted(fake, key=lambda x: (-x.messages, x.name))),
+        to_check=tuple(sorted(to_check, key=lambda x: (-x.messages, x.name))))

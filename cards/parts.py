@@ -61,7 +61,7 @@ VERDICT_WORDS: dict[str, tuple[str, ContainerStyle, str]] = {
         "sender of its own. There is nothing to approve."),
     "impostor": (
         "Looks like fake mail", "attention",
-        "It fails every check and no known service sends from these addresses. Someone may be "
+        "It fails every check and comes from none of {domain}'s own senders. Someone may be "
         "pretending to be {domain}."),
     "unknown": (
         "Not sure who this is", "warning",

@@ -224,20 +224,31 @@ def _evidence(args: argparse.Namespace, store: SqliteStore) -> DnsEvidence | Non
 
 
 def _sender_json(s: ServiceVerdict, status: str | None) -> dict[str, object]:
+    """One line of `senders --json`: the fields it always had, the line's account, and each
+    source's own verdict. `status` belongs to the domain's own account line only."""
     return {
         "domain": s.domain, "service_key": s.service_key, "service_name": s.service_name,
         "category": s.category, "messages": s.messages, "dmarc_pass": s.dmarc_pass,
         "dkim_aligned_pass": s.dkim_aligned_pass, "spf_aligned_pass": s.spf_aligned_pass,
-        "verdict": s.verdict, "status": status, "confidence": round(s.confidence, 3),
+        "verdict": s.verdict, "status": status if s.needs_decision else None,
+        "confidence": round(s.confidence, 3),
         "sources": [{"ip": v.identification.activity.ip,
                      "messages": v.identification.activity.messages,
                      "ptr": v.identification.ptr, "dns": v.identification.dns,
-                     "dns_note": v.identification.dns_note} for v in s.sources],
+                     "dns_note": v.identification.dns_note,
+                     "verdict": v.verdict, "account": v.account, "advice": v.advice,
+                     "diagnosis": v.diagnosis,
+                     "dmarc_pass": v.identification.activity.dmarc_pass,
+                     "candidate": v.identification.candidate,
+                     "evidence": list(v.identification.evidence)} for v in s.sources],
         "dns_not_looked_up": sum(v.identification.dns.startswith("not looked up")
                                  for v in s.sources),
         "evidence": list(s.evidence),
         "platform_key": s.platform_key, "diagnosis": s.diagnosis, "advice": s.advice,
         "first_seen": s.first_day, "last_seen": s.last_day,
+        "line_name": s.line_name, "account": s.account, "needs_decision": s.needs_decision,
+        "set_aside": [{"line_name": a.name, "verdict": a.verdict, "sources": a.sources,
+                       "messages": a.messages} for a in s.set_aside],
     }
 
 
@@ -252,12 +263,22 @@ def _print_senders(services: list[ServiceVerdict], statuses: dict[tuple[str, str
             out.write(f"\n{domain}\n  {'service':<40} {'messages':>9} {'DMARC':>6} {'DKIM':>6}"
                       f" {'SPF':>6}  {'verdict':<11} status\n")
         pct = DomainSummary.percent
-        name = s.service_name + (f" (via {s.platform_key})" if s.platform_key else "")
-        status = statuses.get((s.domain, s.service_key), "-")
+        name = s.line_name + (f" (via {s.platform_key})" if s.platform_key else "")
+        status = statuses.get((s.domain, s.service_key), "-") if s.needs_decision else "-"
         out.write(f"  {name[:40]:<40} {s.messages:>9,} {pct(s.dmarc_pass, s.messages):>5.0f}%"
                   f" {pct(s.dkim_aligned_pass, s.messages):>5.0f}%"
                   f" {pct(s.spf_aligned_pass, s.messages):>5.0f}%  {s.verdict:<11} {status}\n")
+        if len(name) > 40:
+            out.write(f"      ({name})\n")
         out.write(f"      {s.advice}\n")
+        minority = Counter(v.verdict for v in s.sources if v.verdict != s.verdict)
+        for verdict in sorted(minority):
+            part = [v for v in s.sources if v.verdict == verdict]
+            out.write(f"      of which {verdict}: {len(part):,} sources, "
+                      f"{sum(v.identification.activity.messages for v in part):,} messages\n")
+        for aside in s.set_aside:
+            out.write(f"      not part of this account: {aside.name} ({aside.verdict}, "
+                      f"{aside.sources:,} sources, {aside.messages:,} messages)\n")
         if evidence:
             for line in s.evidence:
                 out.write(f"      - {line}\n")

@@ -27,6 +27,7 @@ from cards import (
     ApprovalFacts,
     Decision,
     DigestFacts,
+    OtherLine,
     ServiceLine,
     SourceLine,
     approval_card,
@@ -79,6 +80,10 @@ def approval_facts(**changes: Any) -> ApprovalFacts:
         advice="set up DKIM for contoso.com in SendGrid (Twilio) and publish s1._domainkey, "
                "s2._domainkey",
         refresh_user_ids=("29:1a2b3c", "29:4d5e6f"),
+        account="the SendGrid (Twilio) account that sends with contoso.com as its return path "
+                "(aligned SPF)",
+        set_aside=("SendGrid (Twilio) \u2014 not signed for contoso.com: not proven to be "
+                   "yours, 420 messages",),
     )
     return _replace(facts, **changes)
 
@@ -101,6 +106,14 @@ def digest_facts(n: int = 9, **changes: Any) -> DigestFacts:
     facts = DigestFacts(
         domain="contoso.com", period_start=date(2026, 11, 21), period_end=date(2026, 11, 27),
         messages=224_117, dmarc_pass=211_904, services=tuple(lines[:n]),
+        fake=(OtherLine("Microsoft 365 \u2014 another tenant (evilcorp7.onmicrosoft.com)",
+                        1_240, 2),
+              OtherLine("Unidentified sources \u2014 fails SPF and DKIM", 44, 3)),
+        to_check=(OtherLine("SendGrid (Twilio) \u2014 not signed for contoso.com", 218, 2,
+                            "Ask: does another team of yours send through a second SendGrid "
+                            "account?"),
+                  OtherLine("Unidentified sources \u2014 listed in contoso.com's SPF", 100, 1,
+                            "Ask: is it your own server?")),
         impostor_messages=1_284, forwarded_messages=2_410, unidentified_messages=318,
         policy="none", next_policy="quarantine",
         next_step="move to p=quarantine with t=y: 97 % of approved mail passes with aligned "
@@ -132,7 +145,7 @@ def hostile_approval() -> ApprovalFacts:
         sources=tuple(SourceLine(f"192.0.2.{i}", HOSTILE["rdns"], 10 - i) for i in range(9)),
         evidence=(HOSTILE["evidence"],) * 40,
         records=(("TXT", HOSTILE["rdns"], HOSTILE["evidence"]),) * 10,
-        advice=HOSTILE["evidence"])
+        advice=HOSTILE["evidence"], account=HOSTILE["name"], set_aside=(HOSTILE["rdns"],) * 9)
 
 
 NOW = datetime(2026, 11, 28, 14, 5, tzinfo=UTC)
@@ -173,6 +186,8 @@ CARDS: dict[str, Callable[[], dict[str, Any]]] = {
         domain=HOSTILE["domain"], next_step=HOSTILE["evidence"], policy=HOSTILE["owner"],
         services=tuple(ServiceLine(HOSTILE["name"], "Pending", 5, 1, HOSTILE["owner"])
                        for _ in range(30)),
+        fake=tuple(OtherLine(HOSTILE["rdns"], 9, 1) for _ in range(9)),
+        to_check=tuple(OtherLine(HOSTILE["name"], 9, 1, HOSTILE["evidence"]) for _ in range(9)),
         records=(("TXT", HOSTILE["rdns"], HOSTILE["evidence"]),) * 9,
         blockers=(HOSTILE["evidence"],) * 9)),
 }
@@ -277,7 +292,9 @@ def test_approval_shows_what_the_owner_needs() -> None:
                      "o1.ptr2841.em.contoso.com", "SPF passed for return-path domain",
                      "s1._domainkey.contoso.com", "s1.domainkey.u2841.wl042.sendgrid.net",
                      "Works, needs a small fix", "If you approve", "If you reject",
-                     "and 1 more address (65 messages)", "Dana Whitfield"):
+                     "and 1 more address (65 messages)", "Dana Whitfield",
+                     "This request covers one account", "Not part of this request",
+                     "not signed for contoso.com"):
         assert expected in shown, expected
     # Five sources at most, the largest first, whatever order they come in.
     assert "168.245.10.8" not in shown and shown.index("167.89.118.52") < shown.index(
@@ -376,8 +393,11 @@ def test_digest_groups_senders_by_status() -> None:
     for expected in ("contoso.com", "2026-11-21 to 2026-11-27", "224,117", "95 %", "1,284",
                      "Waiting for a decision (3)", "Approved (4)", "Rejected (2)",
                      "Microsoft 365", "182,340", "owner: Dana Whitfield", "p=none",
-                     "p=quarantine", "_dmarc.contoso.com", "Blocking the next step"):
+                     "p=quarantine", "_dmarc.contoso.com", "Blocking the next step",
+                     "Fake mail", "another tenant (evilcorp7.onmicrosoft.com)", "1,240 messages",
+                     "not signed for contoso.com", "Ask: is it your own server?"):
         assert expected in shown, expected
+    assert shown.index("Fake mail") < shown.index("Waiting for a decision")
     [open_list] = card["actions"]
     assert open_list == {"type": "Action.OpenUrl", "title": "Open the list of senders",
                          "url": "https://contoso.sharepoint.com/sites/mail/Lists/Senders"}
@@ -483,7 +503,75 @@ def test_approval_facts_from_a_service_verdict() -> None:
     assert ("CNAME", "s1._domainkey.contoso.com",
             "s1.domainkey.u{account}.wl{n}.sendgrid.net") in facts.records
     assert all(r[1].endswith("contoso.com") for r in facts.records)
+    assert facts.account is not None and "return path" in facts.account
+    assert facts.set_aside == ()
     schema.assert_valid(approval_card(facts))
+
+
+def _judged_lines() -> list[Any]:
+    """contoso.com's own Microsoft 365 tenant, another tenant sending as contoso.com through
+    the same servers, and a stranger: judged per source, then grouped (as the product does)."""
+    import ipaddress
+
+    from analysis.catalog import load_catalog
+    from analysis.identify import EvidenceBundle, Identifier, NetworkIndex, SourceActivity
+    from analysis.verdicts import judge_sources, service_verdicts
+
+    def activity(ip: str, n: int, dkim: str, spf: str, aligned: bool) -> SourceActivity:
+        return SourceActivity("contoso.com", ip, n, n if aligned else 0, n if aligned else 0,
+                              n if aligned else 0, (((dkim, "selector1", "pass"), n),),
+                              (((spf, "mfrom", "pass" if spf else "fail"), n),), (),
+                              ("contoso.com",), "2026-11-21", "2026-11-27")
+
+    catalog = load_catalog()
+    m365 = (ipaddress.ip_network("40.107.0.0/16"),)
+    bundle = EvidenceBundle({}, {("selector1", "contoso.com"):
+                                 "selector1-contoso-com._domainkey.contosocorp.onmicrosoft.com"},
+                            {"microsoft365": m365})
+    activities = [
+        activity("40.107.1.1", 9_000, "contoso.com", "contoso.com", True),
+        activity("40.107.2.2", 1_240, "evilcorp7.onmicrosoft.com", "evilcorp7.onmicrosoft.com",
+                 False),
+        activity("203.0.113.9", 44, "", "", False),
+    ]
+    identifier = Identifier(catalog, bundle)
+    sources = judge_sources([identifier.identify(a) for a in activities], catalog,
+                            NetworkIndex({"microsoft365": m365}), bundle.dkim_targets)
+    return service_verdicts(sources, catalog)
+
+
+def test_another_tenant_never_reaches_the_approval_card_and_shows_as_fake_mail() -> None:
+    from analysis.dnsevidence import DmarcRecord, SpfTree
+    from analysis.posture import Posture
+
+    lines = _judged_lines()
+    [decision] = [v for v in lines if v.needs_decision]
+    facts = approval_facts_from(decision, item_id="1", request_id="r")
+    assert [s.ip for s in facts.sources] == ["40.107.1.1"] and facts.messages == 9_000
+    assert facts.account is not None and "signs mail as contoso.com" in facts.account
+    [aside] = facts.set_aside
+    assert "another tenant (evilcorp7.onmicrosoft.com): fake mail, 1,240 messages" in aside
+    card = approval_card(facts)
+    schema.assert_valid(card)
+    shown = visible(card)
+    assert "Not part of this request" in shown and "40.107.2.2" not in shown
+
+    posture = Posture(
+        domain="contoso.com",
+        dmarc=DmarcRecord("contoso.com", "contoso.com", "v=DMARC1; p=none", {"p": "none"}, 1,
+                          ()),
+        spf=SpfTree("contoso.com", None, (), (), 0, 0, None, (), False), findings=(),
+        readiness=1.0, considered_messages=9_000, ready_messages=9_000, blockers=(),
+        policy="none", next_policy="quarantine", next_step="move to p=quarantine",
+        changes=())
+    digest = digest_facts_from(posture, lines, {"microsoft365": "Approved"},
+                               period=("2026-11-21", "2026-11-27"))
+    assert [s.name for s in digest.services] == ["Microsoft 365 (Exchange Online)"]
+    assert digest.services[0].messages == 9_000 and digest.impostor_messages == 1_284
+    assert [(f.name.split(" \u2014 ")[-1], f.messages) for f in digest.fake] == [
+        ("another tenant (evilcorp7.onmicrosoft.com)", 1_240), ("fails SPF and DKIM", 44)]
+    schema.assert_valid(digest_card(digest))
+    assert "another tenant (evilcorp7.onmicrosoft.com)" in visible(digest_card(digest))
 
 
 def test_publish_records_fill_in_the_domain() -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 
-import pytest
-
 from analysis.catalog import load_catalog
 from analysis.dnsevidence import Reverse
 from analysis.identify import (
@@ -15,9 +13,17 @@ from analysis.identify import (
     NetworkIndex,
     SourceActivity,
     activities_from_rollups,
+    own,
 )
 from analysis.rollup import RollupKey
-from analysis.verdicts import service_verdicts, source_verdict
+from analysis.verdicts import (
+    ServiceVerdict,
+    SetAside,
+    SourceVerdict,
+    judge_sources,
+    service_verdicts,
+    source_verdict,
+)
 
 CATALOG = load_catalog()
 NETWORKS = {
@@ -164,15 +170,165 @@ def test_activities_fold_rollups_per_domain_and_ip() -> None:
     assert second.messages == 1
 
 
-@pytest.mark.parametrize("verdicts", [("impostor", "impostor"), ("compliant", "needs-dkim")])
-def test_service_verdict_follows_the_bulk_of_the_mail(verdicts: tuple[str, str]) -> None:
+def lines_for(*activities: SourceActivity, targets: dict[tuple[str, str], str] | None = None,
+              reverse: dict[str, Reverse] | None = None,
+              domain_networks: dict[str, tuple[ipaddress.IPv4Network, ...]] | None = None,
+              ) -> tuple[list[SourceVerdict], list[ServiceVerdict]]:
+    """Judge every source of a run on its own evidence, then group (as `analyse_activities`)."""
+    bundle = EvidenceBundle(reverse or {}, targets or {}, NETWORKS,
+                            domain_networks=dict(domain_networks or {}))
+    identifier = Identifier(CATALOG, bundle)
+    m365 = NetworkIndex({"microsoft365": NETWORKS["microsoft365"]})
+    sources = judge_sources([identifier.identify(a) for a in activities], CATALOG, m365,
+                            bundle.dkim_targets)
+    return sources, service_verdicts(sources, CATALOG)
+
+
+CONTOSO_TENANT = {("selector1", "contoso.example"):
+                  "selector1-contoso-example._domainkey.contosoex.onmicrosoft.com"}
+OWN_M365 = activity("40.107.1.1", messages=900, dkim=(("contoso.example", "selector1", "pass"),),
+                    spf=(("contoso.example", "pass"),), dkim_aligned=900, spf_aligned=900)
+
+
+def test_the_own_account_is_one_line_and_its_minority_is_not_outvoted() -> None:
     a = activity("167.89.1.2", messages=90, dkim=(("contoso.example", "s1", "pass"),),
                  spf=(("em1.contoso.example", "pass"),), dkim_aligned=90, spf_aligned=90)
     b = activity("167.89.1.3", messages=10, dkim=(("sendgrid.net", "smtpapi", "pass"),),
                  spf=(("sendgrid.net", "pass"),))
     targets = {("s1", "contoso.example"): "s1.domainkey.u1.wl1.sendgrid.net"}
-    bundle = EvidenceBundle({}, targets, NETWORKS)
-    ids = [Identifier(CATALOG, bundle).identify(x) for x in (a, b)]
-    (service,) = service_verdicts([source_verdict(i, CATALOG) for i in ids], CATALOG)
-    assert service.verdict == "compliant" and service.messages == 100
-    assert service.first_day == "2026-11-20" and len(service.sources) == 2
+    sources, lines = lines_for(a, b, targets=targets)
+    assert [s.verdict for s in sources] == ["compliant", "unknown"]
+    own_line, other = lines
+    assert (own_line.line_name, own_line.verdict, own_line.messages) == (
+        "SendGrid (Twilio)", "compliant", 90)
+    assert own_line.needs_decision and other.line_name.endswith("not signed for contoso.example")
+    assert not other.needs_decision and other.verdict == "unknown" and other.records == ()
+    assert "second" in other.advice and "someone else's" in other.advice
+    assert own_line.set_aside == (SetAside(other.line_name, "unknown", 1, 10),)
+
+
+def test_without_an_own_account_the_vendor_signed_mail_is_the_one_to_approve() -> None:
+    b = activity("167.89.1.3", dkim=(("sendgrid.net", "smtpapi", "pass"),),
+                 spf=(("sendgrid.net", "pass"),))
+    _, (line,) = lines_for(b)
+    assert (line.verdict, line.account, line.needs_decision) == ("needs-dkim", "", True)
+
+
+def test_another_tenant_of_microsoft_365_is_an_impostor_on_its_own_line() -> None:
+    spoof = activity("40.107.2.2", messages=1240,
+                     dkim=(("evilcorp7.onmicrosoft.com", "selector1-evilcorp7-onmicrosoft-com",
+                            "pass"),), spf=(("evilcorp7.onmicrosoft.com", "pass"),))
+    sources, lines = lines_for(OWN_M365, spoof, targets=CONTOSO_TENANT)
+    assert [s.verdict for s in sources] == ["compliant", "impostor"]
+    own_line, other = lines
+    assert own_line.messages == 900 and own_line.needs_decision
+    assert other.line_name == ("Microsoft 365 (Exchange Online) \u2014 another tenant "
+                               "(evilcorp7.onmicrosoft.com)")
+    assert other.verdict == "impostor" and other.messages == 1240
+
+
+def test_another_tenant_passing_spf_through_shared_servers_is_asked_about_not_accused() -> None:
+    shared = activity("40.107.2.3", dkim=(("evilcorp7.onmicrosoft.com", "selector1", "pass"),),
+                      spf=(("contoso.example", "pass"),), spf_aligned=10)
+    sources, lines = lines_for(OWN_M365, shared, targets=CONTOSO_TENANT)
+    assert sources[1].verdict == "unknown" and "evilcorp7.onmicrosoft.com" in sources[1].account
+    assert not lines[1].needs_decision
+
+
+def test_a_tenant_tied_to_the_domain_is_its_own() -> None:
+    # DKIM not enabled: the tenant's aligned-SPF mail names it; its unaligned mail is the same
+    aligned = activity("40.107.3.1", messages=50, spf=(("contoso.example", "pass"),),
+                       dkim=(("contosoex.onmicrosoft.com", "selector1", "pass"),),
+                       spf_aligned=50)
+    unaligned = activity("40.107.3.2", messages=5, spf=(("contoso.example", "softfail"),),
+                         dkim=(("contosoex.onmicrosoft.com", "selector1", "pass"),))
+    sources, lines = lines_for(aligned, unaligned)
+    assert [s.account for s in sources] == ["", ""]
+    assert [s.verdict for s in sources] == ["needs-dkim", "needs-dkim"]
+    assert len(lines) == 1 and lines[0].needs_decision
+
+
+def test_the_domains_own_server_passing_spf_is_never_an_impostor() -> None:
+    relay = activity("198.51.100.25", spf=(("contoso.example", "pass"),), spf_aligned=10)
+    own_spf = {"contoso.example": (ipaddress.ip_network("198.51.100.25/32"),)}
+    (source,), (line,) = lines_for(relay, domain_networks=own_spf)
+    assert source.verdict == "unknown" and source.identification.in_domain_spf
+    assert line.line_name == "Unidentified sources \u2014 listed in contoso.example's SPF"
+    assert "your own server" in source.advice
+
+
+def test_low_confidence_evidence_asks_instead_of_accusing() -> None:
+    low = next(f for s in CATALOG.services for f in s.facts("spf_include")
+               if f.confidence == "low" and s.key == "freshdesk")
+    networks = {**NETWORKS, "freshdesk": (ipaddress.ip_network("103.248.240.0/22"),)}
+    a = activity("103.248.241.19", spf=(("contoso.example", "softfail"),))
+    ident = Identifier(CATALOG, EvidenceBundle({}, {}, networks)).identify(a)
+    assert low and ident.service_key == UNKNOWN and ident.candidate == "freshdesk"
+    verdict = source_verdict(ident, CATALOG)
+    assert verdict.verdict == "unknown" and verdict.account.startswith("maybe Freshdesk")
+    assert "Ask: does anyone here send through Freshdesk" in verdict.advice
+
+
+def test_an_spf_pass_dns_does_not_back_names_nobody() -> None:
+    # selector1 points at Microsoft 365, but the address is neither the domain's nor Microsoft's
+    a = activity("198.51.100.77", dkim=(("contoso.example", "selector1", "pass"),),
+                 spf=(("contoso.example", "pass"),), dkim_aligned=10, spf_aligned=10)
+    own_spf = {"contoso.example": (ipaddress.ip_network("192.0.2.0/24"),)}
+    (source,), _ = lines_for(a, targets=CONTOSO_TENANT, domain_networks=own_spf)
+    ident = source.identification
+    assert ident.service_key == UNKNOWN and ident.spf_disputed == "contoso.example"
+    assert source.verdict == "unknown" and "(not counted)" in " ".join(ident.evidence)
+
+
+def test_a_forwarder_keeping_dkim_is_not_the_signers_sender() -> None:
+    # a university alias: Microsoft 365 signed it (selector1), the alias host passed it on
+    a = activity("198.18.44.10", dkim=(("contoso.example", "selector1", "pass"),),
+                 spf=(("contoso.example", "fail"),), dkim_aligned=10)
+    (source,), (line,) = lines_for(a, targets=CONTOSO_TENANT)
+    assert source.identification.service_key == UNKNOWN
+    assert source.identification.forwarded_from == "microsoft365"
+    assert source.verdict == "forwarded" and not line.needs_decision
+
+
+def test_a_service_holding_the_domains_key_and_its_own_bounce_domain_sent_directly() -> None:
+    a = activity("198.51.100.240", dkim=(("contoso.example", "ns1", "pass"),),
+                 spf=(("bounces.niche-saas.test", "pass"),), dkim_aligned=10)
+    targets = {("ns1", "contoso.example"): "ns1.contoso-example.dkim.niche-saas.test"}
+    (source,), _ = lines_for(a, targets=targets)
+    assert source.identification.delegated == "niche-saas.test"
+    assert source.verdict == "unknown"
+
+
+def test_a_parent_domain_is_the_subdomains_own() -> None:
+    assert own("news.contoso.example", "contoso.example")
+    assert own("contoso.example", "mail.contoso.example")
+    assert not own("contoso.example", "example") and not own("contoso.example", "ntoso.example")
+
+
+def test_a_line_is_compliant_only_when_nearly_all_its_mail_is() -> None:
+    signed = activity("167.89.1.2", messages=80, dkim=(("contoso.example", "s1", "pass"),),
+                      spf=(("em1.contoso.example", "pass"),), dkim_aligned=80, spf_aligned=80)
+    unsigned = activity("167.89.1.4", messages=20, spf=(("em1.contoso.example", "pass"),),
+                        spf_aligned=20)
+    targets = {("s1", "contoso.example"): "s1.domainkey.u1.wl1.sendgrid.net"}
+    sources, (line,) = lines_for(signed, unsigned, targets=targets)
+    assert [s.verdict for s in sources] == ["compliant", "needs-dkim"]
+    assert line.verdict == "needs-dkim" and line.dkim_aligned_pass == 80
+
+
+def test_the_domains_tenant_signature_relayed_by_google_is_forwarded() -> None:
+    # DKIM not enabled: the tenant's aligned-SPF mail ties contosoex to the domain; a Gmail user
+    # forwarding it keeps only that (unaligned) tenant signature
+    aligned = activity("40.107.3.1", messages=50, spf=(("contoso.example", "pass"),),
+                       dkim=(("contosoex.onmicrosoft.com", "selector1", "pass"),),
+                       spf_aligned=50)
+    relayed = activity("209.85.130.9", messages=4, spf=(("contoso.example", "softfail"),),
+                       dkim=(("contosoex.onmicrosoft.com", "selector1", "pass"),))
+    sources, lines = lines_for(aligned, relayed)
+    assert sources[1].identification.service_key == "google-workspace"
+    assert sources[1].verdict == "forwarded"
+    assert [(s.service_key, s.needs_decision) for s in lines] == [
+        ("google-workspace", False), ("microsoft365", True)]
+    # without the tie (no aligned mail of that tenant) it stays a candidate to ask about
+    (alone,), _ = lines_for(relayed)
+    assert alone.verdict != "forwarded"

@@ -1,7 +1,10 @@
 """The labeled evaluation set for identification, and the scoring that runs it.
 
 `sources.csv` holds one row per (policy domain, source IP) with the expected service and
-verdict; `tests/dnslab/zones/evaluation.zone` holds the DNS records those rows rely on. The rows
+verdict; `tests/dnslab/zones/evaluation.zone` holds the DNS records those rows rely on.
+`hard_cases.csv` (same columns, DNS in `hard.zone`) adds the hard kinds of issue 12: another
+tenant, a free ESP account, the domain's own relay and web server, branded setups, shared
+infrastructure, forwarders that keep DKIM, subdomains, claims DNS does not back. The rows
 are written out as aggregate report XML and go through the product's own path: `read_reports`,
 `rollup_rows`, `activities_from_rollups`, `analyse_activities`. Run it with
 `python -m tests.evaluation` (starts the knot test server) or `--offline` (report evidence only).
@@ -26,10 +29,20 @@ Labeling rules (docs/identification.md, reference/sender-facts.md 3.1):
   the provider that relayed it, whatever the original sender was; `microsoft365-forwarding` and
   `microsoft365` count as the same name (the catalog makes the first a forwarder on the second's
   platform). Gmail users' forwarding is `google-forwarding`; a Google Group is `google-groups`.
-- `impostor`: fails SPF and DKIM and no catalog service sends from there (expected service
-  `unknown`). A source that passes but is no catalog service is `unknown`/`unknown`.
+- `impostor`: fails SPF and DKIM, and no catalog service sends from there (expected service
+  `unknown`), or it comes from another tenant of a service at which the domain's own account
+  is established by its DNS (selector CNAMEs) or its aligned mail (expected service: the
+  vendor). A source that passes aligned SPF or DKIM is never an impostor; one that passes but
+  is no catalog service is `unknown`/`unknown`.
 - Only catalog facts are relied on; where a service has no usable fact for a case, the row uses
   another service. DNS names and ranges in evaluation.zone are realistic test data, not facts.
+- A source whose only evidence is low-confidence facts is labeled `unknown` (issue 12: low
+  evidence must not name a sender); its note says which service it probably is. A vendor that
+  signs or bounces only with its shared identity (a free ESP account) while the domain's own
+  account there signs aligned, or another tenant when the domain has no account of its own
+  there, is labeled with the vendor and verdict `unknown`: the network proves the vendor, not
+  the account, and the evidence cannot tell a phisher from a second account of the domain's.
+- Every catalog fact is exercised by at least one row (`coverage.py`, tests/test_catalog.py).
 """
 
 from __future__ import annotations
@@ -48,11 +61,14 @@ from analysis.dnsevidence import DnsEvidence
 from analysis.identify import UNKNOWN, VERDICTS, SourceActivity, activities_from_rollups
 from analysis.rollup import RollupKey, report_days, rollup_rows
 from analysis.senders import analyse_activities
-from analysis.verdicts import SourceVerdict
+from analysis.verdicts import APPROVABLE, ServiceVerdict, SourceVerdict
 
 SOURCES = Path(__file__).resolve().parent / "sources.csv"
-#: Targets from the product issue.
-NAMING_TARGET = 0.95
+HARD_CASES = Path(__file__).resolve().parent / "hard_cases.csv"
+#: Targets from the product issues (12: at least 97 % named right).
+NAMING_TARGET = 0.97
+#: Verdicts of a sender that legitimately sends for the domain (directly or passed on).
+LEGITIMATE = ("compliant", "needs-dkim", "needs-spf", "forwarded")
 MIN_SOURCES = 200
 MIN_SERVICES = 40
 EVIDENCE_KINDS = ("dns", "report", "both", "none")
@@ -79,6 +95,20 @@ class Source:
     expected_verdict: str
     evidence: str
     note: str
+    origin: str = "sources.csv"  # the file the row is in (`line` counts in that file)
+
+    @property
+    def legitimate(self) -> bool:
+        """Labeled as a real sender of the domain's, or as unnamed mail that passes aligned."""
+        return (self.expected_verdict in LEGITIMATE
+                or (self.expected_verdict == "unknown" and self.expected_service == UNKNOWN
+                    and (self.dkim_aligned or self.spf_aligned)))
+
+    @property
+    def another_account(self) -> bool:
+        """Labeled with a vendor but not as the domain's own account of it."""
+        return (self.expected_service != UNKNOWN
+                and self.expected_verdict in ("impostor", "unknown"))
 
 
 def _triples(text: str, what: str, line: int) -> tuple[tuple[str, str, str], ...]:
@@ -92,9 +122,22 @@ def _triples(text: str, what: str, line: int) -> tuple[tuple[str, str, str], ...
     return tuple(out)
 
 
-def load_sources(path: Path = SOURCES, catalog: Catalog | None = None) -> list[Source]:
-    """Read and check the labeled rows (unknown service keys or verdicts fail loudly)."""
+def load_sources(path: Path | None = None, catalog: Catalog | None = None) -> list[Source]:
+    """Read and check the labeled rows (unknown service keys or verdicts fail loudly): of
+    `path`, or of `sources.csv` and `hard_cases.csv` together."""
     catalog = catalog or load_catalog()
+    if path is None:
+        sources = [*_load(SOURCES, catalog), *_load(HARD_CASES, catalog)]
+    else:
+        sources = _load(path, catalog)
+    seen = Counter((s.domain, s.ip) for s in sources)
+    twice = [key for key, n in seen.items() if n > 1]
+    if twice:
+        raise ValueError(f"evaluation rows: (domain, ip) listed twice: {twice}")
+    return sources
+
+
+def _load(path: Path, catalog: Catalog) -> list[Source]:
     keys = {s.key for s in catalog.services} | {UNKNOWN}
     with path.open(newline="", encoding="utf-8") as handle:
         lines = [line for line in handle if not line.startswith("#")]
@@ -111,7 +154,7 @@ def load_sources(path: Path = SOURCES, catalog: Catalog | None = None) -> list[S
             dkim_aligned=row["dkim_aligned"] == "pass", spf_aligned=row["spf_aligned"] == "pass",
             disposition=row["disposition"], reasons=tuple(reasons),
             expected_service=row["expected_service"], expected_verdict=row["expected_verdict"],
-            evidence=row["evidence"], note=row["note"])
+            evidence=row["evidence"], note=row["note"], origin=path.name)
         problems = [
             f"service {source.expected_service!r} is not a catalog key"
             if source.expected_service not in keys else "",
@@ -123,12 +166,8 @@ def load_sources(path: Path = SOURCES, catalog: Catalog | None = None) -> list[S
             if {row["dkim_aligned"], row["spf_aligned"]} - {"pass", "fail"} else "",
         ]
         if any(problems):
-            raise ValueError(f"sources.csv line {number}: " + "; ".join(p for p in problems if p))
+            raise ValueError(f"{path.name} line {number}: " + "; ".join(p for p in problems if p))
         sources.append(source)
-    seen = Counter((s.domain, s.ip) for s in sources)
-    twice = [key for key, n in seen.items() if n > 1]
-    if twice:
-        raise ValueError(f"sources.csv: (domain, ip) listed twice: {twice}")
     return sources
 
 
@@ -197,6 +236,12 @@ def activities_for(sources: Sequence[Source]) -> list[SourceActivity]:
 class Outcome:
     source: Source
     verdict: SourceVerdict
+    line: ServiceVerdict  # the line it shows on (`senders`, cards and digest)
+
+    @property
+    def approved_line(self) -> bool:
+        """It shows on a line its owner approves, or on one called compliant."""
+        return self.line.needs_decision or self.line.verdict == "compliant"
 
     @property
     def got_service(self) -> str:
@@ -232,9 +277,23 @@ class Evaluation:
                 / len(self.outcomes))
 
     def impostor_failures(self) -> list[Outcome]:
-        """Impostors given `compliant` or named as a service (the zero-tolerance target)."""
+        """Impostors called compliant, or shown in a compliant or approved line (target: 0)."""
         return [o for o in self.outcomes if o.source.expected_verdict == "impostor"
-                and (o.got_verdict == "compliant" or o.got_service != UNKNOWN)]
+                and (o.got_verdict == "compliant" or o.approved_line)]
+
+    def false_alarms(self) -> list[Outcome]:
+        """Legitimate senders (and passing unnamed mail) called impostor (target: 0)."""
+        return [o for o in self.outcomes
+                if o.source.legitimate and o.got_verdict == "impostor"]
+
+    def forwarders_as_senders(self) -> list[Outcome]:
+        """Forwarded mail judged a sender to approve, or shown on such a line (target: 0)."""
+        return [o for o in self.outcomes if o.source.expected_verdict == "forwarded"
+                and (o.got_verdict in APPROVABLE or o.line.needs_decision)]
+
+    def other_accounts_approved(self) -> list[Outcome]:
+        """Rows labeled as another account of a vendor that show on its approved line."""
+        return [o for o in self.outcomes if o.source.another_account and o.approved_line]
 
     def per_verdict(self) -> list[tuple[str, int, int, int, float, float]]:
         """(verdict, expected, predicted, correct, precision, recall) per verdict."""
@@ -254,7 +313,8 @@ class Evaluation:
                 if not self.named(o) or o.source.expected_verdict != o.got_verdict]
 
     def targets_met(self) -> bool:
-        return self.naming_accuracy >= NAMING_TARGET and not self.impostor_failures()
+        return (self.naming_accuracy >= NAMING_TARGET and not self.impostor_failures()
+                and not self.false_alarms() and not self.forwarders_as_senders())
 
 
 def _family(catalog: Catalog, key: str) -> str:
@@ -270,14 +330,17 @@ async def evaluate(dns: DnsEvidence | None, sources: Sequence[Source] | None = N
     catalog = catalog or load_catalog()
     sources = list(sources) if sources is not None else load_sources(catalog=catalog)
     activities = activities_for(sources)
-    verdicts, _, bundle = await analyse_activities(activities, catalog, dns)
+    verdicts, lines, bundle = await analyse_activities(activities, catalog, dns)
     by_key = {(v.identification.activity.domain, v.identification.activity.ip): v
               for v in verdicts}
+    line_of = {(v.identification.activity.domain, v.identification.activity.ip): line
+               for line in lines for v in line.sources}
     missing = [(s.domain, s.ip) for s in sources if (s.domain, s.ip) not in by_key]
     if missing or len(by_key) != len(sources):
         raise AssertionError(f"reports and rows disagree: missing {missing}, "
                              f"{len(by_key)} activities for {len(sources)} rows")
-    outcomes = tuple(Outcome(s, by_key[s.domain, s.ip]) for s in sources)
+    outcomes = tuple(Outcome(s, by_key[s.domain, s.ip], line_of[s.domain, s.ip])
+                     for s in sources)
     return Evaluation(outcomes, catalog, dns is None, bundle.temporary)
 
 
@@ -345,7 +408,8 @@ def render(ev: Evaluation) -> str:
         s, ident = o.source, o.verdict.identification
         name_mark = "ok" if ev.named(o) else "WRONG"
         verdict_mark = "ok" if s.expected_verdict == o.got_verdict else "WRONG"
-        lines.append(f"- line {s.line}: {s.domain} {s.ip} ({s.messages} msgs) -- {s.note}")
+        lines.append(f"- {s.origin} line {s.line}: {s.domain} {s.ip} ({s.messages} msgs) -- "
+                     f"{s.note}")
         lines.append(f"    service  expected {s.expected_service:<24} got {o.got_service} "
                      f"(confidence {ident.confidence}, platform {ident.platform_key}) "
                      f"[{name_mark}]")
@@ -361,12 +425,26 @@ def render(ev: Evaluation) -> str:
                         if s.reasons else ""))
         lines.append(f"    evidence: {'; '.join(ident.evidence) or '(none)'}"
                      + (f"; ptr {ident.ptr}" if ident.ptr else ""))
-    failures = ev.impostor_failures()
+        lines.append(f"    line: {o.line.line_name} ({o.line.verdict}); {o.verdict.advice}")
     impostors = sum(s.expected_verdict == "impostor" for s in sources)
-    lines += ["", f"impostor check: {impostors - len(failures)}/{impostors} impostors unnamed and "
-              f"not compliant" + ("" if ev.offline else
-                                  f"  ({'met' if not failures else 'MISSED'})")]
-    for o in failures:
-        lines.append(f"  ! line {o.source.line} {o.source.domain} {o.source.ip}: named "
-                     f"{o.got_service}, verdict {o.got_verdict}")
+    legitimate = sum(s.legitimate for s in sources)
+    forwarded = sum(s.expected_verdict == "forwarded" for s in sources)
+    others = sum(s.another_account for s in sources)
+    checks = [
+        ("impostors in a compliant or approved line", ev.impostor_failures(), impostors, True),
+        ("legitimate senders called impostor", ev.false_alarms(), legitimate, True),
+        ("forwarders counted as senders to approve", ev.forwarders_as_senders(), forwarded,
+         True),
+        ("other accounts of a vendor in its approved line", ev.other_accounts_approved(),
+         others, False),
+    ]
+    lines.append("")
+    for what, failed, of, target in checks:
+        verdict = "" if ev.offline or not target else (
+            f"  (target 0: {'met' if not failed else 'MISSED'})")
+        lines.append(f"{what}: {len(failed)} of {of}{verdict}")
+        for o in failed:
+            lines.append(f"  ! {o.source.origin} line {o.source.line} {o.source.domain} "
+                         f"{o.source.ip}: {o.got_service}, {o.got_verdict}, on the line "
+                         f"{o.line.line_name!r} ({o.line.verdict})")
     return "\n".join(lines)
