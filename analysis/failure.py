@@ -114,15 +114,16 @@ def _decoded(text: str, encoding: str) -> bytes:
     return data if isinstance(data, bytes) else b""
 
 
-def _walk(msg: Message) -> Iterator[tuple[Message, str]]:
-    """Every part, in order, with the type of the multipart it sits in ("" for the message)."""
+def _walk(msg: Message) -> Iterator[tuple[Message, str, str]]:
+    """Every part, in order, with its type and the type of the multipart it sits in ("" for
+    the message). Each type is parsed once: the e-mail package parses a header on every read."""
     stack: list[tuple[Message, str]] = [(msg, "")]
     while stack:
         part, parent = stack.pop()
-        yield part, parent
+        ctype = part.get_content_type()
+        yield part, ctype, parent
         children = part.get_payload() if part.is_multipart() else None
         if isinstance(children, list):
-            ctype = part.get_content_type()
             stack.extend((child, ctype) for child in reversed(children)
                          if isinstance(child, Message))
 
@@ -143,8 +144,7 @@ def find_failure_report(msg: Message, source: str) -> FailureReport | None:
     feedback = sample = None
     notes: list[str] = []
     container = ""
-    for part, parent in _walk(msg):
-        ctype = part.get_content_type()
+    for part, ctype, parent in _walk(msg):
         if ctype == "message/feedback-report" and feedback is None:
             feedback, container = _headers_of(part, notes), parent
         elif ctype in ("message/rfc822", "text/rfc822-headers") and feedback is not None:

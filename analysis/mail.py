@@ -78,17 +78,18 @@ def report_parts(msg: Message, source: str, limits: Limits,
             continue
         kind = sniff(payload[:HEAD_BYTES])
         if kind in REPORT_KINDS:
-            yield _part_label(part), payload, level, declared_note(part, kind)
+            name = _filename(part)
+            yield name or part.get_content_type(), payload, level, declared_note(part, kind, name)
 
 
-def declared_note(part: Message, kind: str) -> str | None:
+def declared_note(part: Message, kind: str, name: str) -> str | None:
     """A note when a part's declared media type or file name does not say what its bytes are:
-    the report is read by its bytes all the same (issue 15: MIME types and names that lie)."""
+    the report is read by its bytes all the same (issue 15: MIME types and names that lie).
+    `name` is the part's file name, read once by the caller (each read parses the header)."""
     ctype = part.get_content_type()
     said = []
     if ctype in _VAGUE_TYPES or _TYPE_KINDS.get(ctype, kind) != kind:
         said.append(f"declared {ctype}")
-    name = _filename(part)
     if kind_by_name(name) not in (None, kind):  # (the whole name is in the report's source)
         said.append(f"named *.{name.rpartition('.')[2].lower()}")
     if not said:
@@ -101,10 +102,6 @@ def _filename(part: Message) -> str:
         return part.get_filename() or ""
     except Exception:  # hostile Content-Disposition parameters can make the parser raise
         return ""
-
-
-def _part_label(part: Message) -> str:
-    return _filename(part) or part.get_content_type()
 
 
 def split_mbox(stream: BinaryIO, source: str, limits: Limits) -> Iterator[bytes]:
