@@ -2,10 +2,11 @@
 
 The checks follow RFC 9989 (DMARC: removed `pct`/`rf`/`ri`, new `np`/`t`/`psd`, authorised
 external report destinations) and RFC 7208 (SPF: one record, at most 10 lookups and 2 void
-lookups, no `+all`). Readiness is the share of mail from approved or compliant services that
-passes with aligned DKIM, because only DKIM survives forwarding (RFC 9989 requires it for
-`p=reject`). The next step moves one level at a time, `p=none` → `quarantine` → `reject`, using
-`t=y` (test mode: receivers apply one level less) when the domain is nearly but not quite ready.
+lookups, no `+all`). Readiness is the share of the domain's own mail (its own accounts' lines,
+approved or compliant) that passes with aligned DKIM, because only DKIM survives forwarding (RFC
+9989 requires it for `p=reject`); `analysis.readiness` judges it line by line. The next step
+moves one level at a time, `p=none` → `quarantine` → `reject`, using `t=y` (test mode: receivers
+apply one level less) when the domain is nearly but not quite ready.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from analysis.dnsevidence import (
     ReportDestination,
     SpfTree,
 )
+from analysis.readiness import BLOCKER_SHARE as BLOCKER_SHARE
+from analysis.readiness import PostureLine, judge_lines
+from analysis.readiness import pct as _pct
 from analysis.records import dmarc as dmarc_rules
 from analysis.records.bimi import parse_bimi
 from analysis.records.dkim import parse_dkim_key
@@ -56,8 +60,6 @@ from analysis.verdicts import ServiceVerdict
 #: is proposed with t=y; below TEST the domain stays where it is and fixes its blockers first.
 READY = 0.98
 TEST = 0.95
-#: A pending or failing service below this share of the domain's mail does not block.
-BLOCKER_SHARE = 0.005
 _NEXT = {None: "quarantine", "none": "quarantine", "quarantine": "reject", "reject": "reject"}
 
 
@@ -75,6 +77,8 @@ class Posture:
     next_policy: str
     next_step: str
     changes: tuple[DnsChange, ...]
+    #: every line as the next policy would meet it (blocker, stopped by enforcement, question)
+    lines: tuple[PostureLine, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -305,39 +309,6 @@ def dkim_findings(keys: Sequence[DkimKey]) -> list[Finding]:
         else:
             out.extend(parse_dkim_key(key.record, name).findings)
     return out
-
-
-def readiness(services: Sequence[ServiceVerdict], statuses: Mapping[str, str]
-              ) -> tuple[int, int, list[str]]:
-    """(considered, passing with aligned DKIM, blockers) for one domain's services.
-
-    Considered: named services that are Approved, or compliant and not Rejected. Forwarded mail,
-    impostors and unidentified sources are left out: enforcement is meant to stop the latter.
-    """
-    total = sum(s.messages for s in services) or 1
-    considered = ready = 0
-    blockers = []
-    for s in services:
-        status = statuses.get(s.service_key)
-        if s.verdict in ("forwarded", "impostor", "unknown") or status == "Rejected":
-            continue
-        if status == "Approved" or s.verdict == "compliant":
-            considered += s.messages
-            ready += s.dkim_aligned_pass
-        share = s.messages / total
-        if s.verdict != "compliant" and share >= BLOCKER_SHARE:
-            if status == "Approved":
-                blockers.append(f"{s.service_name}: {s.messages:,} messages, "
-                                f"{_pct(s.dkim_aligned_pass, s.messages)} with aligned DKIM; "
-                                f"{s.advice}")
-            else:
-                blockers.append(f"{s.service_name}: {s.messages:,} messages, not approved yet "
-                                f"({s.verdict}); its owner must approve or reject it")
-    return considered, ready, blockers
-
-
-def _pct(part: int, whole: int) -> str:
-    return f"{100.0 * part / whole:.0f} %" if whole else "0 %"
 
 
 def _base_intent(domain: str, record: DmarcRecord) -> Intent | None:
@@ -573,7 +544,8 @@ async def assess(domain: str, dns: DnsEvidence, services: Sequence[ServiceVerdic
         dns.dmarc(domain), dns.spf_tree(domain, full=True),
         asyncio.gather(*(dns.dkim_key(sel, d) for sel, d in selectors)))
     destinations = await report_destinations(dns, record)
-    considered, ready, blockers = readiness(services, statuses)
+    judged = judge_lines(services, statuses)
+    considered, ready, blockers = judged.considered, judged.ready, list(judged.blockers)
     findings = (dmarc_findings(domain, record, destinations,
                                Readiness(considered, ready, tuple(blockers)))
                 + spf_findings(tree) + dkim_findings(keys)
@@ -594,7 +566,7 @@ async def assess(domain: str, dns: DnsEvidence, services: Sequence[ServiceVerdic
     policy = parsed.policy if parsed is not None else None
     return Posture(domain, record, tree, tuple(findings),
                    ready / considered if considered else 0.0, considered, ready,
-                   tuple(blockers), policy, next_policy, step, tuple(changes))
+                   tuple(blockers), policy, next_policy, step, tuple(changes), judged.lines)
 
 
 async def report_destinations(dns: DnsEvidence, record: DmarcRecord

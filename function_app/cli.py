@@ -330,6 +330,12 @@ def _posture_json(p: Posture) -> dict[str, object]:
         "ready_messages": p.ready_messages, "blockers": list(p.blockers),
         "next_policy": p.next_policy, "next_step": p.next_step,
         "publish": [_change_json(c) for c in p.changes],
+        "lines": [{"line_name": ln.line_name, "service_key": ln.service_key,
+                   "account": ln.account, "verdict": ln.verdict, "status": ln.status,
+                   "messages": ln.messages, "sources": ln.sources, "dmarc_pass": ln.dmarc_pass,
+                   "dkim_aligned_pass": ln.dkim_aligned_pass, "considered": ln.considered,
+                   "blocker": ln.blocker, "stopped_by_enforcement": ln.stopped_by_enforcement,
+                   "question": ln.question, "part_of": ln.part_of} for ln in p.lines],
     }
 
 
@@ -343,10 +349,32 @@ def _print_posture(p: Posture, out: TextIO) -> None:
         out.write(f"  {f.level:<7} {f.topic:<7} {f.text}{rule}\n")
         if f.fix is not None:
             _print_change(f.fix, out, indent="            fix: ")
-    out.write(f"\n  readiness  {100 * p.readiness:.1f}% of approved or compliant mail passes with "
-              f"aligned DKIM ({p.ready_messages:,} of {p.considered_messages:,} messages)\n")
+    out.write(f"\n  readiness  {100 * p.readiness:.1f}% of {p.domain}'s own approved or compliant "
+              f"mail passes with aligned DKIM ({p.ready_messages:,} of "
+              f"{p.considered_messages:,} messages)\n")
     for b in p.blockers:
         out.write(f"  blocker    {b}\n")
+    stopped = [ln for ln in p.lines if ln.stopped_by_enforcement]
+    if stopped:
+        now = p.policy in ("quarantine", "reject")
+        out.write(f"  p={p.policy} stops now" if now else "  enforcement stops (p=quarantine or "
+                  "p=reject)")
+        out.write(" these lines, failing and not yours:\n")
+        for ln in stopped:
+            out.write(f"    {ln.line_name}: {ln.sources:,} sources, {ln.messages:,} messages\n")
+    asked = [ln for ln in p.lines if ln.question and not ln.blocker]
+    if asked:
+        out.write("  to answer (the answer decides whether enforcement stops them or breaks "
+                  "them):\n")
+        for ln in asked:
+            out.write(f"    {ln.line_name}: {ln.sources:,} sources, {ln.messages:,} messages. "
+                      f"{ln.question}\n")
+    forwarded = [ln for ln in p.lines if ln.verdict == "forwarded"]
+    if forwarded:
+        lines = f"{len(forwarded):,} line" + ("s" if len(forwarded) > 1 else "")
+        out.write(f"  forwarded  {sum(ln.messages for ln in forwarded):,} messages ({lines}) "
+                  f"reach receivers through forwarders and lists: not {p.domain}'s to fix, so "
+                  f"never a blocker (mail {p.domain} signs with aligned DKIM survives them)\n")
     out.write(f"  next step  {p.next_step}\n")
     if p.changes:
         out.write("\n  publish:\n")

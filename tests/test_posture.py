@@ -21,7 +21,14 @@ from analysis.dnsevidence import (
     dmarc_tags,
     make_resolver,
 )
-from analysis.posture import assess, dmarc_findings, plan, proposed_dmarc, spf_findings
+from analysis.posture import (
+    Posture,
+    assess,
+    dmarc_findings,
+    plan,
+    proposed_dmarc,
+    spf_findings,
+)
 from analysis.records.dmarc import intent_of, parse_dmarc
 from analysis.records.findings import Finding
 from function_app.demo_reports import write_demo_reports
@@ -425,3 +432,134 @@ def test_posture_json_has_the_documented_finding_schema(dns_server: KnotServer,
     assert unauthorised["rfc"] == "RFC 9990 §3"
     for change in posture["publish"]:
         assert set(change) == {"name", "type", "value", "replaces", "why"}
+
+
+# -- per line (issue 12): lakeshore.example in tests/dnslab/zones/posture.zone ------------------
+
+LAKESHORE = "lakeshore.example"
+OWN_M365 = "Microsoft 365 (Exchange Online)"
+OTHER_TENANT = f"{OWN_M365} \u2014 another tenant (evilcorp9.onmicrosoft.com)"
+OWN_SENDGRID = "SendGrid (Twilio)"
+UNSIGNED_PART = f"{OWN_SENDGRID} \u2014 own account, not signed for {LAKESHORE}"
+FREE_ACCOUNT = f"{OWN_SENDGRID} \u2014 not signed for {LAKESHORE}"
+LINE_FIELDS = {"line_name", "service_key", "account", "verdict", "status", "messages", "sources",
+               "dmarc_pass", "dkim_aligned_pass", "considered", "blocker",
+               "stopped_by_enforcement", "question", "part_of"}
+
+
+def lakeshore_report() -> bytes:
+    """One day of lakeshore.example: its own Microsoft 365 tenant (9,000, aligned DKIM), another
+    tenant spoofing it (1,200), its own SendGrid account (2,000 signed; 150 bounced through its
+    own return path but signed only as sendgrid.net), a free SendGrid account (300), an impostor
+    (500), a forwarder (80) and its own relay listed in SPF (400)."""
+    from tests.builders import aggregate_xml, record_xml
+
+    def auth(envelope: str, spf: str, *dkim: tuple[str, str, str]) -> str:
+        sigs = "".join(f"<dkim><domain>{d}</domain><selector>{s}</selector><result>{r}</result>"
+                       "</dkim>" for d, s, r in dkim)
+        return (f"{sigs}<spf><domain>{envelope}</domain><scope>mfrom</scope><result>{spf}"
+                "</result></spf>")
+
+    d, em, evil = LAKESHORE, f"em7301.{LAKESHORE}", "evilcorp9.onmicrosoft.com"
+    rows = [  # ip, count, DMARC dkim, DMARC spf, envelope, auth_results
+        ("40.107.150.11", 6000, "pass", "pass", d, auth(d, "pass", (d, "selector1", "pass"))),
+        ("52.100.150.12", 3000, "pass", "pass", d, auth(d, "pass", (d, "selector1", "pass"))),
+        ("40.107.150.99", 1200, "fail", "fail", evil,
+         auth(evil, "pass", (evil, "selector1-evilcorp9-onmicrosoft-com", "pass"))),
+        ("149.72.150.20", 2000, "pass", "pass", em, auth(em, "pass", (d, "s1", "pass"))),
+        ("167.89.100.21", 150, "fail", "pass", em,
+         auth(em, "pass", ("sendgrid.net", "smtpapi", "pass"))),
+        ("168.245.100.22", 300, "fail", "fail", "sendgrid.net",
+         auth("sendgrid.net", "pass", ("sendgrid.net", "smtpapi", "pass"))),
+        ("100.66.150.5", 500, "fail", "fail", d, auth(d, "fail")),
+        ("198.18.150.7", 80, "pass", "fail", d, auth(d, "fail", (d, "selector1", "pass"))),
+        ("192.0.2.150", 400, "fail", "pass", d, auth(d, "pass")),
+    ]
+    records = "".join(record_xml(ip, n, dkim=dkim, spf=spf, header_from=d, envelope_from=env,
+                                 auth=a) for ip, n, dkim, spf, env, a in rows)
+    return aggregate_xml(records, domain=d, report_id="lakeshore-1")
+
+
+def blocker_names(blockers: list[str] | tuple[str, ...]) -> list[str]:
+    return [b.split(":", 1)[0] for b in blockers]
+
+
+def test_posture_speaks_per_line(dns_server: KnotServer, tmp_path: Path) -> None:
+    """Another tenant is stopped by enforcement, never a blocker; the unsigned part of the
+    domain's own SendGrid and the free account's failing mail block by their line names;
+    readiness counts the domain's own mail only."""
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "lakeshore.xml").write_bytes(lakeshore_report())
+    exe = [sys.executable, "-m", "function_app.cli", "--db", str(tmp_path / "db.sqlite3")]
+    subprocess.run([*exe, "ingest", str(tmp_path / "r")], check=True, capture_output=True)
+    ask = [*exe, "posture", LAKESHORE, "--nameserver", f"{dns_server.host}:{dns_server.port}"]
+    posture = json.loads(subprocess.run([*ask, "--json"], capture_output=True, text=True,
+                                        timeout=60, check=True).stdout)
+    assert posture["schema"] == 1
+    lines = {ln["line_name"]: ln for ln in posture["lines"]}
+    assert all(set(ln) == LINE_FIELDS for ln in posture["lines"])
+    other = lines[OTHER_TENANT]
+    assert other["verdict"] == "impostor" and other["messages"] == 1200
+    assert other["stopped_by_enforcement"] and not other["blocker"] and not other["considered"]
+    assert lines["Unidentified sources \u2014 fails SPF and DKIM"]["stopped_by_enforcement"]
+    forwarded = [ln for ln in posture["lines"] if ln["verdict"] == "forwarded"]
+    assert forwarded and not any(ln["blocker"] for ln in forwarded)
+    # the blockers, by line name: never the service alone, never the impostor
+    assert blocker_names(posture["blockers"]) == [UNSIGNED_PART]
+    assert [n for n, ln in lines.items() if ln["blocker"]] == [UNSIGNED_PART]
+    part = lines[UNSIGNED_PART]
+    assert (part["part_of"], part["verdict"], part["messages"]) == (OWN_SENDGRID, "needs-dkim",
+                                                                   150)
+    assert lines[OWN_SENDGRID]["verdict"] == "compliant" and not lines[OWN_SENDGRID]["blocker"]
+    assert lines[FREE_ACCOUNT]["question"] and "Ask:" in lines[FREE_ACCOUNT]["question"]
+    # readiness: the domain's own accounts only (9,000 + 2,150), not the other tenant's 1,200
+    assert (posture["considered_messages"], posture["ready_messages"]) == (11_150, 11_000)
+    assert sum(ln["messages"] for ln in posture["lines"] if ln["considered"]) == 11_150
+    assert {n for n, ln in lines.items() if ln["considered"]} == {OWN_M365, OWN_SENDGRID}
+    assert posture["next_policy"] == "none" and "1 blocker(s)" in posture["next_step"]
+
+    text = subprocess.run(ask, capture_output=True, text=True, timeout=60, check=True).stdout
+    stops = text.split("enforcement stops", 1)[1].split("to answer", 1)[0]
+    assert f"{OTHER_TENANT}: 1 sources, 1,200 messages" in stops
+    assert "fails SPF and DKIM: 1 sources, 500 messages" in stops
+    assert "SendGrid" not in stops  # the free account is a question, not an accusation
+    asked = text.split("to answer", 1)[1].split("next step", 1)[0]
+    assert f"listed in {LAKESHORE}'s SPF: 1 sources, 400 messages." in asked
+    assert f"{FREE_ACCOUNT}: 1 sources, 300 messages." in asked  # a question, not a blocker
+    assert f"blocker    {UNSIGNED_PART}: 1 of its 2 sources, 150 messages" in text
+    assert f"blocker    {FREE_ACCOUNT}" not in text
+    assert not any(line.startswith(f"  blocker    {OWN_SENDGRID}:") for line in text.splitlines())
+    assert text.count("never a blocker") == 1  # forwarded mail, said once
+    assert "(11,000 of 11,150 messages)" in text
+
+
+def test_decisions_move_lines_in_and_out_of_readiness(dns_server: KnotServer) -> None:
+    """An approved account's failing part still blocks; a rejected account leaves readiness,
+    and its part blocks nothing; another tenant never counts, whatever is decided."""
+    from analysis.reader import read_reports
+    from analysis.senders import analyse_rollups
+    from store.sqlite import SqliteStore
+
+    async def go(statuses: dict[str, str]) -> Posture:
+        store = SqliteStore(":memory:")
+        for report in read_reports(lakeshore_report()):
+            store.add_report(report)
+        ev = DnsEvidence(make_resolver([f"{dns_server.host}:{dns_server.port}"]))
+        try:
+            _, lines, _ = await analyse_rollups(store.rollups(), load_catalog(), ev)
+            return await assess(LAKESHORE, ev, lines, statuses, load_catalog())
+        finally:
+            ev.close()
+
+    approved = asyncio.run(go({"microsoft365": "Approved", "sendgrid": "Approved"}))
+    assert blocker_names(approved.blockers) == [UNSIGNED_PART]
+    assert approved.considered_messages == 11_150
+    rejected = asyncio.run(go({"microsoft365": "Approved", "sendgrid": "Rejected"}))
+    assert (rejected.considered_messages, rejected.ready_messages) == (9_000, 9_000)
+    assert rejected.blockers == ()
+    assert not [ln for ln in rejected.lines if ln.part_of]
+    (own,) = [ln for ln in rejected.lines if ln.line_name == OWN_SENDGRID]
+    assert own.status == "Rejected" and not own.considered and not own.stopped_by_enforcement
+    for posture in (approved, rejected):
+        (other,) = [ln for ln in posture.lines if ln.line_name == OTHER_TENANT]
+        assert other.stopped_by_enforcement and not other.considered and not other.blocker
