@@ -9,7 +9,8 @@ from __future__ import annotations
 import email
 import email.policy
 from collections.abc import Iterator
-from email.message import EmailMessage, Message
+from email.header import decode_header, make_header
+from email.message import Message
 from typing import BinaryIO, cast
 
 from analysis.errors import CorruptInput, LimitExceeded
@@ -34,13 +35,14 @@ _VAGUE_TYPES = frozenset({"application/octet-stream", "binary/octet-stream", "te
                           "application/x-download", "application/download"})
 
 
-def parse_message(data: bytes, source: str) -> EmailMessage:
+def parse_message(data: bytes, source: str) -> Message:
+    """The message with its headers kept as text (`compat32`): reading a report needs a few
+    of them, and the modern policy parses a structured header again on every read, which cost
+    more than the report itself for a small one."""
     try:
-        msg = email.message_from_bytes(data, policy=email.policy.default)
+        return email.message_from_bytes(data, policy=email.policy.compat32)
     except Exception as exc:  # the parser is lenient; anything it raises means unreadable
         raise CorruptInput(source, f"e-mail cannot be parsed ({type(exc).__name__})") from None
-    assert isinstance(msg, EmailMessage)
-    return msg
 
 
 def report_parts(msg: Message, source: str, limits: Limits,
@@ -98,8 +100,10 @@ def declared_note(part: Message, kind: str, name: str) -> str | None:
 
 
 def _filename(part: Message) -> str:
+    """The part's file name, RFC 2231 parameters and RFC 2047 encoded words decoded."""
     try:
-        return part.get_filename() or ""
+        name = part.get_filename() or ""
+        return str(make_header(decode_header(name))) if "=?" in name else name
     except Exception:  # hostile Content-Disposition parameters can make the parser raise
         return ""
 

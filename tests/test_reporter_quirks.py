@@ -586,3 +586,18 @@ def test_identities_instead_of_identifiers() -> None:
     report, records = _read(data)
     assert _totals(records) == (3, TOTAL) and report.errors == []
     assert {r.header_from for r in records} == {"example.com"}
+
+
+def test_an_attachment_name_in_rfc2047_encoded_words_is_shown_decoded() -> None:
+    """Mail headers are read as text (`compat32`, for speed): the part's name is still decoded,
+    and a name that lies about the bytes is still noted."""
+    attachment = base64.encodebytes(gzipped(aggregate_xml())).decode()
+    raw = ("From: noreply-dmarc@receiver.example\r\nTo: dmarc@example.com\r\n"
+           "Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n"
+           "Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n"
+           'Content-Disposition: attachment; filename="=?utf-8?q?rapport_caf=C3=A9.zip?="\r\n\r\n'
+           f"{attachment}\r\n--B--\r\n").encode()
+    (report,) = [r for r in read_reports(raw, Limits(), name="m.eml")
+                 if isinstance(r, AggregateReport) and list(r.records)]
+    assert report.source == "m.eml > rapport café.zip"
+    assert any("named *.zip holds gzip; read by its bytes" in e for e in report.errors)
