@@ -291,6 +291,13 @@ def own_spf_names(activities: Sequence[SourceActivity]) -> list[str]:
     return list(names)
 
 
+@functools.lru_cache(maxsize=65_536)
+def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An address parsed once per run, not once per check: judging a source asks several
+    network indexes about it, and parsing cost more than the lookups."""
+    return ipaddress.ip_address(text)
+
+
 class NetworkIndex:
     """Which services' SPF networks hold an IP, in a few dict lookups per address."""
 
@@ -305,7 +312,7 @@ class NetworkIndex:
                 self._prefixes[net.version].add(net.prefixlen)
 
     def services(self, ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> set[str]:
-        address = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
+        address = parse_ip(ip) if isinstance(ip, str) else ip
         value, width = int(address), address.max_prefixlen
         found: set[str] = set()
         for prefix in self._prefixes[address.version]:
@@ -375,7 +382,7 @@ class Identifier:
                 for service, fact in self.catalog.match_suffix("return_path_domain", d):
                     found.add(service, fact, "return_path_domain",
                               f"SPF passed for return-path domain {d}")
-        address = ipaddress.ip_address(activity.ip)  # parsed once for every index below
+        address = parse_ip(activity.ip)  # parsed once for every index below
         holders = self.networks.services(address)
         for key in sorted(holders):
             service = self.catalog.get(key)
