@@ -11,7 +11,7 @@ import dataclasses
 import functools
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime
 
 from analysis.model import AggregateReport, FailureReport, Record, Report, TlsReport
@@ -202,3 +202,44 @@ def rollup_rows(report: AggregateReport, record: Record,
                 record.envelope_from or "", dkim, spf, record.dkim == "pass",
                 record.spf == "pass", record.disposition, reasons,
             ), messages
+
+
+# -- across days: what naming reads ---------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SourceRollup:
+    """A rollup row's dimensions across all its days: one (domain, source, header_from,
+    envelope_from, results, alignment, disposition, reasons) and its messages since `key.day`
+    (its first day) up to `last_day`. Stores keep these up to date at ingest, so naming reads
+    a domain's distinct sending patterns, not every day of its history (issue 14)."""
+
+    key: RollupKey  # day: the first day
+    last_day: str
+    messages: int
+
+
+def fold_days(rows: Iterable[tuple[RollupKey, int]]) -> dict[RollupKey, tuple[int, str, str]]:
+    """Daily rows summed across days: key (its day "") -> (messages, first day, last day).
+    What a report adds to a store's source rollups, and what they are rebuilt from."""
+    out: dict[RollupKey, tuple[int, str, str]] = {}
+    for key, messages in rows:
+        undated = dataclasses.replace(key, day="")
+        found = out.get(undated)
+        out[undated] = ((messages, key.day, key.day) if found is None else
+                        (found[0] + messages, min(found[1], key.day), max(found[2], key.day)))
+    return out
+
+
+def rollups_from_sources(rows: Iterable[SourceRollup]) -> list[tuple[RollupKey, int]]:
+    """Daily-shaped rows that fold (`analysis.identify.activities_from_rollups`) into exactly
+    the activities the daily rows themselves would: each pattern's messages on its first day,
+    none on its last, in the order stores yield daily rows (which header_from is named first
+    among equals depends on that order)."""
+    out: list[tuple[RollupKey, int]] = []
+    for row in rows:
+        out.append((row.key, row.messages))
+        if row.last_day != row.key.day:
+            out.append((dataclasses.replace(row.key, day=row.last_day), 0))
+    out.sort(key=lambda item: stored_order(item[0]))
+    return out

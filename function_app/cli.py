@@ -48,6 +48,7 @@ from function_app.pipeline import (
     domain_posture,
     find_senders,
     ingest_paths,
+    senders_by_domain,
 )
 from store import SqliteStore, StoreError
 
@@ -297,14 +298,24 @@ def _print_senders(services: list[ServiceVerdict], statuses: dict[tuple[str, str
 
 def cmd_senders(args: argparse.Namespace, limits: Limits) -> int:
     since = _day(args.since) if args.since else None
+
+    async def show(store: SqliteStore) -> bool:
+        # One domain at a time, written as it is named: memory holds one domain (issue 14).
+        shown = False
+        async for services, statuses in senders_by_domain(
+                store, load_catalog(), _evidence(args, store),
+                None if args.domain is None else [args.domain], since=since):
+            if args.json:
+                for s in services:
+                    print(_JSON.encode(_sender_json(s, statuses.get((s.domain, s.service_key)))))
+            elif services:
+                _print_senders(services, statuses, args.evidence, sys.stdout)
+            shown = shown or bool(services)
+        return shown
+
     with _open_store(args) as store:
-        services, statuses = asyncio.run(find_senders(
-            store, load_catalog(), _evidence(args, store), domain=args.domain, since=since))
-    if args.json:
-        for s in services:
-            print(_JSON.encode(_sender_json(s, statuses.get((s.domain, s.service_key)))))
-    else:
-        _print_senders(services, statuses, args.evidence, sys.stdout)
+        if not asyncio.run(show(store)) and not args.json:
+            _print_senders([], {}, args.evidence, sys.stdout)
     return 0
 
 

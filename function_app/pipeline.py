@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import os
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator
 from typing import Literal
 
 from analysis import Limits, RejectedInput, iter_files, read_reports
@@ -15,11 +16,16 @@ from analysis.mailauth import judge, reporter_domain
 from analysis.model import AggregateReport, MailEvidence
 from analysis.posture import Posture, assess
 from analysis.records.mtasts import PolicyFetcher
-from analysis.rollup import ledger_key
+from analysis.rollup import RollupKey, ledger_key, rollups_from_sources
 from analysis.senders import analyse_rollups
 from analysis.verdicts import ServiceVerdict
 from analysis.volume import VolumeCheck
-from function_app.settings import approval_settings, trusted_authserv_ids, trusted_reporters
+from function_app.settings import (
+    approval_settings,
+    retention_months,
+    trusted_authserv_ids,
+    trusted_reporters,
+)
 from store import Store
 
 log = logging.getLogger("dmarcbot.ingest")
@@ -100,26 +106,62 @@ def ingest_paths(paths: Iterable[str | os.PathLike[str]], store: Store, limits: 
 async def find_senders(store: Store, catalog: Catalog, dns: DnsEvidence | None, *,
                        domain: str | None = None, since: str | None = None
                        ) -> tuple[list[ServiceVerdict], dict[tuple[str, str], str]]:
-    """Name the senders of each domain and record them in the inventory.
+    """Name the senders of one domain (of each, if None) and record them in the inventory.
 
     Returns the service verdicts and the status of each (domain, service) that needs an owner's
-    decision; a sender seen for the first time starts `Pending`.
+    decision; a sender seen for the first time starts `Pending`. Over all domains this holds
+    every domain's verdicts at once: `senders_by_domain` streams them.
     """
-    believed = store.rollups(domain=domain, since=since, trusted_reporters=trusted_reporters())
-    _, services, bundle = await analyse_rollups(believed, catalog, dns)
-    if bundle.temporary:
-        log.warning("%d DNS lookups failed for now (timeouts or SERVFAIL); evidence may be "
-                    "incomplete", len(bundle.temporary))
-    if bundle.not_looked_up:
-        log.warning("%d sources not looked up in DNS (budget or a silent resolver); they are "
-                    "judged on the reports' own evidence", len(bundle.not_looked_up))
-    statuses = {}
-    for s in services:
-        if s.needs_decision:
-            item = store.note_seen(s.domain, s.service_key, s.first_day, s.last_day, s.messages,
-                                   s.dmarc_pass, whole_history=since is None)
-            statuses[s.domain, s.service_key] = item.status
+    services: list[ServiceVerdict] = []
+    statuses: dict[tuple[str, str], str] = {}
+    async for found, noted in senders_by_domain(store, catalog, dns,
+                                                None if domain is None else [domain],
+                                                since=since):
+        services.extend(found)
+        statuses.update(noted)
     return services, statuses
+
+
+def believed_rows(store: Store, domain: str, since: str | None = None
+                  ) -> Iterable[tuple[RollupKey, int]]:
+    """A domain's believed rollup rows, for naming: its whole history from the source rollups
+    (flat as history grows, issue 14), or the daily rows from `since` on."""
+    trusted = trusted_reporters()
+    if since is None:
+        return rollups_from_sources(store.sources(domain, trusted_reporters=trusted))
+    return store.rollups(domain=domain, since=since, trusted_reporters=trusted)
+
+
+async def senders_by_domain(store: Store, catalog: Catalog, dns: DnsEvidence | None,
+                            domains: Iterable[str] | None = None, *, since: str | None = None
+                            ) -> AsyncIterator[tuple[list[ServiceVerdict],
+                                                     dict[tuple[str, str], str]]]:
+    """`find_senders`, one domain at a time (every domain in the store when None), so memory is
+    bounded by the largest domain, not by the tenant. Each domain gets its share of the DNS
+    budget's time; one with nothing believed leaves its share to the rest."""
+    chosen = store.domains() if domains is None else list(domains)
+    if dns is not None and dns.budget is not None:
+        dns.budget.plan(len(chosen))
+    for domain in chosen:
+        left = dns.budget.domains_left if dns is not None and dns.budget else 0
+        _, services, bundle = await analyse_rollups(believed_rows(store, domain, since), catalog,
+                                                    dns)
+        if dns is not None and dns.budget and dns.budget.domains_left == left:
+            dns.budget.next_share()  # nothing believed to look up: its share goes to the rest
+        if bundle.temporary:
+            log.warning("%s: %d DNS lookups failed for now (timeouts or SERVFAIL); evidence may "
+                        "be incomplete", domain, len(bundle.temporary))
+        if bundle.not_looked_up:
+            log.warning("%s: %d sources not looked up in DNS (budget or a silent resolver); they "
+                        "are judged on the reports' own evidence", domain,
+                        len(bundle.not_looked_up))
+        statuses = {}
+        for s in services:
+            if s.needs_decision:
+                item = store.note_seen(s.domain, s.service_key, s.first_day, s.last_day,
+                                       s.messages, s.dmarc_pass, whole_history=since is None)
+                statuses[s.domain, s.service_key] = item.status
+        yield services, statuses
 
 
 async def domain_posture(store: Store, catalog: Catalog, dns: DnsEvidence, domain: str,
@@ -134,8 +176,20 @@ async def domain_posture(store: Store, catalog: Catalog, dns: DnsEvidence, domai
 
 def domains_stored_since(store: Store, stamp: str) -> set[str]:
     """Policy domains with an aggregate report stored at or after `stamp` (ISO 8601, UTC)."""
-    return {entry.key.policy_domain for entry in store.reports(kind="aggregate")
-            if entry.stored_at >= stamp}
+    return set(store.domains(stored_since=stamp))
+
+
+def expire_history(store: Store, today: dt.date, months: int | None) -> int:
+    """Retention (DMARCBOT_RETENTION_MONTHS): reports that ended before the first day of the
+    month `months` months before this one leave the ledger and their daily rows become monthly
+    rollups; what naming reads keeps them. None keeps everything. Returns the reports expired."""
+    if months is None:
+        return 0
+    month = today.year * 12 + today.month - 1 - months
+    gone = store.expire(dt.date(month // 12, month % 12 + 1, 1))
+    if gone:
+        log.info("retention: %d reports older than %d months expired", gone, months)
+    return gone
 
 
 async def identify_domains(store: Store, catalog: Catalog, dns: DnsEvidence | None,
@@ -144,25 +198,22 @@ async def identify_domains(store: Store, catalog: Catalog, dns: DnsEvidence | No
     """Name the senders of each domain that has new reports, so a new sender reaches the
     inventory (and from there its owner) without a person running anything.
 
-    Each domain is looked at over its whole history, so inventory volumes stay whole. The DNS
-    spent is bounded per run (`limits`, else the DMARCBOT_* settings, unless the caller gave
-    `dns` a budget already) and each domain gets a fair share of its time.
+    Each domain is looked at over its whole history (its source rollups: the cost of its
+    distinct senders, not of its days), so inventory volumes stay whole. The DNS spent is
+    bounded per run (`limits`, else the DMARCBOT_* settings, unless the caller gave `dns` a
+    budget already) and each domain gets a fair share of its time. Retention
+    (DMARCBOT_RETENTION_MONTHS) runs first: this is the step every schedule takes.
     """
+    expire_history(store, dt.datetime.now(dt.UTC).date(), retention_months())
     # The domains someone owns (DMARCBOT_OWNERS) first: reports naming invented domains must
     # not spend the time the real ones need.
     owned = set(approval_settings().default_owners)
     chosen = sorted(set(domains), key=lambda d: (d not in owned, d))
-    if dns is not None:
-        if dns.budget is None:
-            limits = limits or Limits.from_env()
-            dns.budget = DnsBudget(max_sources=limits.max_dns_sources,
-                                   seconds=limits.dns_budget_seconds)
-        dns.budget.plan(len(chosen))
+    if dns is not None and dns.budget is None:
+        limits = limits or Limits.from_env()
+        dns.budget = DnsBudget(max_sources=limits.max_dns_sources,
+                               seconds=limits.dns_budget_seconds)
     verdicts: list[ServiceVerdict] = []
-    for domain in chosen:
-        left = dns.budget.domains_left if dns is not None and dns.budget else 0
-        services, _ = await find_senders(store, catalog, dns, domain=domain)
-        if dns is not None and dns.budget and dns.budget.domains_left == left:
-            dns.budget.next_share()  # nothing believed to look up: its share goes to the rest
+    async for services, _ in senders_by_domain(store, catalog, dns, chosen):
         verdicts.extend(services)
     return verdicts

@@ -151,6 +151,19 @@ def trusted_reporters(environ: Mapping[str, str] | None = None) -> frozenset[str
     return _names(os.environ if environ is None else environ, "DMARCBOT_TRUSTED_REPORTERS")
 
 
+def retention_months(environ: Mapping[str, str] | None = None) -> int | None:
+    """DMARCBOT_RETENTION_MONTHS: whole months of daily rows and ledger entries kept before they
+    are folded into monthly rollups (issue 14); unset keeps everything."""
+    env = os.environ if environ is None else environ
+    raw = env.get("DMARCBOT_RETENTION_MONTHS", "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not 2 <= int(raw) <= 1200:
+        raise SettingsError(f"app setting DMARCBOT_RETENTION_MONTHS={raw!r} is not a whole "
+                            "number of months from 2 to 1200")
+    return int(raw)
+
+
 def approval_settings(environ: Mapping[str, str] | None = None) -> ApprovalSettings:
     """Default owners per domain, admins, and the days before a reminder.
 

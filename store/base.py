@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Collection, Iterator
+from datetime import date
 from typing import Literal, Protocol
 
 from analysis.dnsevidence import Answer
 from analysis.model import Report
-from analysis.rollup import LedgerKey, RollupKey
+from analysis.rollup import LedgerKey, RollupKey, SourceRollup
 from analysis.volume import VolumeCheck
 
 #: `conflict`: stored, but another report has the same ledger key and other content; both are
@@ -63,6 +64,16 @@ class InventoryItem:
     alerted_at: str | None = None  # the last day of sending its owner was alerted about
 
 
+def basis(unverified: str | None, reporter_domain: str | None) -> str:
+    """Whom a report's rows in the source rollups are believed on: '' believed, `~<reporter
+    domain>` unverified or held (believed once the reporter is trusted, as `Store.rollups`)."""
+    return "" if unverified is None else "~" + (reporter_domain or "")
+
+
+def believed_bases(trusted_reporters: Collection[str]) -> list[str]:
+    return ["", *sorted({"~" + t.lower() for t in trusted_reporters})]
+
+
 class Store(Protocol):
     def add_report(self, report: Report, *, unverified: str | None = None,
                    volume: VolumeCheck | None = None) -> AddResult:
@@ -94,6 +105,28 @@ class Store(Protocol):
         e-mail is not believed, unless their reporter's domain is in `trusted_reporters`, and
         reports in conflict with another believed report of their key.
         """
+        ...
+
+    def sources(self, domain: str, *, trusted_reporters: Collection[str] = ()
+                ) -> Iterator[SourceRollup]:
+        """The domain's whole believed history with its days folded (`analysis.rollup.
+        SourceRollup`), by the same rule as `rollups()`: what naming reads. Kept up to date at
+        ingest and by retention, so reading it costs the domain's distinct sending patterns,
+        not its days; `analysis.rollup.rollups_from_sources` turns it into rows that name the
+        senders exactly as `rollups(domain=...)` would (issue 14)."""
+        ...
+
+    def domains(self, *, stored_since: str | None = None) -> list[str]:
+        """Policy domains with aggregate reports, sorted; with `stored_since` (ISO 8601, UTC)
+        those with one stored at or after it (Table Storage may add some stored in the hour
+        before: never fewer)."""
+        ...
+
+    def expire(self, before: date) -> int:
+        """Retention: fold the daily rows of reports that ended before `before` into monthly
+        rollups, then delete those rows and the reports' ledger entries; `sources()` keeps
+        their history. Reports in conflict and TLS and failure reports stay. Idempotent; a
+        crash half-way loses nothing. Returns how many reports were expired."""
         ...
 
     # The DNS cache (analysis.dnsevidence.DnsCache): answers kept until their TTL runs out.

@@ -7,9 +7,10 @@ import json
 import sqlite3
 import time
 from collections.abc import Collection, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from analysis.dnsevidence import Answer
 from analysis.mailauth import reporter_domain
@@ -17,6 +18,7 @@ from analysis.model import AggregateReport, FailureReport, Report, TlsReport
 from analysis.rollup import (
     LedgerKey,
     RollupKey,
+    SourceRollup,
     content_digest,
     ledger_key,
     legacy_results,
@@ -26,7 +28,8 @@ from analysis.rollup import (
     rollup_rows,
 )
 from analysis.volume import Sent, VolumeCheck, is_held, window
-from store.base import AddResult, InventoryItem, LedgerEntry, StoreError
+from store.base import AddResult, InventoryItem, LedgerEntry, StoreError, basis
+from store.sqlite_sources import SqliteSources, day_start, transaction
 
 _BATCH = 5000
 _WAL_ATTEMPTS = 600  # 30 s at most, as the busy timeout
@@ -66,6 +69,7 @@ class SqliteStore:
             # from a thread of its own)
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30,
                                        check_same_thread=False)
+            self._sources = SqliteSources(self._db)
             self._use_wal()
             # WAL keeps the file consistent without a disk flush per commit (the DNS cache
             # commits once per answer).
@@ -164,12 +168,17 @@ class SqliteStore:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
+            horizon = self._sources.horizon() if key.kind == "aggregate" else None
+            if horizon is not None and key.end < day_start(horizon):
+                db.execute("ROLLBACK")  # its period was expired: a copy of what went, or as good
+                return "duplicate"
             earlier = db.execute("SELECT id, digest, legacy, records, messages FROM reports"
                                  " WHERE " + _SAME_KEY, dataclasses.astuple(key)).fetchall()
             report_row = self._insert_ledger(key, report, unverified)
-            content = None
+            content: str | None = None
+            folded: dict[tuple[object, ...], list[Any]] = {}
             if isinstance(report, AggregateReport):
-                records, messages = self._add_rollups(report, report_row)
+                records, messages, folded = self._add_rollups(report, report_row)
             elif isinstance(report, TlsReport):
                 records, messages = self._add_tls(report_row, report)
                 content = content_digest(report, key)
@@ -195,7 +204,12 @@ class SqliteStore:
                 (records, messages, json.dumps(report.errors), content, int(bool(earlier)),
                  unverified, report_row),
             )
+            if earlier:  # neither copy counts on its own now (issue 14: source rollups)
+                self._sources.rebuild_reports(key.policy_domain, [row[0] for row in earlier])
+            elif folded:
+                self._sources.add(folded, basis(unverified, reporter_domain(key.reporter)))
             db.execute("COMMIT")
+            self._sources.committed()
         except BaseException:
             self._rollback()
             raise
@@ -204,7 +218,7 @@ class SqliteStore:
     def _believe(self, key: LedgerKey, row: int, messages: int, volume: VolumeCheck | None) -> None:
         """A stored report again, from a believed e-mail: believed now, unless its volume is
         (or was already) too much."""
-        with self._db:
+        with transaction(self._db):
             (doubt,) = self._db.execute("SELECT unverified FROM reports WHERE id = ?",
                                         (row,)).fetchone()
             if doubt is None or is_held(doubt):
@@ -212,6 +226,8 @@ class SqliteStore:
             hold = (self._volume_hold(key, row, messages, volume)
                     if volume is not None and key.kind == "aggregate" else None)
             self._db.execute("UPDATE reports SET unverified = ? WHERE id = ?", (hold, row))
+            if hold is None and key.kind == "aggregate":  # believed now: its basis changed
+                self._sources.rebuild_reports(key.policy_domain, [row])
 
     def _volume_hold(self, key: LedgerKey, row: int, messages: int, check: VolumeCheck
                      ) -> str | None:
@@ -229,6 +245,7 @@ class SqliteStore:
 
     def _rollback(self) -> None:
         # SQLite may have rolled back already (a full disk, say); don't hide the first error.
+        self._sources.rolled_back()
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
 
@@ -265,26 +282,35 @@ class SqliteStore:
         return not any(self._db.execute(differ, (*span, a, *span, b)).fetchone()[0]
                        for a, b in ((one, other), (other, one)))
 
-    def _add_rollups(self, report: AggregateReport, report_row: int) -> tuple[int, int]:
+    def _add_rollups(self, report: AggregateReport, report_row: int
+                     ) -> tuple[int, int, dict[tuple[object, ...], list[Any]]]:
+        """Write the rows; return records, messages and the rows folded across days (what
+        the report adds to the source rollups)."""
         days = report_days(report.begin, report.end)
         batch: list[tuple[object, ...]] = []
+        folded: dict[tuple[object, ...], list[Any]] = {}
         records = messages = 0
         for record in report.records:
             records += 1
             messages += record.count
             for key, count in rollup_rows(report, record, days):
-                batch.append((
-                    key.policy_domain, key.day, key.source_ip, key.header_from,
-                    key.envelope_from, results_json(key.dkim), results_json(key.spf),
-                    key.dkim_aligned, key.spf_aligned, key.disposition, key.reasons,
-                    report_row, count,
-                ))
+                pattern = (key.policy_domain, key.source_ip, key.header_from, key.envelope_from,
+                           results_json(key.dkim), results_json(key.spf), key.dkim_aligned,
+                           key.spf_aligned, key.disposition, key.reasons)
+                batch.append((pattern[0], key.day, *pattern[1:], report_row, count))
+                seen = folded.get(pattern)
+                if seen is None:
+                    folded[pattern] = [count, key.day, key.day]
+                else:
+                    seen[0] += count
+                    seen[1] = min(seen[1], key.day)
+                    seen[2] = max(seen[2], key.day)
             if len(batch) >= _BATCH:
                 self._db.executemany(_UPSERT_ROLLUP, batch)
                 batch.clear()
         if batch:
             self._db.executemany(_UPSERT_ROLLUP, batch)
-        return records, messages
+        return records, messages, folded
 
     def _add_tls(self, report_row: int, report: TlsReport) -> tuple[int, int]:
         sessions = 0
@@ -378,6 +404,16 @@ class SqliteStore:
                             results_from_json(row[6]), bool(row[7]), bool(row[8]), row[9],
                             row[10]), row[11]
 
+
+    def sources(self, domain: str, *, trusted_reporters: Collection[str] = ()
+                ) -> Iterator[SourceRollup]:
+        return self._sources.read(domain.lower(), trusted_reporters)
+
+    def domains(self, *, stored_since: str | None = None) -> list[str]:
+        return self._sources.domains(stored_since)
+
+    def expire(self, before: date) -> int:
+        return self._sources.expire(before)
 
     # -- DNS cache (analysis.dnsevidence.DnsCache) --------------------------------------------
 

@@ -327,5 +327,6 @@ def test_opening_a_new_file_at_once_migrates_it_once(tmp_path: Path) -> None:
     assert [o.exitcode for o in openers] == [0] * 8
     tables = sqlite3.connect(db).execute(
         "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").fetchall()
-    assert [t for (t,) in tables] == ["daily_rollups", "dns_cache", "failure_reports",
-                                      "inventory", "reports", "tls_results"]
+    assert [t for (t,) in tables] == ["daily_rollups", "dns_cache", "expired", "failure_reports",
+                                      "inventory", "monthly_rollups", "patterns", "reports",
+                                      "source_rollups", "tls_results"]

@@ -1,0 +1,265 @@
+"""SQLite's source rollups and retention: a domain's history without its days (issue 14).
+
+`source_rollups` holds, per (policy domain, source, pattern, basis), the messages and first and
+last day of every report that counts without looking at others: not in conflict with another
+copy of its ledger key. A pattern is a daily row's other dimensions (header_from, envelope_from,
+results, alignment, disposition, reasons), kept once in `patterns` and named by id. The `basis`
+says whom a report is believed on (`store.base.basis`): trusting a reporter later needs no
+rebuild, reading picks the bases. Reports in conflict are read from their daily rows (there are
+few). Rows are added in the report's own transaction; the rare changes that take a report out
+of a basis (a conflicting copy arrives, a believed copy lifts a doubt) rebuild the sources that
+report touched.
+
+Retention moves the daily rows of reports that ended before a horizon into `monthly_rollups`
+(pattern and basis kept, per calendar month) and deletes them and their ledger rows, a batch of
+reports per transaction; reports in conflict are never expired (they are not rolled up into
+anything), nor are TLS and failure reports.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Collection, Iterable, Iterator
+from datetime import UTC, date, datetime
+from typing import Any
+
+from analysis.rollup import RollupKey, SourceRollup, results_from_json
+from store.base import believed_bases
+
+#: A pattern's columns, in `patterns` and in `daily_rollups`.
+COLUMNS = ("header_from", "envelope_from", "dkim", "spf", "dkim_aligned", "spf_aligned",
+           "disposition", "reasons")
+#: What a report's rows count on (`store.base.basis`, in SQL).
+BASIS = ("CASE WHEN r.unverified IS NULL THEN '' ELSE '~' || COALESCE(r.reporter_domain, '')"
+         " END")
+#: Daily rows with their pattern's id.
+_WITH_ID = ("daily_rollups d JOIN patterns p ON "
+            + " AND ".join(f"p.{c} = d.{c}" for c in COLUMNS)
+            + " LEFT JOIN reports r ON r.id = d.report")
+_ADD = """
+INSERT INTO source_rollups (policy_domain, source_ip, pattern, basis, messages, first_day,
+                            last_day) VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT DO UPDATE SET messages = messages + excluded.messages,
+    first_day = min(first_day, excluded.first_day), last_day = max(last_day, excluded.last_day)
+"""
+_PATTERN = ", ".join(COLUMNS)
+_FIND = f"SELECT id FROM patterns WHERE ({_PATTERN}) = ({', '.join('?' * len(COLUMNS))})"
+#: Reports expired per transaction at most (a crash loses at most this batch's work, never data).
+_EXPIRE_BATCH = 500
+
+#: (domain, source_ip, header_from, … reasons): a daily row without day and report.
+Folded = tuple[object, ...]
+
+
+def day_start(day: str) -> int:
+    """Unix seconds of a UTC day's midnight."""
+    return int(datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp())
+
+
+class SqliteSources:
+    """The source rollups and retention of one `SqliteStore` connection (its transactions)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self._ids: dict[tuple[object, ...], int] = {}  # pattern -> id, as committed
+        self._new: dict[tuple[object, ...], int] = {}  # made in the open transaction
+
+    # -- ingest (inside the report's transaction) -------------------------------------------
+
+    def add(self, folded: dict[Folded, list[Any]], basis_: str) -> None:
+        """A clean report's rows, folded across days: (domain, ip, pattern…) -> [messages,
+        first day, last day]."""
+        ids = self._pattern_ids(key[2:] for key in folded)
+        self._db.executemany(_ADD, [(key[0], key[1], ids[key[2:]], basis_, *values)
+                                    for key, values in folded.items()])
+
+    def _pattern_ids(self, patterns: Iterable[tuple[object, ...]]) -> dict[tuple[object, ...], int]:
+        out: dict[tuple[object, ...], int] = {}
+        for pattern in patterns:
+            found = self._ids.get(pattern) or self._new.get(pattern)
+            if found is None:
+                row = self._db.execute(_FIND, pattern).fetchone()
+                if row is None:
+                    cursor = self._db.execute(
+                        f"INSERT INTO patterns ({_PATTERN}) VALUES"
+                        f" ({', '.join('?' * len(COLUMNS))})", pattern)
+                    assert cursor.lastrowid is not None
+                    found = self._new[pattern] = cursor.lastrowid
+                else:
+                    found = self._ids[pattern] = int(row[0])
+            out[pattern] = found
+        return out
+
+    def committed(self) -> None:
+        """The report's transaction committed: the patterns it made exist."""
+        self._ids.update(self._new)
+        self._new.clear()
+
+    def rolled_back(self) -> None:
+        self._new.clear()
+
+    def rebuild_reports(self, domain: str, reports: Collection[int]) -> None:
+        """The sources these reports touched, rebuilt from what counts now (their conflict flag
+        or doubt changed)."""
+        marks = ", ".join("?" * len(reports))
+        ips = [ip for (ip,) in self._db.execute(
+            f"SELECT DISTINCT source_ip FROM daily_rollups WHERE policy_domain = ?"
+            f" AND report IN ({marks})", (domain, *reports))]
+        if ips:
+            self.rebuild(domain, ips)
+
+    def rebuild(self, domain: str, ips: Collection[str] | None = None) -> None:
+        """Source rollups of `domain` (of `ips` only, if given) from its daily rows that count
+        on their own and the monthly rows retention kept. Reads the domain's whole history."""
+        only, params = "", [domain]
+        if ips is not None:
+            only = f" AND source_ip IN ({', '.join('?' * len(ips))})"
+            params += list(ips)
+        self._db.execute(f"DELETE FROM source_rollups WHERE policy_domain = ?{only}", params)
+        self._db.execute(
+            "INSERT INTO source_rollups (policy_domain, source_ip, pattern, basis, messages,"
+            " first_day, last_day) SELECT policy_domain, source_ip, pattern, basis,"
+            " sum(messages), min(first_day), max(last_day) FROM ("
+            f"  SELECT d.policy_domain, d.source_ip, p.id AS pattern, {BASIS} AS basis,"
+            "   d.messages, d.day AS first_day, d.day AS last_day FROM " + _WITH_ID
+            + f"  WHERE d.policy_domain = ?{only.replace('source_ip', 'd.source_ip')}"
+            "   AND (r.id IS NULL OR NOT r.conflict)"
+            "  UNION ALL SELECT policy_domain, source_ip, pattern, basis, messages, first_day,"
+            f"   last_day FROM monthly_rollups WHERE policy_domain = ?{only})"
+            " GROUP BY policy_domain, source_ip, pattern, basis", params * 2)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def read(self, domain: str, trusted: Collection[str]) -> Iterator[SourceRollup]:
+        """What `Store.sources` yields: the bases believed now, and the daily rows of reports in
+        conflict that are believed by `Store.rollups`' rule."""
+        bases = believed_bases(trusted)
+        for row in self._db.execute(
+                f"SELECT s.source_ip, {', '.join(f'p.{c}' for c in COLUMNS)}, sum(s.messages),"
+                " min(s.first_day), max(s.last_day) FROM source_rollups s"
+                " JOIN patterns p ON p.id = s.pattern WHERE s.policy_domain = ?"
+                f" AND s.basis IN ({', '.join('?' * len(bases))})"
+                " GROUP BY s.source_ip, s.pattern", (domain, *bases)):
+            yield SourceRollup(_key(domain, row[10], row), row[11], row[9])
+        for report, begin, end in self._believed_conflicts(domain, trusted):
+            first = datetime.fromtimestamp(begin, UTC).date().isoformat()
+            last = datetime.fromtimestamp(end, UTC).date().isoformat()
+            for row in self._db.execute(
+                    f"SELECT source_ip, {_PATTERN}, messages, day FROM daily_rollups"
+                    " WHERE policy_domain = ? AND day BETWEEN ? AND ? AND report = ?",
+                    (domain, first, last, report)):
+                yield SourceRollup(_key(domain, row[10], row), row[10], row[9])
+
+    def _believed_conflicts(self, domain: str, trusted: Collection[str]
+                            ) -> list[tuple[int, int, int]]:
+        """(id, begin, end) of the domain's reports in conflict that `Store.rollups` counts:
+        believed, and no other believed copy of their key."""
+        marks = ", ".join("?" * len(trusted))
+
+        def believed(r: str) -> str:
+            return (f"({r}.unverified IS NULL OR COALESCE({r}.reporter_domain, '') IN ({marks}))"
+                    if trusted else f"{r}.unverified IS NULL")
+
+        params = sorted(t.lower() for t in trusted)
+        return self._db.execute(
+            "SELECT r.id, r.begin_ts, r.end_ts FROM reports r WHERE r.conflict"
+            " AND r.policy_domain = ? AND r.kind = 'aggregate' AND " + believed("r")
+            + " AND NOT EXISTS (SELECT 1 FROM reports o WHERE o.id != r.id AND o.kind = r.kind"
+            " AND o.reporter = r.reporter AND o.report_id = r.report_id AND o.policy_domain ="
+            " r.policy_domain AND o.begin_ts = r.begin_ts AND o.end_ts = r.end_ts AND "
+            + believed("o") + ")", (domain, *params, *params)).fetchall()
+
+    def domains(self, stored_since: str | None) -> list[str]:
+        if stored_since is not None:
+            return [d for (d,) in self._db.execute(
+                "SELECT DISTINCT policy_domain FROM reports WHERE kind = 'aggregate'"
+                " AND stored_at >= ? ORDER BY 1", (stored_since,))]
+        return [d for (d,) in self._db.execute(
+            "SELECT policy_domain FROM reports WHERE kind = 'aggregate'"
+            " UNION SELECT policy_domain FROM source_rollups ORDER BY 1")]
+
+    # -- retention ----------------------------------------------------------------------------
+
+    def horizon(self) -> str | None:
+        """The first day whose daily rows are kept (None: nothing was expired yet)."""
+        row = self._db.execute("SELECT before_day FROM expired").fetchone()
+        return None if row is None else str(row[0])
+
+    def expire(self, before: date) -> int:
+        """Move the daily rows of reports that ended before `before` into monthly rollups and
+        delete them and their ledger rows; returns how many reports went. Idempotent, and a
+        crash loses nothing: each batch moves and deletes in one transaction."""
+        with transaction(self._db):
+            self._db.execute(
+                "INSERT INTO expired (id, before_day) VALUES (1, ?) ON CONFLICT DO UPDATE"
+                " SET before_day = max(before_day, excluded.before_day)", (before.isoformat(),))
+        horizon = self.horizon() or before.isoformat()
+        cutoff = day_start(horizon)
+        gone = 0
+        domains = {d for (d,) in self._db.execute(
+            "SELECT DISTINCT policy_domain FROM reports WHERE kind = 'aggregate'")}
+        domains |= {d for (d,) in self._db.execute(
+            "SELECT DISTINCT policy_domain FROM daily_rollups WHERE report = 0 AND day < ?",
+            (horizon,))}
+        for domain in sorted(domains):
+            while True:
+                batch = self._db.execute(
+                    "SELECT id, begin_ts, end_ts FROM reports WHERE policy_domain = ?"
+                    " AND begin_ts < ? AND end_ts < ? AND kind = 'aggregate' AND NOT conflict"
+                    " ORDER BY begin_ts LIMIT ?",
+                    (domain, cutoff, cutoff, _EXPIRE_BATCH)).fetchall()
+                if not batch:
+                    break
+                with transaction(self._db):
+                    self._move(domain, [r[0] for r in batch], _day(min(r[1] for r in batch)),
+                               _day(max(r[2] for r in batch)), horizon)
+                gone += len(batch)
+            with transaction(self._db):  # rows summed before schema 4 name no report
+                self._move(domain, [0], "", horizon, horizon)
+        return gone
+
+    def _move(self, domain: str, reports: list[int], first: str, last: str, horizon: str
+              ) -> None:
+        """Roll these reports' daily rows before `horizon` into months; delete rows and reports."""
+        marks = ", ".join("?" * len(reports))
+        where = (f"d.policy_domain = ? AND d.day BETWEEN ? AND ? AND d.day < ?"
+                 f" AND d.report IN ({marks})")
+        params = (domain, first, last, horizon, *reports)
+        self._db.execute(
+            "INSERT INTO monthly_rollups (policy_domain, month, source_ip, pattern, basis,"
+            " messages, first_day, last_day) SELECT d.policy_domain, substr(d.day, 1, 7),"
+            f" d.source_ip, p.id, {BASIS}, sum(d.messages), min(d.day), max(d.day)"
+            f" FROM {_WITH_ID} WHERE {where}"
+            f" GROUP BY d.policy_domain, substr(d.day, 1, 7), d.source_ip, p.id, {BASIS}"
+            " ON CONFLICT DO UPDATE SET messages = messages + excluded.messages,"
+            " first_day = min(first_day, excluded.first_day),"
+            " last_day = max(last_day, excluded.last_day)", params)
+        self._db.execute(f"DELETE FROM daily_rollups AS d WHERE {where}", params)
+        self._db.execute(f"DELETE FROM reports WHERE id IN ({marks})", reports)
+
+
+def _day(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).date().isoformat()
+
+
+def _key(domain: str, day: str, row: tuple[object, ...]) -> RollupKey:
+    """A rollup key from (source_ip, header_from, … reasons, …) columns."""
+    return RollupKey(domain, day, str(row[0]), str(row[1]), str(row[2]),
+                     results_from_json(str(row[3])), results_from_json(str(row[4])),
+                     bool(row[5]), bool(row[6]), str(row[7]), str(row[8]))
+
+
+class transaction:
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any error (the connection is in autocommit)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        if kind is None:
+            self._db.execute("COMMIT")
+        elif self._db.in_transaction:
+            self._db.execute("ROLLBACK")
