@@ -6,7 +6,8 @@ dnspython's query functions open a socket and an asyncio transport per question;
 of lookups in flight that set-up costs more CPU than the round trip. Here each server gets one
 socket; answers are matched to questions by ID and must echo the question exactly, and only the
 server's own address is listened to. Questions are encoded here (a few bytes) rather than as
-dnspython messages; answers are parsed by dnspython. A truncated answer is asked again over TCP.
+dnspython messages; answers are read by `analysis.dnswire` (dnspython for the shapes it leaves).
+A truncated answer is asked again over TCP.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.rdatatype
+
+from analysis.dnswire import Reply, from_message, parse
 
 _HEADER = struct.Struct("!HHHHHH")
 _FIRST_RETRY = 0.4  # seconds before a question is sent again
@@ -69,7 +72,7 @@ class UdpClient:
         self.host, self.port = host, port
         self._transport: asyncio.DatagramTransport | None = None
         self._opening: asyncio.Lock | None = None
-        self._pending: dict[int, tuple[bytes, asyncio.Future[dns.message.Message]]] = {}
+        self._pending: dict[int, tuple[bytes, asyncio.Future[Reply]]] = {}
         self._random = random.SystemRandom()
 
     async def _open(self) -> asyncio.DatagramTransport:
@@ -86,7 +89,7 @@ class UdpClient:
                 self._transport = transport
             return self._transport
 
-    async def query(self, name: str, rdtype: str, timeout: float) -> dns.message.Message:
+    async def query(self, name: str, rdtype: str, timeout: float) -> Reply:
         """Ask for `rdtype` records of `name`; TCP when the UDP answer is truncated."""
         question = question_wire(name, rdtype)
         transport = await self._open()
@@ -97,7 +100,7 @@ class UdpClient:
             if qid not in self._pending:
                 break
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[dns.message.Message] = loop.create_future()
+        future: asyncio.Future[Reply] = loop.create_future()
         self._pending[qid] = (question, future)
         packet = _HEADER.pack(qid, _RD, 1, 0, 0, 0) + question
         deadline = loop.time() + timeout
@@ -117,9 +120,10 @@ class UdpClient:
             self._pending.pop(qid, None)
             if not self._pending:  # idle: close unless another question arrives right away
                 asyncio.get_running_loop().call_soon(self._close_if_idle)
-        if response.flags & dns.flags.TC:
+        if response.truncated:
             query = dns.message.make_query(name, rdtype)
-            return await dns.asyncquery.tcp(query, self.host, timeout=timeout, port=self.port)
+            return from_message(await dns.asyncquery.tcp(query, self.host, timeout=timeout,
+                                                         port=self.port))
         return response
 
     def _received(self, data: bytes, addr: tuple[str, int]) -> None:
@@ -134,10 +138,12 @@ class UdpClient:
         if not data[2] & 0x80 or data[2] & 0x78 or data[4:6] != b"\x00\x01" or \
                 data[12:12 + len(question)].lower() != question.lower():
             return
-        try:
-            response = dns.message.from_wire(data, ignore_trailing=True)
-        except dns.exception.DNSException:
-            return  # garbage with a matching ID: keep waiting for the real answer
+        response = parse(data, 12 + len(question))
+        if response is None:
+            try:
+                response = from_message(dns.message.from_wire(data, ignore_trailing=True))
+            except dns.exception.DNSException:
+                return  # garbage with a matching ID: keep waiting for the real answer
         future.set_result(response)
 
     def _failed(self, transport: asyncio.BaseTransport | None, exc: Exception) -> None:

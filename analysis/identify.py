@@ -22,7 +22,14 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from analysis.catalog import Catalog, Fact, Service
-from analysis.dnsevidence import NOT_ASKED_DOWN, DnsBudget, DnsEvidence, Network, Reverse
+from analysis.dnsevidence import (
+    NOT_ASKED_DOWN,
+    DnsBudget,
+    DnsEvidence,
+    Network,
+    Reverse,
+    parse_ip,
+)
 from analysis.rollup import RollupKey
 
 UNKNOWN = "unknown"
@@ -168,7 +175,7 @@ def plan_lookups(activities: Sequence[SourceActivity], max_sources: int) -> Look
     units: dict[str, list[SourceActivity]] = defaultdict(list)
     for a in activities:
         try:
-            address = ipaddress.ip_address(a.ip)
+            address = parse_ip(a.ip)
         except ValueError:
             continue
         units[str(ipaddress.ip_network(f"{address}/64", strict=False))
@@ -239,10 +246,17 @@ async def gather_evidence(activities: Sequence[SourceActivity], dns: DnsEvidence
         plan = plan_lookups(by_domain[domain], budget.max_sources)
         for ip, why in plan.skipped.items():
             skipped.setdefault(ip, (DNS_BUDGET, why))
+        to_ask = []
+        for ip in plan.ips:  # what the cache already answers needs no task
+            if ip not in reverse:
+                known = dns.cached_reverse(ip, could_name)
+                if known is None:
+                    to_ask.append(ip)
+                else:
+                    reverse[ip] = known
         with dns.deadline(budget.next_share()):
             reverse_results, dkim_results = await asyncio.gather(
-                asyncio.gather(*(dns.reverse(ip, could_name) for ip in plan.ips
-                                 if ip not in reverse)),
+                asyncio.gather(*(dns.reverse(ip, could_name) for ip in to_ask)),
                 asyncio.gather(*(dns.dkim_key(sel, d) for sel, d in plan.selectors
                                  if (sel, d) not in targets)),
             )
@@ -291,33 +305,30 @@ def own_spf_names(activities: Sequence[SourceActivity]) -> list[str]:
     return list(names)
 
 
-@functools.lru_cache(maxsize=65_536)
-def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    """An address parsed once per run, not once per check: judging a source asks several
-    network indexes about it, and parsing cost more than the lookups."""
-    return ipaddress.ip_address(text)
-
-
 class NetworkIndex:
     """Which services' SPF networks hold an IP, in a few dict lookups per address."""
 
     def __init__(self, service_networks: dict[str, tuple[Network, ...]]) -> None:
-        self._by_prefix: dict[tuple[int, int, int], set[str]] = defaultdict(set)
-        self._prefixes: dict[int, set[int]] = {4: set(), 6: set()}
+        # per IP version: {(prefix length, network bits): services}, and (length, shift) pairs
+        self._by_prefix: dict[int, dict[tuple[int, int], set[str]]] = {4: {}, 6: {}}
         for key, networks in service_networks.items():
             for net in networks:
                 bits = net.max_prefixlen - net.prefixlen
-                self._by_prefix[net.version, net.prefixlen,
-                                int(net.network_address) >> bits].add(key)
-                self._prefixes[net.version].add(net.prefixlen)
+                self._by_prefix[net.version].setdefault(
+                    (net.prefixlen, int(net.network_address) >> bits), set()).add(key)
+        self._shifts = {version: sorted({(length, width - length) for length, _ in table})
+                        for version, width, table in ((4, 32, self._by_prefix[4]),
+                                                      (6, 128, self._by_prefix[6]))}
 
     def services(self, ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> set[str]:
         address = parse_ip(ip) if isinstance(ip, str) else ip
-        value, width = int(address), address.max_prefixlen
+        value = int(address)
+        table = self._by_prefix[address.version]
         found: set[str] = set()
-        for prefix in self._prefixes[address.version]:
-            found |= self._by_prefix.get((address.version, prefix, value >> (width - prefix)),
-                                         set())
+        for length, shift in self._shifts[address.version]:
+            hit = table.get((length, value >> shift))
+            if hit:
+                found |= hit
         return found
 
 
