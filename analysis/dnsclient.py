@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import socket
 import struct
@@ -36,6 +37,7 @@ _RD = 0x0100  # recursion desired
 _QUESTION_TAIL = struct.Struct("!HH")
 
 
+@functools.lru_cache(maxsize=1024)  # each question is encoded to check it, then to send it
 def question_wire(name: str, rdtype: str) -> bytes:
     """The question section for `name`/`rdtype`, class IN; dnspython encodes unusual names."""
     labels = name.rstrip(".").split(".")
@@ -105,21 +107,28 @@ class UdpClient:
         packet = _HEADER.pack(qid, _RD, 1, 0, 0, 0) + question
         deadline = loop.time() + timeout
         wait = min(_FIRST_RETRY, timeout)
+        timer: list[asyncio.TimerHandle] = []  # the one pending
+
+        def again() -> None:  # UDP loses packets: ask again, waiting twice as long each time
+            nonlocal wait
+            if future.done():
+                return
+            if loop.time() >= deadline:
+                future.set_exception(dns.exception.Timeout(timeout=timeout))
+                return
+            transport.sendto(packet)
+            wait *= 2
+            timer[0] = loop.call_later(max(0.0, min(wait, deadline - loop.time())), again)
+
+        transport.sendto(packet)
+        timer.append(loop.call_later(wait, again))  # a timer, not wait_for: no task per question
         try:
-            while True:  # UDP loses packets: ask again, waiting twice as long each time
-                transport.sendto(packet)
-                try:
-                    response = await asyncio.wait_for(
-                        asyncio.shield(future), max(0.0, min(wait, deadline - loop.time())))
-                    break
-                except TimeoutError:
-                    if loop.time() >= deadline:
-                        raise dns.exception.Timeout(timeout=timeout) from None
-                    wait *= 2
+            response = await future
         finally:
+            timer[0].cancel()
             self._pending.pop(qid, None)
             if not self._pending:  # idle: close unless another question arrives right away
-                asyncio.get_running_loop().call_soon(self._close_if_idle)
+                loop.call_soon(self._close_if_idle)
         if response.truncated:
             query = dns.message.make_query(name, rdtype)
             return from_message(await dns.asyncquery.tcp(query, self.host, timeout=timeout,

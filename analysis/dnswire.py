@@ -148,8 +148,8 @@ def _parse(wire: bytes, question_end: int) -> Reply:
                 answers.append((owner, rdtype, ttl, at, length))
             elif section == 1 and rdtype == _SOA:
                 minimum = struct.unpack_from("!I", wire, at + length - 4)[0]
-                old = soas.get(owner)
-                soas[owner] = (ttl, minimum) if old is None else (min(old[0], ttl), old[1])
+                old = soas.get(owner)  # a singleton type: the last record stands
+                soas[owner] = (ttl, minimum) if old is None else (min(old[0], ttl), minimum)
             at += length
     qname, _ = _name(wire, 12)
     qtype = struct.unpack_from("!H", wire, question_end - 4)[0]
@@ -191,7 +191,7 @@ def _chain(wire: bytes, rcode: int, truncated: bool, qname: bytes, qtype: int,
                  if owner == name and rdtype == qtype]
         if found:
             ttl = min(ttl, *(t for t, _, _ in found))
-            records = _rendered(wire, qtype, found)
+            records = _rendered(wire, qtype, found[-1:] if qtype == _CNAME else found)
             break
         if qtype == _CNAME:
             break
@@ -200,7 +200,7 @@ def _chain(wire: bytes, rcode: int, truncated: bool, qname: bytes, qtype: int,
         if not cnames:
             break
         ttl = min(ttl, *(t for t, _ in cnames))
-        name = _name(wire, cnames[0][1])[0]
+        name = _name(wire, cnames[-1][1])[0]  # a singleton type: the last record stands
     else:
         return Reply(rcode, truncated, _text(qname), None, 0, negative, broken=True)
     if records is not None and rcode == _NXDOMAIN:
