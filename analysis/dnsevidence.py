@@ -302,7 +302,7 @@ class DnsEvidence:
         #: The run's budget; None until someone sets it (the pipeline, from the settings), and
         #: `run_budget()` falls back to the defaults.
         self.budget = budget
-        self._concurrency = concurrency
+        self.concurrency = concurrency
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots = asyncio.Semaphore(concurrency)
         self._clock = clock
@@ -375,7 +375,7 @@ class DnsEvidence:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self._loop = loop
-            self._slots = asyncio.Semaphore(self._concurrency)
+            self._slots = asyncio.Semaphore(self.concurrency)
             self._inflight = {}
             self._clients = {}
             self._probing = None

@@ -18,8 +18,8 @@ import ipaddress
 import json
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 from analysis.catalog import Catalog, Fact, Service
 from analysis.dnsevidence import (
@@ -208,6 +208,25 @@ def plan_lookups(activities: Sequence[SourceActivity], max_sources: int) -> Look
     return LookupPlan(tuple(ips), skipped, selectors)
 
 
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+async def each(items: Sequence[T], work: Callable[[T], Awaitable[R]], width: int) -> list[R]:
+    """`work` on every item, `width` at a time, the results in order: with twice the DNS
+    concurrency the slots stay full, and 10,000 sources need no task each (creating them held
+    the first question back by a third of a second)."""
+    pending = iter(enumerate(items))
+    done: dict[int, R] = {}
+
+    async def worker() -> None:
+        for i, item in pending:
+            done[i] = await work(item)
+
+    await asyncio.gather(*(worker() for _ in range(min(width, len(items)))))
+    return [done[i] for i in range(len(items))]
+
+
 async def gather_evidence(activities: Sequence[SourceActivity], dns: DnsEvidence,
                           catalog: Catalog) -> EvidenceBundle:
     """Look up, concurrently, what `identify` can use for these activities, within the run's
@@ -256,7 +275,7 @@ async def gather_evidence(activities: Sequence[SourceActivity], dns: DnsEvidence
                     reverse[ip] = known
         with dns.deadline(budget.next_share()):
             reverse_results, dkim_results = await asyncio.gather(
-                asyncio.gather(*(dns.reverse(ip, could_name) for ip in to_ask)),
+                each(to_ask, lambda ip: dns.reverse(ip, could_name), 2 * dns.concurrency),
                 asyncio.gather(*(dns.dkim_key(sel, d) for sel, d in plan.selectors
                                  if (sel, d) not in targets)),
             )
