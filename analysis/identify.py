@@ -83,38 +83,77 @@ class SourceActivity:
 
 def activities_from_rollups(rows: Iterable[tuple[RollupKey, int]]) -> list[SourceActivity]:
     """Fold daily rollup rows into one activity per (policy domain, source IP)."""
-    acc: dict[tuple[str, str], dict[str, Counter[object]]] = defaultdict(
-        lambda: defaultdict(Counter))
-    days: dict[tuple[str, str], list[str]] = {}
+    acc: dict[tuple[str, str], _Fold] = {}
+    reasons_of: dict[str, tuple[str, ...]] = {"": ()}  # each reasons JSON decoded once
     for key, messages in rows:
-        a = acc[key.policy_domain, key.source_ip]
-        span = days.setdefault((key.policy_domain, key.source_ip), [key.day, key.day])
-        span[0], span[1] = min(span[0], key.day), max(span[1], key.day)
-        totals = a["totals"]
-        totals["messages"] += messages
-        totals["dmarc_pass"] += messages if (key.dkim_aligned or key.spf_aligned) else 0
-        totals["dkim"] += messages if key.dkim_aligned else 0
-        totals["spf"] += messages if key.spf_aligned else 0
+        f = acc.get((key.policy_domain, key.source_ip))
+        if f is None:
+            f = acc[key.policy_domain, key.source_ip] = _Fold(key.day)
+        f.add(key, messages, reasons_of)
+    return [f.activity(domain, ip) for (domain, ip), f in sorted(acc.items())]
+
+
+def _count(counts: dict[Any, int], key: object, messages: int) -> None:
+    counts[key] = counts.get(key, 0) + messages
+
+
+class _Fold:
+    """One source's rows summed; plain dicts, as Counters cost more than the sums."""
+
+    __slots__ = (
+        "dkim",
+        "dkim_pass",
+        "dmarc_pass",
+        "first",
+        "header_from",
+        "last",
+        "messages",
+        "reasons",
+        "spf",
+        "spf_pass",
+    )
+
+    def __init__(self, day: str) -> None:
+        self.messages = self.dmarc_pass = self.dkim_pass = self.spf_pass = 0
+        self.first = self.last = day
+        self.dkim: dict[tuple[str, str, str], int] = {}
+        self.spf: dict[tuple[str, str, str], int] = {}
+        self.reasons: dict[str, int] = {}
+        self.header_from: dict[str, int] = {}
+
+    def add(self, key: RollupKey, messages: int, reasons_of: dict[str, tuple[str, ...]]
+            ) -> None:
+        if key.day < self.first:
+            self.first = key.day
+        elif key.day > self.last:
+            self.last = key.day
+        self.messages += messages
+        if key.dkim_aligned or key.spf_aligned:
+            self.dmarc_pass += messages
+        if key.dkim_aligned:
+            self.dkim_pass += messages
+        if key.spf_aligned:
+            self.spf_pass += messages
         for result in key.dkim:
-            a["dkim"][result] += messages
+            _count(self.dkim, result, messages)
         for result in key.spf:
-            a["spf"][result] += messages
-        for reason in (json.loads(key.reasons) if key.reasons else ()):
-            a["reasons"][reason] += messages
-        a["header_from"][key.header_from] += messages
-    out = []
-    for (domain, ip), a in sorted(acc.items()):
-        t = a["totals"]
-        out.append(SourceActivity(
-            domain=domain, ip=ip, messages=t["messages"], dmarc_pass=t["dmarc_pass"],
-            dkim_aligned_pass=t["dkim"], spf_aligned_pass=t["spf"],
-            dkim=tuple(sorted(a["dkim"].items())),  # type: ignore[arg-type]
-            spf=tuple(sorted(a["spf"].items())),  # type: ignore[arg-type]
-            reasons=tuple(sorted(a["reasons"].items())),  # type: ignore[arg-type]
-            header_from=tuple(h for h, _ in a["header_from"].most_common()),  # type: ignore[misc]
-            first_day=days[domain, ip][0], last_day=days[domain, ip][1],
-        ))
-    return out
+            _count(self.spf, result, messages)
+        reasons = reasons_of.get(key.reasons)
+        if reasons is None:
+            reasons = reasons_of[key.reasons] = tuple(json.loads(key.reasons))
+        for reason in reasons:
+            _count(self.reasons, reason, messages)
+        _count(self.header_from, key.header_from, messages)
+
+    def activity(self, domain: str, ip: str) -> SourceActivity:
+        return SourceActivity(
+            domain=domain, ip=ip, messages=self.messages, dmarc_pass=self.dmarc_pass,
+            dkim_aligned_pass=self.dkim_pass, spf_aligned_pass=self.spf_pass,
+            dkim=tuple(sorted(self.dkim.items())), spf=tuple(sorted(self.spf.items())),
+            reasons=tuple(sorted(self.reasons.items())),
+            # most first; among equals, the first seen first (as Counter.most_common does)
+            header_from=tuple(sorted(self.header_from, key=lambda h: -self.header_from[h])),
+            first_day=self.first, last_day=self.last)
 
 
 # -- evidence -------------------------------------------------------------------------------
