@@ -11,7 +11,10 @@ ledger RowKey, which are hex digests):
   `add` a clean report (the IPs it has been added for so far in `applied`), or `rebuild` the
   sources of some reports (a conflicting copy arrived, a believed copy lifted a doubt);
 - `~c-<ledger key digest>`: this key has several copies, read from their daily rows instead;
-- `~v`: the source rollups hold the partition's history (written by the first full rebuild).
+- `~v`: the source rollups hold the partition's history (written by the first full rebuild);
+- `~m-<YYYY-MM>-<digest of (ip, basis)>-<part>`: retention's monthly rollups, the daily rows of
+  expired reports summed per month, source and basis as a source's patterns are;
+- `~x`: retention's batch under way, if any (store/table_retention.py).
 
 Pending work is settled by whoever reads next (the scheduled step), not at ingest: ingest keeps
 its requests, and one settle writes each source once for all the reports it waited for.
@@ -28,6 +31,7 @@ from collections.abc import Iterable, Mapping
 from analysis.rollup import RollupKey, SourceRollup, results_from_json, results_json
 
 SOURCE, PENDING, CONFLICT, VERSION = "~s-", "~p-", "~c-", "~v"
+MONTHLY, EXPIRY = "~m-", "~x"
 PART_CHARS = 400_000  # JSON per entity part: an entity holds at most 1 MiB (UTF-16)
 #: Entities written per settle transaction (the service allows 100; one is the pending note).
 OPS = 90
@@ -48,6 +52,11 @@ def digest(*parts: object) -> str:
 def unit_row(ip: str, basis: str) -> str:
     """The RowKey prefix of one source's entities on one basis."""
     return f"{SOURCE}{digest(ip, basis)}-"
+
+
+def monthly_row(month: str, ip: str, basis: str) -> str:
+    """The RowKey prefix of one source's monthly rollup on one basis (`month`: YYYY-MM)."""
+    return f"{MONTHLY}{month}-{digest(ip, basis)}-"
 
 
 def pattern(key: RollupKey) -> Pattern:

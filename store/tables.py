@@ -46,7 +46,6 @@ from analysis.rollup import (
     RollupKey,
     SourceRollup,
     content_digest,
-    fold_days,
     ledger_key,
     legacy_results,
     report_days,
@@ -69,6 +68,8 @@ from store.base import (
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
+
+    from store.table_retention import TableRetention
 
 CONNECTION_ENV = "DMARCBOT_TABLES_CONNECTION"
 ACCOUNT_URL_ENV = "DMARCBOT_TABLES_ACCOUNT_URL"
@@ -389,6 +390,7 @@ class TableStore:
         self._dns: dict[str, tuple[float, dict[str, Answer]]] = {}
         self._dns_asked: set[str] = set()  # partitions asked once (by a point read)
         self._indexed = False
+        self._retainer: TableRetention | None = None  # retention, made when first needed
         self.path = f"{_public(service.url)}/{prefix}"  # where the data is; never a key
 
     @classmethod
@@ -492,6 +494,8 @@ class TableStore:
         """See `Store.add_report`. Reports with one ledger key share the first 32 characters of
         their ledger RowKey (`<key digest>-<content digest>`), and their rollup rows' prefix."""
         key = ledger_key(report)
+        if key.kind == "aggregate" and key.end < self._retention.expired_before():
+            return "duplicate"  # its period was expired: a copy of what went, or as good
         partition, same = _key(key.policy_domain), _digest(*dataclasses.astuple(key))
         earlier = list(self._query(
             LEDGER, "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
@@ -685,13 +689,16 @@ class TableStore:
 
     def _commit(self, due: list[Operation], entity: dict[str, Any]) -> str | None:
         """Create the ledger entity, with what it adds to the source rollups (`due`) in the same
-        transaction: "stored"; None when it exists from another attempt; "conflict" when the
+        transaction: "stored"; None when it exists from another attempt, or its key's report
+        was expired (store/table_retention.py keeps the guard); "conflict" when the
         key's guard stopped it (another copy was committed meanwhile): it is committed again
         as a copy in conflict."""
         partition, row = entity["PartitionKey"], entity["RowKey"]
         for ops in ([("create", entity), *due], None):
             if ops is None:  # the guard: commit it as a conflicting copy
                 copies = [e["RowKey"] for e in self._copies(partition, _same_key(row))]
+                if not copies:  # the guard outlived its key's expired report: a copy of it
+                    return None
                 ops = [("create", entity), *self._conflicted(partition, _same_key(row),
                                                              [*copies, row])]
             with self._errors(LEDGER):
@@ -813,10 +820,8 @@ class TableStore:
             state = self._settle(partition)
             if state is not None:
                 break
-        else:
-            folded = fold_days(self.rollups(domain=domain, trusted_reporters=trusted))
-            yield from (SourceRollup(dataclasses.replace(k, day=first), last, n)
-                        for k, (n, first, last) in folded.items())
+        else:  # the daily rows, and the monthly rollups of expired reports
+            yield from self._retention.folded(domain, trusted)
             return
         units, conflicts = state
         by_ip: dict[str, ts.Totals] = {}
@@ -848,9 +853,16 @@ class TableStore:
             {"pk": _DOMAINS, "low": low, "high": high}, select=["domain"])})
 
     def expire(self, before: date) -> int:
-        """Retention is SQLite's so far: on Table Storage the setting is refused plainly."""
-        raise StoreError(f"{self._name(LEDGER)}: DMARCBOT_RETENTION_MONTHS is not supported on "
-                         "Table Storage yet; unset it")
+        """See `Store.expire`; store/table_retention.py says how, a batch at a time."""
+        return self._retention.expire(before)
+
+    @property
+    def _retention(self) -> TableRetention:
+        if self._retainer is None:
+            from store.table_retention import TableRetention  # it builds on this module
+
+            self._retainer = TableRetention(self)
+        return self._retainer
 
     def _note_domain(self, domain: str, stored_at: str) -> None:
         """Index the domain (and the hour) a report is stored for, before its commit, so the
@@ -1014,7 +1026,13 @@ class TableStore:
         """Rebuild the sources some reports touched (all, for `_FULL`) from the domain's daily
         rows that count on their own. The sources are read after the rows, and what they read
         is kept: deltas of reports committed since, and a large report's share its marker notes
-        as folded in already (read last, so what changes meanwhile fails on its ETag)."""
+        as folded in already (read last, so what changes meanwhile fails on its ETag). Expired
+        reports count by their monthly rollups, read first, with a fence on retention's batch
+        (store/table_retention.py)."""
+        fence = self._retention.fence(partition)
+        if fence is None:
+            return False
+        monthly = self._retention.monthly(partition)
         if marker["RowKey"] == _FULL:
             ips: set[str] | None = None
         else:
@@ -1049,6 +1067,9 @@ class TableStore:
         for row, name, key, n in taken:
             if row not in adds or name[0] in adds[row]:
                 ts.add_row(fresh.setdefault(name, {}), ts.pattern(key), n, key.day, key.day)
+        for name, totals in monthly.items():  # expired reports (store/table_retention.py)
+            if ips is None or name[0] in ips:
+                fresh[name] = ts.merged(fresh.get(name, {}), totals)
         scanned = {attempt for _, attempt in clean}
         todo: list[_Item] = []
         for name in sorted(set(fresh) | {u for u in units if ips is None or u[0] in ips}):
@@ -1069,7 +1090,7 @@ class TableStore:
                 self._submit(LEDGER, marks[i:i + ts.OPS])
         etag = marker.metadata["etag"]
         packs = list(self._packs(partition, todo, units)) or [([], True)]
-        for group, last in packs:
+        for i, (group, last) in enumerate(packs):
             if last and marker["RowKey"] == _FULL:
                 notes: list[Operation] = [
                     _delete(marker, etag),
@@ -1081,6 +1102,8 @@ class TableStore:
                                      "progress": len(group)},
                           {"mode": UpdateMode.MERGE, "etag": etag,
                            "match_condition": MatchConditions.IfNotModified})]
+            if i == 0:  # no retention batch began or moved on since the reads above
+                notes.append(fence)
             etag = self._write_sources(partition, group, units, notes)
         return True
 

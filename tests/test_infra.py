@@ -60,7 +60,7 @@ NOT_SET_BY_TEMPLATE: dict[str, str] = {
     "DMARCBOT_TABLES_CONNECTION": "Azurite and development; it conflicts with the account URL",
     "DMARCBOT_CA_BUNDLE": "a TLS-inspecting proxy on a developer's network; Functions has none",
     "DMARCBOT_NAMESERVERS": "the platform's resolver is the one to use in Azure",
-    "DMARCBOT_RETENTION_MONTHS": "only the SQLite store applies retention so far (issue 14)",
+    "DMARCBOT_RETENTION_MONTHS": "unset keeps every report; expiring history is the owner's call",
     "DMARCBOT_GRAPH_URL": "national clouds only; the default is the public cloud's",
     "DMARCBOT_AUTHORITY_HOST": "national clouds only; the default is the public cloud's",
     "DMARCBOT_BOT_SERVICE_URL": "national clouds only; the default is the public cloud's",
