@@ -152,6 +152,8 @@ class DnsCache(Protocol):
 
     def get_answer(self, name: str, rdtype: str, now: float) -> Answer | None: ...
     def put_answer(self, answer: Answer) -> None: ...
+    def flush(self) -> None:
+        """Write what `put_answer` kept back (a remote store writes answers in batches)."""
 
 
 class MemoryCache:
@@ -166,6 +168,9 @@ class MemoryCache:
 
     def put_answer(self, answer: Answer) -> None:
         self._answers[answer.name, answer.rdtype] = answer
+
+    def flush(self) -> None:
+        pass  # nothing is kept back
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

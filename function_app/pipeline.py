@@ -162,6 +162,8 @@ async def senders_by_domain(store: Store, catalog: Catalog, dns: DnsEvidence | N
                                        s.messages, s.dmarc_pass, whole_history=since is None)
                 statuses[s.domain, s.service_key] = item.status
         yield services, statuses
+    if dns is not None:
+        dns.cache.flush()  # the answers a remote store kept back, in one batch per partition
 
 
 async def domain_posture(store: Store, catalog: Catalog, dns: DnsEvidence, domain: str,

@@ -135,6 +135,10 @@ class Store(Protocol):
 
     def put_answer(self, answer: Answer) -> None: ...
 
+    def flush(self) -> None:
+        """Write the answers `put_answer` kept back (Table Storage writes them in batches)."""
+        ...
+
     # The inventory of senders per domain and their owners' decisions.
 
     def inventory(self, domain: str | None = None) -> dict[tuple[str, str], InventoryItem]: ...

@@ -435,6 +435,9 @@ class SqliteStore:
              int(answer.nxdomain), answer.expires),
         )
 
+    def flush(self) -> None:
+        pass  # answers are written as they come: a local write costs less than keeping them
+
     # -- inventory ------------------------------------------------------------------------------
 
     def inventory(self, domain: str | None = None) -> dict[tuple[str, str], InventoryItem]:

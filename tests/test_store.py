@@ -371,6 +371,33 @@ def test_table_storage_reads_the_dns_cache_by_partition(azurite: Azurite) -> Non
     assert whole["dnscache"] >= 150  # most partitions read whole, each once
 
 
+def test_table_storage_writes_dns_answers_a_partition_at_a_time(azurite: Azurite) -> None:
+    """Issue 14: a cold run puts ~17,000 answers for 10,000 sources; a request each held the
+    DNS lookups' event loop up for as long. They are kept back (and read from memory) until
+    `flush`, or `close`, writes each partition's in one transaction."""
+    now, prefix = time.time(), unique_prefix()
+    answers = [Answer(f"{i}.51.198.in-addr.arpa", "PTR", (f"mta{i}.example",),
+                      f"{i}.51.198.in-addr.arpa", False, now + 600) for i in range(3000)]
+    with tables(azurite, prefix) as writer:
+        writes = Counter[str]()
+        submit = writer._submit
+
+        def counted(table: str, operations: list[Any]) -> Any:
+            writes[table] += 1
+            return submit(table, operations)
+
+        writer._submit = counted  # type: ignore[method-assign]
+        for answer in answers:
+            writer.put_answer(answer)
+        assert writer.get_answer(answers[7].name, "PTR", now) == answers[7]  # not written yet
+        writer.flush()
+        assert 0 < writes["dnscache"] <= 256 + len(answers) // 100
+        writer.put_answer(dataclasses.replace(answers[0], records=("moved.example",)))
+    with tables(azurite, prefix) as reader:  # the last one written by `close`
+        assert [reader.get_answer(a.name, "PTR", now) for a in answers] == [
+            dataclasses.replace(answers[0], records=("moved.example",)), *answers[1:]]
+
+
 def test_inventory_round_trips(store: AnyStore) -> None:
     first = store.note_seen("example.com", "google", "2025-11-28", "2025-11-29", 10, 8)
     assert (first.status, first.owner, first.messages, first.dmarc_pass) == ("Pending", None,
@@ -590,6 +617,7 @@ def test_store_errors_are_one_line_and_name_the_table(azurite: Azurite) -> None:
                                  credential=AzureNamedKeyCredential(ACCOUNT, KEY), retry_total=0)
     with TableStore(service) as store, pytest.raises(StoreError) as silent:
         store.put_answer(Answer("example.com", "TXT", (), "example.com", True, 1.0))
+        store.flush()  # answers are written in batches
     assert str(silent.value) == ("dmarcbotdnscache: Table Storage did not answer "
                                  "(ServiceRequestError)")
     with pytest.raises(StoreError, match="connection string is not valid"):
