@@ -129,7 +129,7 @@ def _failing_parts(s: ServiceVerdict, total: int) -> list[tuple[PostureLine, str
             name, s.service_key, s.account, verdict, None, messages, len(part),
             sum(v.identification.activity.dmarc_pass for v in part), dkim, False, blocking,
             False, None, part_of=s.line_name)
-        why = (f"{name}: {len(part):,} of its {len(s.sources):,} sources, {messages:,} messages, "
+        why = (f"{name}: {len(part):,} of its {sources(len(s.sources))}, {messages:,} messages, "
                f"{pct(dkim, messages)} with aligned DKIM; {part[0].advice}")
         out.append((line, why))
     return out
@@ -137,3 +137,8 @@ def _failing_parts(s: ServiceVerdict, total: int) -> list[tuple[PostureLine, str
 
 def pct(part: int, whole: int) -> str:
     return f"{100.0 * part / whole:.0f} %" if whole else "0 %"
+
+
+def sources(n: int) -> str:
+    """'1 source', '1,204 sources'."""
+    return f"{n:,} source" + ("" if n == 1 else "s")

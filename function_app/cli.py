@@ -25,6 +25,7 @@ from analysis import AggregateReport, Limits, RejectedInput, iter_files, read_re
 from analysis.catalog import load_catalog
 from analysis.dnsevidence import DnsBudget, DnsEvidence, answers_from_zone, make_resolver
 from analysis.posture import DnsChange, Posture
+from analysis.readiness import sources
 from analysis.senders import analyse_rollups
 from analysis.serialize import (
     AGGREGATE_CSV_FIELDS,
@@ -275,18 +276,18 @@ def _print_senders(services: list[ServiceVerdict], statuses: dict[tuple[str, str
         minority = Counter(v.verdict for v in s.sources if v.verdict != s.verdict)
         for verdict in sorted(minority):
             part = [v for v in s.sources if v.verdict == verdict]
-            out.write(f"      of which {verdict}: {len(part):,} sources, "
+            out.write(f"      of which {verdict}: {sources(len(part))}, "
                       f"{sum(v.identification.activity.messages for v in part):,} messages\n")
         for aside in s.set_aside:
             out.write(f"      not part of this account: {aside.name} ({aside.verdict}, "
-                      f"{aside.sources:,} sources, {aside.messages:,} messages)\n")
+                      f"{sources(aside.sources)}, {aside.messages:,} messages)\n")
         if evidence:
             for line in s.evidence:
                 out.write(f"      - {line}\n")
             skipped = Counter(v.identification.dns for v in s.sources
                               if v.identification.dns != "looked up")
             for status, n in sorted(skipped.items()):
-                out.write(f"      - {n:,} of {len(s.sources):,} sources: reverse DNS {status}"
+                out.write(f"      - {n:,} of {sources(len(s.sources))}: reverse DNS {status}"
                           + ("; judged on the reports' own evidence"
                              if status.startswith("not looked up") else "") + "\n")
             for v in s.sources[:5]:
@@ -372,13 +373,13 @@ def _print_posture(p: Posture, out: TextIO) -> None:
                   "p=reject)")
         out.write(" these lines, failing and not yours:\n")
         for ln in stopped:
-            out.write(f"    {ln.line_name}: {ln.sources:,} sources, {ln.messages:,} messages\n")
+            out.write(f"    {ln.line_name}: {sources(ln.sources)}, {ln.messages:,} messages\n")
     asked = [ln for ln in p.lines if ln.question and not ln.blocker]
     if asked:
         out.write("  to answer (the answer decides whether enforcement stops them or breaks "
                   "them):\n")
         for ln in asked:
-            out.write(f"    {ln.line_name}: {ln.sources:,} sources, {ln.messages:,} messages. "
+            out.write(f"    {ln.line_name}: {sources(ln.sources)}, {ln.messages:,} messages. "
                       f"{ln.question}\n")
     forwarded = [ln for ln in p.lines if ln.verdict == "forwarded"]
     if forwarded:

@@ -563,3 +563,10 @@ def test_decisions_move_lines_in_and_out_of_readiness(dns_server: KnotServer) ->
     for posture in (approved, rejected):
         (other,) = [ln for ln in posture.lines if ln.line_name == OTHER_TENANT]
         assert other.stopped_by_enforcement and not other.considered and not other.blocker
+
+
+def test_counts_of_sources_read_as_english() -> None:
+    from analysis.readiness import sources
+
+    assert [sources(n) for n in (0, 1, 2, 1204)] == ["0 sources", "1 source", "2 sources",
+                                                      "1,204 sources"]
