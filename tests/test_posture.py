@@ -520,12 +520,12 @@ def test_posture_speaks_per_line(dns_server: KnotServer, tmp_path: Path) -> None
 
     text = subprocess.run(ask, capture_output=True, text=True, timeout=60, check=True).stdout
     stops = text.split("enforcement stops", 1)[1].split("to answer", 1)[0]
-    assert f"{OTHER_TENANT}: 1 sources, 1,200 messages" in stops
-    assert "fails SPF and DKIM: 1 sources, 500 messages" in stops
+    assert f"{OTHER_TENANT}: 1 source, 1,200 messages" in stops
+    assert "fails SPF and DKIM: 1 source, 500 messages" in stops
     assert "SendGrid" not in stops  # the free account is a question, not an accusation
     asked = text.split("to answer", 1)[1].split("next step", 1)[0]
-    assert f"listed in {LAKESHORE}'s SPF: 1 sources, 400 messages." in asked
-    assert f"{FREE_ACCOUNT}: 1 sources, 300 messages." in asked  # a question, not a blocker
+    assert f"listed in {LAKESHORE}'s SPF: 1 source, 400 messages." in asked
+    assert f"{FREE_ACCOUNT}: 1 source, 300 messages." in asked  # a question, not a blocker
     assert f"blocker    {UNSIGNED_PART}: 1 of its 2 sources, 150 messages" in text
     assert f"blocker    {FREE_ACCOUNT}" not in text
     assert not any(line.startswith(f"  blocker    {OWN_SENDGRID}:") for line in text.splitlines())
