@@ -15,7 +15,13 @@ Each process reads and stores its inputs into a fresh SQLite file; the clock cov
 `ingest_paths` only (not the interpreter's start-up or imports). The baseline is checked out
 with `git worktree` into a temporary folder (nothing of it is committed or kept).
 
-    .venv/bin/python bench/ingest_bench.py [--baseline 0d4a6a0] [--rounds 5]
+CPU time moves with the machine's other load (two cores shared): besides the median and best of
+each revision, the median of the rounds' own ratios is shown (each round runs both revisions
+back to back). `--instructions` also counts the instructions each revision executes per report,
+once, under valgrind's callgrind (a run with no input is subtracted: start-up and imports),
+which other load does not move.
+
+    .venv/bin/python bench/ingest_bench.py [--baseline 0d4a6a0] [--rounds 5] [--instructions]
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import argparse
 import gzip
 import json
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -80,13 +87,14 @@ def make_large(folder: Path, copies: int) -> None:
         (folder / f"large-{n}.xml.gz").write_bytes(gzip.compress(text.encode(), 6, mtime=0))
 
 
-def run(tree: Path, folder: Path, work: Path) -> dict[str, float]:
+def run(tree: Path, folder: Path, work: Path, *, callgrind: bool = False) -> dict[str, float]:
     from function_app.demo_reports import DEMO_AUTHSERV_ID
 
     db = work / f"s-{tree.name}.sqlite3"
     for suffix in ("", "-wal", "-shm"):
         Path(str(db) + suffix).unlink(missing_ok=True)
-    done = subprocess.run([sys.executable, "-c", CHILD, str(folder), str(db)], cwd=tree,
+    under = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"] if callgrind else []
+    done = subprocess.run([*under, sys.executable, "-c", CHILD, str(folder), str(db)], cwd=tree,
                           env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin",
                                "PYTHONDONTWRITEBYTECODE": "1",
                                # the demo's mail is stamped by this gateway: trusted, its
@@ -95,7 +103,20 @@ def run(tree: Path, folder: Path, work: Path) -> dict[str, float]:
                           capture_output=True, text=True, check=False, timeout=3600)
     if done.returncode != 0:
         raise SystemExit(f"{tree}: {done.stderr.strip().splitlines()[-1]}")
-    return json.loads(done.stdout)  # type: ignore[no-any-return]
+    out: dict[str, float] = json.loads(done.stdout)
+    if callgrind:
+        found = re.search(r"I\s+refs:\s*([\d,]+)", done.stderr)
+        if found is None:
+            raise SystemExit(f"{tree}: no instruction count in valgrind's output")
+        out["instructions"] = int(found.group(1).replace(",", ""))
+    return out
+
+
+def instructions(tree: Path, folder: Path, empty: Path, work: Path) -> tuple[float, int]:
+    """Instructions per report ingesting `folder`, start-up and imports (`empty`) taken off."""
+    whole = run(tree, folder, work, callgrind=True)
+    bare = run(tree, empty, work, callgrind=True)
+    return (whole["instructions"] - bare["instructions"]) / whole["reports"], int(whole["reports"])
 
 
 def main() -> int:
@@ -105,7 +126,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--weeks", type=int, default=8, help="weeks of the demo mix")
     parser.add_argument("--large", type=int, default=5, help="copies of the 10k-record report")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count instructions per report, once, under valgrind")
     args = parser.parse_args()
+    if args.instructions and shutil.which("valgrind") is None:
+        parser.error("--instructions needs valgrind (Debian package valgrind) on PATH")
 
     with tempfile.TemporaryDirectory(prefix="dmarcbot-ingest-bench-") as tmp:
         work = Path(tmp)
@@ -122,23 +147,42 @@ def main() -> int:
                     for label, tree in (("baseline", base), ("current", ROOT)):
                         print(f"round {n + 1}/{args.rounds}: {name}, {label}", file=sys.stderr)
                         results.setdefault((name, label), []).append(run(tree, folder, work))
+            counted: dict[tuple[str, str], tuple[float, int]] = {}
+            if args.instructions:
+                (work / "empty").mkdir()
+                for name, folder in inputs.items():
+                    for label, tree in (("baseline", base), ("current", ROOT)):
+                        print(f"instructions: {name}, {label}", file=sys.stderr)
+                        counted[name, label] = instructions(tree, folder, work / "empty", work)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)],
                            check=False, capture_output=True)
     print(f"# Ingest: per-report cost, `{args.baseline}` against the working tree\n")
     print("| input | reports | statuses (current) | baseline ms/report (median, best) |"
-          " current ms/report (median, best) | ratio (median, best) |")
-    print("|---|---:|---|---:|---:|---:|")
+          " current ms/report (median, best) | ratio (median, best) | ratio per round (median)"
+          " |")
+    print("|---|---:|---|---:|---:|---:|---:|")
     for name in ("mix", "large"):
         old, new = results[name, "baseline"], results[name, "current"]
         count = new[0]["reports"]
         per = [[r["cpu"] * 1000 / r["reports"] for r in rows] for rows in (old, new)]
         med = [statistics.median(p) for p in per]
         best = [min(p) for p in per]
+        paired = statistics.median(b / a for a, b in zip(*per, strict=True))
         print(f"| {name} | {count} | {new[0]['statuses']} | {med[0]:.2f}, {best[0]:.2f} | "
-              f"{med[1]:.2f}, {best[1]:.2f} | {med[1] / med[0]:.3f}, {best[1] / best[0]:.3f} |")
+              f"{med[1]:.2f}, {best[1]:.2f} | {med[1] / med[0]:.3f}, {best[1] / best[0]:.3f} | "
+              f"{paired:.3f} |")
     print("\nCPU time in the child process per report stored (the machine's other load moves"
           " wall time more than CPU time).")
+    if counted:
+        print("\n| input | reports | baseline M instructions/report | current M instructions/report"
+              " | ratio |\n|---|---:|---:|---:|---:|")
+        for name in ("mix", "large"):
+            (old_n, count), (new_n, _) = counted[name, "baseline"], counted[name, "current"]
+            print(f"| {name} | {count} | {old_n / 1e6:.2f} | {new_n / 1e6:.2f} |"
+                  f" {new_n / old_n:.3f} |")
+        print("\nInstructions executed in `ingest_paths` and everything it calls, per report"
+              " (callgrind, once; a run with no input subtracted).")
     return 0
 
 

@@ -10,7 +10,6 @@ from collections.abc import Collection, Iterator
 from datetime import UTC, date, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from analysis.dnsevidence import Answer
 from analysis.mailauth import reporter_domain
@@ -29,18 +28,17 @@ from analysis.rollup import (
 )
 from analysis.volume import Sent, VolumeCheck, is_held, window
 from store.base import AddResult, InventoryItem, LedgerEntry, StoreError, basis
-from store.sqlite_sources import SqliteSources, day_start, transaction
+from store.sqlite_sources import COLUMNS, Daily, SqliteSources, day_start, transaction
 
-_BATCH = 5000
 _WAL_ATTEMPTS = 600  # 30 s at most, as the busy timeout
-_UPSERT_ROLLUP = """
-INSERT INTO daily_rollups (policy_domain, day, source_ip, header_from, envelope_from, dkim, spf,
-                           dkim_aligned, spf_aligned, disposition, reasons, report, messages)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT DO UPDATE SET messages = messages + excluded.messages
-"""
-_KEY_COLUMNS = ("policy_domain, day, source_ip, header_from, envelope_from, dkim, spf,"
-                " dkim_aligned, spf_aligned, disposition, reasons")
+#: A report's daily rows, summed per key and staged (`SqliteSources.stage`): a new report's rows
+#: never meet stored ones (the key holds the report), so a plain insert, no upsert.
+_INSERT_ROLLUPS = ("INSERT INTO daily_rollups (policy_domain, day, source_ip, pattern, report,"
+                   " messages) SELECT ?, day, source_ip, pattern, ?, messages"
+                   " FROM temp.report_rows")
+#: A rollup key's columns, in the order of the primary key before schema 8 (what `rollups()`
+#: is sorted by), from `daily_rollups d` and `patterns p`.
+_KEY_COLUMNS = "d.policy_domain, d.day, d.source_ip, " + ", ".join(f"p.{c}" for c in COLUMNS)
 _SAME_KEY = ("kind = ? AND reporter = ? AND report_id = ? AND policy_domain = ?"
              " AND begin_ts = ? AND end_ts = ?")
 
@@ -76,6 +74,7 @@ class SqliteStore:
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
+            self._sources.open()
         except (sqlite3.DatabaseError, OSError) as exc:
             raise StoreError(f"{self.path}: cannot open the database ({exc})") from None
 
@@ -170,15 +169,15 @@ class SqliteStore:
         try:
             horizon = self._sources.horizon() if key.kind == "aggregate" else None
             if horizon is not None and key.end < day_start(horizon):
-                db.execute("ROLLBACK")  # its period was expired: a copy of what went, or as good
+                self._rollback()  # its period was expired: a copy of what went, or as good
                 return "duplicate"
             earlier = db.execute("SELECT id, digest, legacy, records, messages FROM reports"
                                  " WHERE " + _SAME_KEY, dataclasses.astuple(key)).fetchall()
             report_row = self._insert_ledger(key, report, unverified)
             content: str | None = None
-            folded: dict[tuple[object, ...], list[Any]] = {}
+            days = 0  # the days an aggregate report's rows span
             if isinstance(report, AggregateReport):
-                records, messages, folded = self._add_rollups(report, report_row)
+                records, messages, days = self._add_rollups(report, report_row)
             elif isinstance(report, TlsReport):
                 records, messages = self._add_tls(report_row, report)
                 content = content_digest(report, key)
@@ -190,7 +189,7 @@ class SqliteStore:
                         else self._same_rows(report, row, report_row)
                         if isinstance(report, AggregateReport)  # content is None
                         else digest == content):
-                    db.execute("ROLLBACK")
+                    self._rollback()  # patterns it made go too
                     if unverified is None:  # the same report, now from a believed e-mail
                         self._believe(key, row, messages, volume)
                     return "duplicate"
@@ -206,8 +205,10 @@ class SqliteStore:
             )
             if earlier:  # neither copy counts on its own now (issue 14: source rollups)
                 self._sources.rebuild_reports(key.policy_domain, [row[0] for row in earlier])
-            elif folded:
-                self._sources.add(folded, basis(unverified, reporter_domain(key.reporter)))
+            elif days:
+                self._sources.add(key.policy_domain,
+                                  basis(unverified, reporter_domain(key.reporter)),
+                                  days == 1)
             db.execute("COMMIT")
             self._sources.committed()
         except BaseException:
@@ -272,45 +273,37 @@ class SqliteStore:
         """Whether two aggregate reports of one ledger key keep the same rollup rows.
 
         Only a report whose key is stored already pays for this; the rows are found through
-        the primary key's (domain, day) prefix.
+        the primary key's (domain, day) prefix. A pattern has one id, so ids compare as well.
         """
         days = report_days(report.begin, report.end)
         where = "policy_domain = ? AND day BETWEEN ? AND ? AND report = ?"
         span = (report.policy.domain, days[0][0].isoformat(), days[-1][0].isoformat())
-        rows = f"SELECT {_KEY_COLUMNS}, messages FROM daily_rollups WHERE {where}"
+        rows = f"SELECT day, source_ip, pattern, messages FROM daily_rollups WHERE {where}"
         differ = f"SELECT EXISTS ({rows} EXCEPT {rows})"
         return not any(self._db.execute(differ, (*span, a, *span, b)).fetchone()[0]
                        for a, b in ((one, other), (other, one)))
 
-    def _add_rollups(self, report: AggregateReport, report_row: int
-                     ) -> tuple[int, int, dict[tuple[object, ...], list[Any]]]:
-        """Write the rows; return records, messages and the rows folded across days (what
-        the report adds to the source rollups)."""
+    def _add_rollups(self, report: AggregateReport, report_row: int) -> tuple[int, int, int]:
+        """Write the report's daily rows and stage them for its sources; return records,
+        messages and the days the rows span (0: no rows)."""
         days = report_days(report.begin, report.end)
-        batch: list[tuple[object, ...]] = []
-        folded: dict[tuple[object, ...], list[Any]] = {}
+        pattern_id = self._sources.pattern_id
+        daily: Daily = {}
         records = messages = 0
         for record in report.records:
             records += 1
             messages += record.count
             for key, count in rollup_rows(report, record, days):
-                pattern = (key.policy_domain, key.source_ip, key.header_from, key.envelope_from,
-                           results_json(key.dkim), results_json(key.spf), key.dkim_aligned,
-                           key.spf_aligned, key.disposition, key.reasons)
-                batch.append((pattern[0], key.day, *pattern[1:], report_row, count))
-                seen = folded.get(pattern)
-                if seen is None:
-                    folded[pattern] = [count, key.day, key.day]
-                else:
-                    seen[0] += count
-                    seen[1] = min(seen[1], key.day)
-                    seen[2] = max(seen[2], key.day)
-            if len(batch) >= _BATCH:
-                self._db.executemany(_UPSERT_ROLLUP, batch)
-                batch.clear()
-        if batch:
-            self._db.executemany(_UPSERT_ROLLUP, batch)
-        return records, messages, folded
+                row = (key.day, key.source_ip, pattern_id((
+                    key.header_from, key.envelope_from, results_json(key.dkim),
+                    results_json(key.spf), key.dkim_aligned, key.spf_aligned, key.disposition,
+                    key.reasons)))
+                daily[row] = daily.get(row, 0) + count
+        if not daily:
+            return records, messages, 0
+        self._sources.stage(daily)
+        self._db.execute(_INSERT_ROLLUPS, (report.policy.domain, report_row))
+        return records, messages, len(days)
 
     def _add_tls(self, report_row: int, report: TlsReport) -> tuple[int, int]:
         sessions = 0
@@ -371,7 +364,8 @@ class SqliteStore:
     def rollups(self, *, domain: str | None = None, since: str | None = None,
                 conflicting: bool = False, trusted_reporters: Collection[str] = ()
                 ) -> Iterator[tuple[RollupKey, int]]:
-        sql = f"SELECT {_KEY_COLUMNS}, sum(messages) FROM daily_rollups WHERE 1=1"
+        sql = (f"SELECT {_KEY_COLUMNS}, sum(d.messages) FROM daily_rollups d"
+               " JOIN patterns p ON p.id = d.pattern WHERE 1=1")
         params: list[object] = []
         if not conflicting:
             trusted = sorted({t.lower() for t in trusted_reporters})
@@ -385,21 +379,22 @@ class SqliteStore:
 
             # Left out: a report whose e-mail is not believed, and one in conflict with another
             # believed report of its key (a forged copy never makes a believed report doubted).
-            sql += (" AND report NOT IN (SELECT r.id FROM reports r WHERE NOT " + believed("r")
+            sql += (" AND d.report NOT IN (SELECT r.id FROM reports r WHERE NOT " + believed("r")
                     + " OR (r.conflict AND EXISTS (SELECT 1 FROM reports o WHERE o.id != r.id"
                     " AND o.kind = r.kind AND o.reporter = r.reporter AND o.report_id ="
                     " r.report_id AND o.policy_domain = r.policy_domain AND o.begin_ts ="
                     " r.begin_ts AND o.end_ts = r.end_ts AND " + believed("o") + ")))")
             params += trusted * 2
         if domain is not None:
-            sql += " AND policy_domain = ?"
+            sql += " AND d.policy_domain = ?"
             params.append(domain.lower())
         if since is not None:
-            sql += " AND day >= ?"
+            sql += " AND d.day >= ?"
             params.append(since)
-        # Grouped in primary-key order: rows of several reports sum up without a sort.
-        for row in self._db.execute(f"{sql} GROUP BY {_KEY_COLUMNS} ORDER BY {_KEY_COLUMNS}",
-                                    params):
+        # Grouped in primary-key order (rows of several reports sum up without a sort), then
+        # sorted by the pattern's columns as before schema 8.
+        group = "d.policy_domain, d.day, d.source_ip, d.pattern"
+        for row in self._db.execute(f"{sql} GROUP BY {group} ORDER BY {_KEY_COLUMNS}", params):
             yield RollupKey(row[0], row[1], row[2], row[3], row[4], results_from_json(row[5]),
                             results_from_json(row[6]), bool(row[7]), bool(row[8]), row[9],
                             row[10]), row[11]

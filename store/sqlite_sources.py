@@ -3,9 +3,10 @@
 `source_rollups` holds, per (policy domain, source, pattern, basis), the messages and first and
 last day of every report that counts without looking at others: not in conflict with another
 copy of its ledger key. A pattern is a daily row's other dimensions (header_from, envelope_from,
-results, alignment, disposition, reasons), kept once in `patterns` and named by id. The `basis`
-says whom a report is believed on (`store.base.basis`): trusting a reporter later needs no
-rebuild, reading picks the bases. Reports in conflict are read from their daily rows (there are
+results, alignment, disposition, reasons), kept once in `patterns` and named by id in daily,
+source and monthly rows alike (schema 8), so a report's rows are written with short keys. The
+`basis` says whom a report is believed on (`store.base.basis`): trusting a reporter later needs
+no rebuild, reading picks the bases. Reports in conflict are read from their daily rows (there are
 few). Rows are added in the report's own transaction; the rare changes that take a report out
 of a basis (a conflicting copy arrives, a believed copy lifts a doubt) rebuild the sources that
 report touched.
@@ -18,37 +19,51 @@ anything), nor are TLS and failure reports.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterator
 from datetime import UTC, date, datetime
-from typing import Any
 
 from analysis.rollup import RollupKey, SourceRollup, results_from_json
 from store.base import believed_bases
 
-#: A pattern's columns, in `patterns` and in `daily_rollups`.
+#: A pattern's columns, in `patterns`.
 COLUMNS = ("header_from", "envelope_from", "dkim", "spf", "dkim_aligned", "spf_aligned",
            "disposition", "reasons")
 #: What a report's rows count on (`store.base.basis`, in SQL).
 BASIS = ("CASE WHEN r.unverified IS NULL THEN '' ELSE '~' || COALESCE(r.reporter_domain, '')"
          " END")
-#: Daily rows with their pattern's id.
-_WITH_ID = ("daily_rollups d JOIN patterns p ON "
-            + " AND ".join(f"p.{c} = d.{c}" for c in COLUMNS)
-            + " LEFT JOIN reports r ON r.id = d.report")
-_ADD = """
+#: Daily rows with their report.
+_WITH_REPORT = "daily_rollups d LEFT JOIN reports r ON r.id = d.report"
+#: A report's daily rows, staged in the connection's temp schema while it is stored, so that
+#: its daily rows and its sources are each written by one statement: a statement per row costs
+#: more than the row (binding, stepping). Emptied before each report; its changes belong to the
+#: report's transaction.
+_STAGE = ("CREATE TEMP TABLE IF NOT EXISTS report_rows (day TEXT NOT NULL, source_ip TEXT NOT NULL,"
+          " pattern INTEGER NOT NULL, messages INTEGER NOT NULL)")
+#: Staged rows per INSERT at most: four parameters each, within the 999 SQLite allows before
+#: 3.32. Up to `_STAGE_EXACT` rows go in one INSERT of their number, more in powers of two, so
+#: 34 prepared statements serve every report (the connection caches 128).
+_STAGE_ROWS = 128
+_STAGE_EXACT = 32
+_UPSERT_SOURCES = """
 INSERT INTO source_rollups (policy_domain, source_ip, pattern, basis, messages, first_day,
-                            last_day) VALUES (?, ?, ?, ?, ?, ?, ?)
+                            last_day)
+SELECT ?1, source_ip, pattern, ?2, {} FROM temp.report_rows WHERE true{}
 ON CONFLICT DO UPDATE SET messages = messages + excluded.messages,
     first_day = min(first_day, excluded.first_day), last_day = max(last_day, excluded.last_day)
 """
+#: A one-day report has one row per source and pattern: no grouping (it costs a third more).
+_ADD_ONE_DAY = _UPSERT_SOURCES.format("messages, day, day", "")
+_ADD_DAYS = _UPSERT_SOURCES.format("sum(messages), min(day), max(day)",
+                                   " GROUP BY source_ip, pattern")
 _PATTERN = ", ".join(COLUMNS)
 _FIND = f"SELECT id FROM patterns WHERE ({_PATTERN}) = ({', '.join('?' * len(COLUMNS))})"
 #: Reports expired per transaction at most (a crash loses at most this batch's work, never data).
 _EXPIRE_BATCH = 500
 
-#: (domain, source_ip, header_from, … reasons): a daily row without day and report.
-Folded = tuple[object, ...]
+#: A report's daily rows: (day, source_ip, pattern id) -> messages.
+Daily = dict[tuple[str, str, int], int]
 
 
 def day_start(day: str) -> int:
@@ -64,31 +79,48 @@ class SqliteSources:
         self._ids: dict[tuple[object, ...], int] = {}  # pattern -> id, as committed
         self._new: dict[tuple[object, ...], int] = {}  # made in the open transaction
 
+    def open(self) -> None:
+        """Make the connection's staging table (outside any transaction: it stays)."""
+        self._db.execute(_STAGE)
+
     # -- ingest (inside the report's transaction) -------------------------------------------
 
-    def add(self, folded: dict[Folded, list[Any]], basis_: str) -> None:
-        """A clean report's rows, folded across days: (domain, ip, pattern…) -> [messages,
-        first day, last day]."""
-        ids = self._pattern_ids(key[2:] for key in folded)
-        self._db.executemany(_ADD, [(key[0], key[1], ids[key[2:]], basis_, *values)
-                                    for key, values in folded.items()])
+    def stage(self, daily: Daily) -> None:
+        """Stage a report's daily rows for `add` and the daily rows' own insert."""
+        self._db.execute("DELETE FROM temp.report_rows")
+        flat = [value for row, messages in daily.items() for value in (*row, messages)]
+        done = 0
+        while done < len(daily):
+            size = min(len(daily) - done, _STAGE_ROWS)
+            if size > _STAGE_EXACT:
+                size = 1 << (size.bit_length() - 1)
+            self._db.execute(_stage_sql(size), flat[done * 4:(done + size) * 4])
+            done += size
 
-    def _pattern_ids(self, patterns: Iterable[tuple[object, ...]]) -> dict[tuple[object, ...], int]:
-        out: dict[tuple[object, ...], int] = {}
-        for pattern in patterns:
-            found = self._ids.get(pattern) or self._new.get(pattern)
+    def add(self, domain: str, basis_: str, one_day: bool) -> None:
+        """A clean report's staged rows, folded across days into its sources."""
+        self._db.execute(_ADD_ONE_DAY if one_day else _ADD_DAYS, (domain, basis_))
+
+    def pattern_id(self, pattern: tuple[object, ...]) -> int:
+        """The id of a pattern (header_from … reasons), made in the open transaction if new."""
+        found = self._ids.get(pattern)
+        if found is None:
+            found = self._new.get(pattern)
             if found is None:
-                row = self._db.execute(_FIND, pattern).fetchone()
-                if row is None:
-                    cursor = self._db.execute(
-                        f"INSERT INTO patterns ({_PATTERN}) VALUES"
-                        f" ({', '.join('?' * len(COLUMNS))})", pattern)
-                    assert cursor.lastrowid is not None
-                    found = self._new[pattern] = cursor.lastrowid
-                else:
-                    found = self._ids[pattern] = int(row[0])
-            out[pattern] = found
-        return out
+                found = self._find_or_make(pattern)
+        return found
+
+    def _find_or_make(self, pattern: tuple[object, ...]) -> int:
+        row = self._db.execute(_FIND, pattern).fetchone()
+        if row is not None:
+            found = self._ids[pattern] = int(row[0])
+            return found
+        cursor = self._db.execute(
+            f"INSERT INTO patterns ({_PATTERN}) VALUES ({', '.join('?' * len(COLUMNS))})",
+            pattern)
+        assert cursor.lastrowid is not None
+        self._new[pattern] = cursor.lastrowid
+        return cursor.lastrowid
 
     def committed(self) -> None:
         """The report's transaction committed: the patterns it made exist."""
@@ -120,8 +152,8 @@ class SqliteSources:
             "INSERT INTO source_rollups (policy_domain, source_ip, pattern, basis, messages,"
             " first_day, last_day) SELECT policy_domain, source_ip, pattern, basis,"
             " sum(messages), min(first_day), max(last_day) FROM ("
-            f"  SELECT d.policy_domain, d.source_ip, p.id AS pattern, {BASIS} AS basis,"
-            "   d.messages, d.day AS first_day, d.day AS last_day FROM " + _WITH_ID
+            f"  SELECT d.policy_domain, d.source_ip, d.pattern, {BASIS} AS basis,"
+            "   d.messages, d.day AS first_day, d.day AS last_day FROM " + _WITH_REPORT
             + f"  WHERE d.policy_domain = ?{only.replace('source_ip', 'd.source_ip')}"
             "   AND (r.id IS NULL OR NOT r.conflict)"
             "  UNION ALL SELECT policy_domain, source_ip, pattern, basis, messages, first_day,"
@@ -145,8 +177,9 @@ class SqliteSources:
             first = datetime.fromtimestamp(begin, UTC).date().isoformat()
             last = datetime.fromtimestamp(end, UTC).date().isoformat()
             for row in self._db.execute(
-                    f"SELECT source_ip, {_PATTERN}, messages, day FROM daily_rollups"
-                    " WHERE policy_domain = ? AND day BETWEEN ? AND ? AND report = ?",
+                    f"SELECT d.source_ip, {', '.join(f'p.{c}' for c in COLUMNS)}, d.messages,"
+                    " d.day FROM daily_rollups d JOIN patterns p ON p.id = d.pattern"
+                    " WHERE d.policy_domain = ? AND d.day BETWEEN ? AND ? AND d.report = ?",
                     (domain, first, last, report)):
                 yield SourceRollup(_key(domain, row[10], row), row[10], row[9])
 
@@ -228,14 +261,19 @@ class SqliteSources:
         self._db.execute(
             "INSERT INTO monthly_rollups (policy_domain, month, source_ip, pattern, basis,"
             " messages, first_day, last_day) SELECT d.policy_domain, substr(d.day, 1, 7),"
-            f" d.source_ip, p.id, {BASIS}, sum(d.messages), min(d.day), max(d.day)"
-            f" FROM {_WITH_ID} WHERE {where}"
-            f" GROUP BY d.policy_domain, substr(d.day, 1, 7), d.source_ip, p.id, {BASIS}"
+            f" d.source_ip, d.pattern, {BASIS}, sum(d.messages), min(d.day), max(d.day)"
+            f" FROM {_WITH_REPORT} WHERE {where}"
+            f" GROUP BY d.policy_domain, substr(d.day, 1, 7), d.source_ip, d.pattern, {BASIS}"
             " ON CONFLICT DO UPDATE SET messages = messages + excluded.messages,"
             " first_day = min(first_day, excluded.first_day),"
             " last_day = max(last_day, excluded.last_day)", params)
         self._db.execute(f"DELETE FROM daily_rollups AS d WHERE {where}", params)
         self._db.execute(f"DELETE FROM reports WHERE id IN ({marks})", reports)
+
+
+@functools.cache
+def _stage_sql(rows: int) -> str:
+    return "INSERT INTO temp.report_rows VALUES " + ", ".join(["(?, ?, ?, ?)"] * rows)
 
 
 def _day(ts: int) -> str:
