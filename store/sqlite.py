@@ -22,13 +22,19 @@ from analysis.rollup import (
     ledger_key,
     legacy_results,
     report_days,
-    results_from_json,
     results_json,
     rollup_rows,
 )
 from analysis.volume import Sent, VolumeCheck, is_held, window
 from store.base import AddResult, InventoryItem, LedgerEntry, StoreError, basis
-from store.sqlite_sources import COLUMNS, Daily, SqliteSources, day_start, transaction
+from store.sqlite_sources import (
+    COLUMNS,
+    Daily,
+    Pattern,
+    SqliteSources,
+    day_start,
+    transaction,
+)
 
 _WAL_ATTEMPTS = 600  # 30 s at most, as the busy timeout
 #: A report's daily rows, summed per key and staged (`SqliteSources.stage`): a new report's rows
@@ -364,8 +370,8 @@ class SqliteStore:
     def rollups(self, *, domain: str | None = None, since: str | None = None,
                 conflicting: bool = False, trusted_reporters: Collection[str] = ()
                 ) -> Iterator[tuple[RollupKey, int]]:
-        sql = (f"SELECT {_KEY_COLUMNS}, sum(d.messages) FROM daily_rollups d"
-               " JOIN patterns p ON p.id = d.pattern WHERE 1=1")
+        sql = ("SELECT d.policy_domain, d.day, d.source_ip, d.pattern, sum(d.messages)"
+               " FROM daily_rollups d JOIN patterns p ON p.id = d.pattern WHERE 1=1")
         params: list[object] = []
         if not conflicting:
             trusted = sorted({t.lower() for t in trusted_reporters})
@@ -392,12 +398,15 @@ class SqliteStore:
             sql += " AND d.day >= ?"
             params.append(since)
         # Grouped in primary-key order (rows of several reports sum up without a sort), then
-        # sorted by the pattern's columns as before schema 8.
+        # sorted by the pattern's columns as before schema 8; each pattern is read once.
         group = "d.policy_domain, d.day, d.source_ip, d.pattern"
-        for row in self._db.execute(f"{sql} GROUP BY {group} ORDER BY {_KEY_COLUMNS}", params):
-            yield RollupKey(row[0], row[1], row[2], row[3], row[4], results_from_json(row[5]),
-                            results_from_json(row[6]), bool(row[7]), bool(row[8]), row[9],
-                            row[10]), row[11]
+        patterns: dict[int, Pattern] = {}
+        for domain_, day, ip, id_, messages in self._db.execute(
+                f"{sql} GROUP BY {group} ORDER BY {_KEY_COLUMNS}", params):
+            pattern = patterns.get(id_)
+            if pattern is None:
+                pattern = patterns[id_] = self._sources.pattern(id_)
+            yield RollupKey(domain_, day, ip, *pattern), messages
 
 
     def sources(self, domain: str, *, trusted_reporters: Collection[str] = ()

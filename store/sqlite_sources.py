@@ -24,8 +24,8 @@ import sqlite3
 from collections.abc import Collection, Iterator
 from datetime import UTC, date, datetime
 
-from analysis.rollup import RollupKey, SourceRollup, results_from_json
-from store.base import believed_bases
+from analysis.rollup import Results, RollupKey, SourceRollup, results_from_json
+from store.base import StoreError, believed_bases
 
 #: A pattern's columns, in `patterns`.
 COLUMNS = ("header_from", "envelope_from", "dkim", "spf", "dkim_aligned", "spf_aligned",
@@ -64,6 +64,9 @@ _EXPIRE_BATCH = 500
 
 #: A report's daily rows: (day, source_ip, pattern id) -> messages.
 Daily = dict[tuple[str, str, int], int]
+#: A pattern as a rollup key holds it: header_from, envelope_from, DKIM and SPF results, aligned
+#: DKIM and SPF, disposition, reasons.
+Pattern = tuple[str, str, Results, Results, bool, bool, str, str]
 
 
 def day_start(day: str) -> int:
@@ -121,6 +124,16 @@ class SqliteSources:
         assert cursor.lastrowid is not None
         self._new[pattern] = cursor.lastrowid
         return cursor.lastrowid
+
+    def pattern(self, id_: int) -> Pattern:
+        """A pattern's columns as a rollup key holds them (header_from … reasons)."""
+        row = self._db.execute(f"SELECT {_PATTERN} FROM patterns WHERE id = ?",
+                               (id_,)).fetchone()
+        if row is None:
+            raise StoreError(f"pattern {id_} is named by rollup rows but missing from patterns")
+        return (str(row[0]), str(row[1]), results_from_json(str(row[2])),
+                results_from_json(str(row[3])), bool(row[4]), bool(row[5]), str(row[6]),
+                str(row[7]))
 
     def committed(self) -> None:
         """The report's transaction committed: the patterns it made exist."""
