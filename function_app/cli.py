@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 import datetime as dt
 import io
@@ -26,7 +25,7 @@ from analysis.catalog import load_catalog
 from analysis.dnsevidence import DnsBudget, DnsEvidence, answers_from_zone, make_resolver
 from analysis.posture import DnsChange, Posture
 from analysis.readiness import sources
-from analysis.senders import analyse_rollups
+from analysis.senders import analyse_activities
 from analysis.serialize import (
     AGGREGATE_CSV_FIELDS,
     aggregate_header,
@@ -36,7 +35,7 @@ from analysis.serialize import (
 )
 from analysis.summary import DomainSummary, summarise
 from analysis.verdicts import ServiceVerdict
-from function_app import settings, setup_cli
+from function_app import aio, settings, setup_cli
 from function_app.approvals import (
     ApprovalSettings,
     Refused,
@@ -46,6 +45,7 @@ from function_app.approvals import (
 )
 from function_app.pipeline import (
     Outcome,
+    believed_activities,
     domain_posture,
     find_senders,
     ingest_paths,
@@ -315,7 +315,7 @@ def cmd_senders(args: argparse.Namespace, limits: Limits) -> int:
         return shown
 
     with _open_store(args) as store:
-        if not asyncio.run(show(store)) and not args.json:
+        if not aio.run(show(store)) and not args.json:
             _print_senders([], {}, args.evidence, sys.stdout)
     return 0
 
@@ -412,7 +412,7 @@ def cmd_posture(args: argparse.Namespace, limits: Limits) -> int:
             raise UsageError("posture reads the domain's DNS records: it cannot run --offline")
         from graph.mta_sts import HttpsPolicyFetcher  # httpx only for this command
 
-        posture = asyncio.run(domain_posture(store, load_catalog(), evidence,
+        posture = aio.run(domain_posture(store, load_catalog(), evidence,
                                              args.domain.lower(), since=since,
                                              sts_fetcher=HttpsPolicyFetcher()))
     if args.json:
@@ -452,19 +452,19 @@ def cmd_demo(args: argparse.Namespace, limits: Limits) -> int:
         for answer in answers_from_zone(zone, expires=time.time() + 365 * 86400):
             store.put_answer(answer)
         evidence = DnsEvidence(None, cache=store)
-        services, statuses = asyncio.run(find_senders(store, catalog, evidence))
-        postures = [asyncio.run(domain_posture(store, catalog, evidence, s.domain))
+        services, statuses = aio.run(find_senders(store, catalog, evidence))
+        postures = [aio.run(domain_posture(store, catalog, evidence, s.domain))
                     for s in summaries]
         outbox = Outbox(Path(args.outbox) if args.outbox else folder / "outbox")
         owners = ApprovalSettings(default_owners={s.domain: f"it@{s.domain}" for s in summaries})
-        sent = asyncio.run(notify(Asking(StoreRecords(store), outbox, owners), services,
+        sent = aio.run(notify(Asking(StoreRecords(store), outbox, owners), services,
                                   dt.datetime.now(dt.UTC)))
         period = (yesterday - dt.timedelta(days=6), yesterday)
         for posture in postures:
             statuses_here = {k: v for (d, k), v in statuses.items() if d == posture.domain}
             digest = digest_card(digest_facts_from(posture, services, statuses_here,
                                                    period=period))
-            asyncio.run(outbox.send(f"it@{posture.domain}", digest, kind="digest",
+            aio.run(outbox.send(f"it@{posture.domain}", digest, kind="digest",
                                     domain=posture.domain))
     print(f"Wrote {len(files)} sample report files to {reports}")
     print(f"Ingested them into {args.db}: {counts['stored']} reports stored, "
@@ -495,7 +495,7 @@ def cmd_run(args: argparse.Namespace, limits: Limits) -> int:
     with _open_store(args) as store:
         evidence = _evidence(args, store)
         if args.source == "graph":
-            status, outcomes = asyncio.run(_run_graph(store, limits))
+            status, outcomes = aio.run(_run_graph(store, limits))
         else:
             outcomes = []
             for outcome in ingest_paths([args.source], store, limits):
@@ -505,7 +505,7 @@ def cmd_run(args: argparse.Namespace, limits: Limits) -> int:
         new = {o.domain for o in outcomes
                if o.status == "stored" and o.kind == "aggregate" and o.domain}
         outbox = Outbox(Path(args.outbox) if args.outbox else settings.default_outbox())
-        named = asyncio.run(name_and_notify(
+        named = aio.run(name_and_notify(
             store, load_catalog(), evidence, stored=new, now=dt.datetime.now(dt.UTC),
             asking=Asking(StoreRecords(store), outbox, approvals)))
         verdicts, sent = named.verdicts, named.sent
@@ -559,7 +559,7 @@ def cmd_decide(args: argparse.Namespace, limits: Limits) -> int:
     now = dt.datetime.now(dt.UTC)
     with _open_store(args) as store:
         try:
-            outcome = asyncio.run(take_decision(StoreRecords(store), args.domain, args.service,
+            outcome = aio.run(take_decision(StoreRecords(store), args.domain, args.service,
                                                 verb, args.as_, now, approvals,
                                                 new_owner=args.not_mine))
         except Refused as exc:
@@ -567,16 +567,15 @@ def cmd_decide(args: argparse.Namespace, limits: Limits) -> int:
             return 2 if exc.code in ("unknown-sender", "no-owner") else 1
         item = outcome.item
         evidence = DnsEvidence(None, cache=store)  # what the cache knows; no lookups here
-        believed = store.rollups(domain=item.policy_domain,
-                                 trusted_reporters=settings.trusted_reporters())
-        _, services, _ = asyncio.run(analyse_rollups(believed, load_catalog(), evidence))
+        _, services, _ = aio.run(analyse_activities(
+            believed_activities(store, item.policy_domain), load_catalog(), evidence))
         verdict = next((v for v in services if v.service_key == item.service_key), None)
         outbox = Outbox(Path(args.outbox) if args.outbox else settings.default_outbox())
         if verdict is not None and outcome.changed:
-            asyncio.run(outbox.send(args.as_, decided_card(verdict, item), kind="decision",
+            aio.run(outbox.send(args.as_, decided_card(verdict, item), kind="decision",
                                     domain=item.policy_domain, service=item.service_key))
             if verb == "notmine":  # the new owner is asked now, not at the next run
-                asyncio.run(notify(Asking(StoreRecords(store), outbox, approvals), [verdict],
+                aio.run(notify(Asking(StoreRecords(store), outbox, approvals), [verdict],
                                    now))
     if not outcome.changed:
         wanted = {"approve": "Approved", "reject": "Rejected"}.get(verb)

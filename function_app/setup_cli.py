@@ -8,11 +8,12 @@ it up, and they load Microsoft's SDKs only when run.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from function_app import aio
 
 if TYPE_CHECKING:
     from analysis import Limits
@@ -72,11 +73,11 @@ def cmd_sharepoint(args: argparse.Namespace, limits: Limits) -> int:
         raise _usage(f"{exc} (the administrator's app: docs/deploy.md, step 5)") from None
     try:
         if args.action == "provision":
-            list_id = asyncio.run(_provision(credential, graph_url(), args.site, args.title))
+            list_id = aio.run(_provision(credential, graph_url(), args.site, args.title))
             print(f"the senders list {args.title!r} is ready; set this app setting:")
             print(f"DMARCBOT_SP_LIST_ID={list_id}")
         else:
-            granted = asyncio.run(_grant(credential, graph_url(), args.site, args.list,
+            granted = aio.run(_grant(credential, graph_url(), args.site, args.list,
                                          args.app_id))
             print(f"app {args.app_id} {'may now' if granted else 'could already'} read and "
                   "write the senders list, and nothing else of the site")
@@ -117,7 +118,7 @@ def cmd_doctor(args: argparse.Namespace, limits: Limits) -> int:
     """Every check of the deployment, one line each; exit 0 only when none failed."""
     from function_app.doctor import healthy, run_checks
 
-    checks = asyncio.run(run_checks(os.environ, other_mailbox=args.other_mailbox))
+    checks = aio.run(run_checks(os.environ, other_mailbox=args.other_mailbox))
     if args.json:
         print(json.dumps({"healthy": healthy(checks),
                           "checks": [c.as_dict() for c in checks]}, ensure_ascii=False))
