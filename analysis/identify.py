@@ -30,7 +30,7 @@ from analysis.dnsevidence import (
     Reverse,
     parse_ip,
 )
-from analysis.rollup import RollupKey
+from analysis.rollup import RollupKey, SourceRollup
 
 UNKNOWN = "unknown"
 VERDICTS = ("compliant", "needs-dkim", "needs-spf", "forwarded", "impostor", "unknown")
@@ -91,6 +91,28 @@ def activities_from_rollups(rows: Iterable[tuple[RollupKey, int]]) -> list[Sourc
             f = acc[key.policy_domain, key.source_ip] = _Fold(key.day)
         f.add(key, messages, reasons_of)
     return [f.activity(domain, ip) for (domain, ip), f in sorted(acc.items())]
+
+
+def activities_from_sources(rows: Iterable[SourceRollup]) -> list[SourceActivity]:
+    """The activities `activities_from_rollups` gives for the daily rows these source rollups
+    fold, read from a domain's distinct patterns instead of its days (issue 14). Folded in the
+    order daily rows are stored in (a source's days, then header_from), so that which
+    header_from is named first among equals is the same."""
+    acc: dict[tuple[str, str], _Fold] = {}
+    reasons_of: dict[str, tuple[str, ...]] = {"": ()}
+    for row in sorted(rows, key=_stored_order):
+        key = row.key
+        f = acc.get((key.policy_domain, key.source_ip))
+        if f is None:
+            f = acc[key.policy_domain, key.source_ip] = _Fold(key.day)
+        f.add(key, row.messages, reasons_of)
+        if row.last_day > f.last:
+            f.last = row.last_day
+    return [f.activity(domain, ip) for (domain, ip), f in sorted(acc.items())]
+
+
+def _stored_order(row: SourceRollup) -> tuple[str, str, str, str]:
+    return row.key.policy_domain, row.key.source_ip, row.key.day, row.key.header_from
 
 
 def _count(counts: dict[Any, int], key: object, messages: int) -> None:

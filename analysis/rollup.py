@@ -229,17 +229,3 @@ def fold_days(rows: Iterable[tuple[RollupKey, int]]) -> dict[RollupKey, tuple[in
         out[undated] = ((messages, key.day, key.day) if found is None else
                         (found[0] + messages, min(found[1], key.day), max(found[2], key.day)))
     return out
-
-
-def rollups_from_sources(rows: Iterable[SourceRollup]) -> list[tuple[RollupKey, int]]:
-    """Daily-shaped rows that fold (`analysis.identify.activities_from_rollups`) into exactly
-    the activities the daily rows themselves would: each pattern's messages on its first day,
-    none on its last, in the order stores yield daily rows (which header_from is named first
-    among equals depends on that order)."""
-    out: list[tuple[RollupKey, int]] = []
-    for row in rows:
-        out.append((row.key, row.messages))
-        if row.last_day != row.key.day:
-            out.append((dataclasses.replace(row.key, day=row.last_day), 0))
-    out.sort(key=lambda item: stored_order(item[0]))
-    return out

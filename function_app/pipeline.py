@@ -12,12 +12,13 @@ from typing import Literal
 from analysis import Limits, RejectedInput, iter_files, read_reports
 from analysis.catalog import Catalog
 from analysis.dnsevidence import DnsBudget, DnsEvidence
+from analysis.identify import SourceActivity, activities_from_rollups, activities_from_sources
 from analysis.mailauth import judge, reporter_domain
 from analysis.model import AggregateReport, MailEvidence
 from analysis.posture import Posture, assess
 from analysis.records.mtasts import PolicyFetcher
-from analysis.rollup import RollupKey, ledger_key, rollups_from_sources
-from analysis.senders import analyse_rollups
+from analysis.rollup import ledger_key
+from analysis.senders import analyse_activities
 from analysis.verdicts import ServiceVerdict
 from analysis.volume import VolumeCheck
 from function_app.settings import (
@@ -122,14 +123,15 @@ async def find_senders(store: Store, catalog: Catalog, dns: DnsEvidence | None, 
     return services, statuses
 
 
-def believed_rows(store: Store, domain: str, since: str | None = None
-                  ) -> Iterable[tuple[RollupKey, int]]:
-    """A domain's believed rollup rows, for naming: its whole history from the source rollups
+def believed_activities(store: Store, domain: str, since: str | None = None
+                        ) -> list[SourceActivity]:
+    """A domain's believed sources, for naming: its whole history from the source rollups
     (flat as history grows, issue 14), or the daily rows from `since` on."""
     trusted = trusted_reporters()
     if since is None:
-        return rollups_from_sources(store.sources(domain, trusted_reporters=trusted))
-    return store.rollups(domain=domain, since=since, trusted_reporters=trusted)
+        return activities_from_sources(store.sources(domain, trusted_reporters=trusted))
+    return activities_from_rollups(store.rollups(domain=domain, since=since,
+                                                 trusted_reporters=trusted))
 
 
 async def senders_by_domain(store: Store, catalog: Catalog, dns: DnsEvidence | None,
@@ -144,8 +146,8 @@ async def senders_by_domain(store: Store, catalog: Catalog, dns: DnsEvidence | N
         dns.budget.plan(len(chosen))
     for domain in chosen:
         left = dns.budget.domains_left if dns is not None and dns.budget else 0
-        _, services, bundle = await analyse_rollups(believed_rows(store, domain, since), catalog,
-                                                    dns)
+        _, services, bundle = await analyse_activities(believed_activities(store, domain, since),
+                                                       catalog, dns)
         if dns is not None and dns.budget and dns.budget.domains_left == left:
             dns.budget.next_share()  # nothing believed to look up: its share goes to the rest
         if bundle.temporary:

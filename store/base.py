@@ -112,8 +112,8 @@ class Store(Protocol):
         """The domain's whole believed history with its days folded (`analysis.rollup.
         SourceRollup`), by the same rule as `rollups()`: what naming reads. Kept up to date at
         ingest and by retention, so reading it costs the domain's distinct sending patterns,
-        not its days; `analysis.rollup.rollups_from_sources` turns it into rows that name the
-        senders exactly as `rollups(domain=...)` would (issue 14)."""
+        not its days; `analysis.identify.activities_from_sources` turns it into the sources that
+        `rollups(domain=...)` would give, exactly (issue 14)."""
         ...
 
     def domains(self, *, stored_since: str | None = None) -> list[str]:

@@ -12,19 +12,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from analysis import AggregateReport, read_reports
 from analysis.catalog import load_catalog
-from analysis.identify import SourceActivity, activities_from_rollups
+from analysis.identify import SourceActivity, activities_from_rollups, activities_from_sources
 from analysis.rollup import (
     RollupKey,
     SourceRollup,
     fold_days,
     report_days,
     rollup_rows,
-    rollups_from_sources,
+    stored_order,
 )
-from analysis.senders import analyse_rollups
+from analysis.senders import analyse_activities
 from function_app import pipeline
 from store import SqliteStore
 from store.tables import _COMPACT as COMPACT
@@ -70,8 +72,7 @@ def by_days(store: AnyStore, domain: str, trusted: Sequence[str]) -> list[Source
 
 
 def by_sources(store: AnyStore, domain: str, trusted: Sequence[str]) -> list[SourceActivity]:
-    return activities_from_rollups(rollups_from_sources(
-        store.sources(domain, trusted_reporters=trusted)))
+    return activities_from_sources(store.sources(domain, trusted_reporters=trusted))
 
 
 def assert_same_naming(store: AnyStore, domains: Sequence[str] = DOMAINS) -> int:
@@ -86,8 +87,8 @@ def assert_same_naming(store: AnyStore, domains: Sequence[str] = DOMAINS) -> int
     return compared
 
 
-def verdicts(rows: list[tuple[RollupKey, int]]) -> tuple[object, object]:
-    sources, services, _ = asyncio.run(analyse_rollups(rows, CATALOG, None))
+def verdicts(activities: list[SourceActivity]) -> tuple[object, object]:
+    sources, services, _ = asyncio.run(analyse_activities(activities, CATALOG, None))
     return sources, services
 
 
@@ -169,7 +170,32 @@ def test_folding_days_keeps_what_naming_reads() -> None:
               for k, (n, first, last) in fold_days(rows).items()]
     assert len(folded) * 2 == len(rows)
     rows.sort(key=lambda kv: (kv[0].policy_domain, kv[0].day, kv[0].source_ip))
-    assert activities_from_rollups(rollups_from_sources(folded)) == activities_from_rollups(rows)
+    assert activities_from_sources(folded) == activities_from_rollups(rows)
+
+
+_DAILY_ROW = st.tuples(
+    st.sampled_from(["198.51.100.1", "198.51.100.2", "2001:db8::3"]),
+    st.sampled_from(["2025-12-01", "2025-12-02", "2025-12-09"]),
+    st.sampled_from(["a.example", "b.example", "news.a.example"]),  # ties in header_from
+    st.sampled_from([(), (("a.example", "s1", "pass"),), (("esp.example", "k", "fail"),)]),
+    st.booleans(), st.sampled_from(["", '["forwarded"]']), st.integers(0, 3))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_DAILY_ROW, max_size=30), st.randoms(use_true_random=False))
+def test_sources_fold_like_days_whatever_order_a_store_yields(
+        drawn: list[tuple[str, str, str, tuple[tuple[str, str, str], ...], bool, str, int]],
+        rng: random.Random) -> None:
+    """Equal counts make the order of a source's header_from values depend on the order rows
+    are folded in: from source rollups, in any order, it is the order of the days."""
+    rows = sorted(((RollupKey("a.example", day, ip, header_from, "", dkim, (), bool(dkim),
+                              aligned, "none", reasons), n)
+                   for ip, day, header_from, dkim, aligned, reasons, n in drawn),
+                  key=lambda kv: stored_order(kv[0]))
+    folded = [SourceRollup(dataclasses.replace(k, day=first), last, n)
+              for k, (n, first, last) in fold_days(rows).items()]
+    rng.shuffle(folded)
+    assert activities_from_sources(folded) == activities_from_rollups(rows)
 
 
 def test_evaluation_verdicts_are_the_same_from_source_rollups(
@@ -179,8 +205,8 @@ def test_evaluation_verdicts_are_the_same_from_source_rollups(
     domains = store.domains()
     assert len(domains) >= 9
     for domain in domains:
-        expected = verdicts(list(store.rollups(domain=domain)))
-        assert verdicts(rollups_from_sources(store.sources(domain))) == expected, domain
+        expected = verdicts(activities_from_rollups(store.rollups(domain=domain)))
+        assert verdicts(activities_from_sources(store.sources(domain))) == expected, domain
     assert assert_same_naming(store, domains) >= 200 * len(TRUSTS)
 
 
@@ -193,9 +219,8 @@ def test_generated_history_names_the_same_senders(open_store: Callable[[], AnySt
     assert assert_same_naming(store) > 20
     for domain in DOMAINS:
         for trusted in TRUSTS:
-            expected = verdicts(list(store.rollups(domain=domain, trusted_reporters=trusted)))
-            got = verdicts(rollups_from_sources(store.sources(domain,
-                                                              trusted_reporters=trusted)))
+            expected = verdicts(by_days(store, domain, trusted))
+            got = verdicts(by_sources(store, domain, trusted))
             assert got == expected
 
 
@@ -278,7 +303,8 @@ def test_all_domains_stream_one_at_a_time(open_store: Callable[[], AnyStore]) ->
 
     assert asyncio.run(stream()) == [[d] for d in DOMAINS]
     services, _ = asyncio.run(pipeline.find_senders(store, CATALOG, None))
-    assert services == verdicts(list(store.rollups()))[1] and len(services) >= 2
+    assert services == verdicts(activities_from_rollups(store.rollups()))[1]
+    assert len(services) >= 2
 
 
 # -- Table Storage: pending work is settled exactly once, whatever happens ---------------------
