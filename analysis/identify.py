@@ -84,7 +84,7 @@ class SourceActivity:
 def activities_from_rollups(rows: Iterable[tuple[RollupKey, int]]) -> list[SourceActivity]:
     """Fold daily rollup rows into one activity per (policy domain, source IP)."""
     acc: dict[tuple[str, str], _Fold] = {}
-    reasons_of: dict[str, tuple[str, ...]] = {"": ()}  # each reasons JSON decoded once
+    reasons_of: dict[str, tuple[str, ...]] = {}  # each reasons JSON decoded once
     for key, messages in rows:
         f = acc.get((key.policy_domain, key.source_ip))
         if f is None:
@@ -95,12 +95,10 @@ def activities_from_rollups(rows: Iterable[tuple[RollupKey, int]]) -> list[Sourc
 
 def activities_from_sources(rows: Iterable[SourceRollup]) -> list[SourceActivity]:
     """The activities `activities_from_rollups` gives for the daily rows these source rollups
-    fold, read from a domain's distinct patterns instead of its days (issue 14). Folded in the
-    order daily rows are stored in (a source's days, then header_from), so that which
-    header_from is named first among equals is the same."""
+    fold, read from a domain's distinct patterns instead of its days (issue 14)."""
     acc: dict[tuple[str, str], _Fold] = {}
-    reasons_of: dict[str, tuple[str, ...]] = {"": ()}
-    for row in sorted(rows, key=_stored_order):
+    reasons_of: dict[str, tuple[str, ...]] = {}
+    for row in rows:
         key = row.key
         f = acc.get((key.policy_domain, key.source_ip))
         if f is None:
@@ -109,14 +107,6 @@ def activities_from_sources(rows: Iterable[SourceRollup]) -> list[SourceActivity
         if row.last_day > f.last:
             f.last = row.last_day
     return [f.activity(domain, ip) for (domain, ip), f in sorted(acc.items())]
-
-
-def _stored_order(row: SourceRollup) -> tuple[str, str, str, str]:
-    return row.key.policy_domain, row.key.source_ip, row.key.day, row.key.header_from
-
-
-def _count(counts: dict[Any, int], key: object, messages: int) -> None:
-    counts[key] = counts.get(key, 0) + messages
 
 
 class _Fold:
@@ -156,16 +146,19 @@ class _Fold:
             self.dkim_pass += messages
         if key.spf_aligned:
             self.spf_pass += messages
+        counts = self.dkim
         for result in key.dkim:
-            _count(self.dkim, result, messages)
+            counts[result] = counts.get(result, 0) + messages
+        counts = self.spf
         for result in key.spf:
-            _count(self.spf, result, messages)
-        reasons = reasons_of.get(key.reasons)
-        if reasons is None:
-            reasons = reasons_of[key.reasons] = tuple(json.loads(key.reasons))
-        for reason in reasons:
-            _count(self.reasons, reason, messages)
-        _count(self.header_from, key.header_from, messages)
+            counts[result] = counts.get(result, 0) + messages
+        if key.reasons:
+            reasons = reasons_of.get(key.reasons)
+            if reasons is None:
+                reasons = reasons_of[key.reasons] = tuple(json.loads(key.reasons))
+            for reason in reasons:
+                self.reasons[reason] = self.reasons.get(reason, 0) + messages
+        self.header_from[key.header_from] = self.header_from.get(key.header_from, 0) + messages
 
     def activity(self, domain: str, ip: str) -> SourceActivity:
         return SourceActivity(
@@ -173,8 +166,9 @@ class _Fold:
             dkim_aligned_pass=self.dkim_pass, spf_aligned_pass=self.spf_pass,
             dkim=tuple(sorted(self.dkim.items())), spf=tuple(sorted(self.spf.items())),
             reasons=tuple(sorted(self.reasons.items())),
-            # most first; among equals, the first seen first (as Counter.most_common does)
-            header_from=tuple(sorted(self.header_from, key=lambda h: -self.header_from[h])),
+            # most first; among equals by name, so any order of rows gives the same activity
+            header_from=tuple(sorted(self.header_from,
+                                     key=lambda h: (-self.header_from[h], h))),
             first_day=self.first, last_day=self.last)
 
 

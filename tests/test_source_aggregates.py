@@ -186,8 +186,8 @@ _DAILY_ROW = st.tuples(
 def test_sources_fold_like_days_whatever_order_a_store_yields(
         drawn: list[tuple[str, str, str, tuple[tuple[str, str, str], ...], bool, str, int]],
         rng: random.Random) -> None:
-    """Equal counts make the order of a source's header_from values depend on the order rows
-    are folded in: from source rollups, in any order, it is the order of the days."""
+    """Whatever order a store yields a domain's source rollups in, they fold into the
+    activities its daily rows do (equal counts included: header_from values tie)."""
     rows = sorted(((RollupKey("a.example", day, ip, header_from, "", dkim, (), bool(dkim),
                               aligned, "none", reasons), n)
                    for ip, day, header_from, dkim, aligned, reasons, n in drawn),
