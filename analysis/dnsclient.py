@@ -20,7 +20,6 @@ import socket
 import struct
 from typing import cast
 
-import dns.asyncquery
 import dns.exception
 import dns.flags
 import dns.message
@@ -130,9 +129,11 @@ class UdpClient:
             if not self._pending:  # idle: close unless another question arrives right away
                 loop.call_soon(self._close_if_idle)
         if response.truncated:
+            from dns import asyncquery  # rare; it pulls in DNS-over-HTTPS, a tenth of a second
+
             query = dns.message.make_query(name, rdtype)
-            return from_message(await dns.asyncquery.tcp(query, self.host, timeout=timeout,
-                                                         port=self.port))
+            return from_message(await asyncquery.tcp(query, self.host, timeout=timeout,
+                                                     port=self.port))
         return response
 
     def _received(self, data: bytes, addr: tuple[str, int]) -> None:

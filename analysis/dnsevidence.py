@@ -22,16 +22,14 @@ import dataclasses
 import functools
 import ipaddress
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
-import dns.asyncresolver
 import dns.exception
 import dns.message
 import dns.name
 import dns.rcode
 import dns.rdatatype
-import dns.resolver
 import dns.zone
 
 if TYPE_CHECKING:
@@ -250,25 +248,48 @@ def answers_from_zone(text: str, *, expires: float) -> list[Answer]:
     return answers
 
 
-def make_resolver(nameservers: Iterable[str] = (), timeout: float = 2.0
-                  ) -> dns.asyncresolver.Resolver:
-    """A resolver for `IP` or `IP:PORT` nameservers (the system's when none are given)."""
+class Resolver(Protocol):
+    """Where questions go: `make_resolver`'s `Nameservers`, or a dnspython resolver (tests
+    point one at their own server). Only these settings are read: the questions themselves go
+    through `analysis.dnsclient`."""
+
+    @property
+    def nameservers(self) -> Sequence[Any]: ...  # addresses (str() of each)
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def timeout(self) -> float: ...  # seconds to wait for one answer
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Nameservers:
+    """Recursive resolvers to ask, and how long to wait for each answer."""
+
+    nameservers: tuple[str, ...]
+    port: int = 53
+    timeout: float = 2.0
+
+
+def make_resolver(nameservers: Iterable[str] = (), timeout: float = 2.0) -> Nameservers:
+    """`IP` or `IP:PORT` nameservers (the system's when none are given: raises dnspython's
+    `NoResolverConfiguration` when it has none). dnspython's resolver is loaded only to read
+    the system's configuration: it pulls in DNS-over-HTTPS, a tenth of a second at start-up."""
     servers = list(nameservers)
-    resolver = dns.asyncresolver.Resolver(configure=not servers)
-    if servers:
-        resolver.nameservers = []
-        ports = set()
-        for server in servers:
-            host, port = _host_port(server)
-            resolver.nameservers.append(host)
-            ports.add(port)
-        if len(ports) > 1:
-            raise ValueError("all --nameserver entries must use the same port")
-        resolver.port = ports.pop()
-    resolver.lifetime = timeout
-    resolver.timeout = timeout
-    resolver.cache = None  # our own cache keeps TTLs across runs
-    return resolver
+    if not servers:
+        import dns.resolver
+
+        system = dns.resolver.Resolver(configure=True)
+        return Nameservers(tuple(str(s) for s in system.nameservers), system.port, timeout)
+    hosts, ports = [], set()
+    for server in servers:
+        host, port = _host_port(server)
+        hosts.append(host)
+        ports.add(port)
+    if len(ports) > 1:
+        raise ValueError("all --nameserver entries must use the same port")
+    return Nameservers(tuple(hosts), ports.pop(), timeout)
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -298,7 +319,7 @@ class DnsEvidence:
     the demo runs this way on answers it seeds itself.
     """
 
-    def __init__(self, resolver: dns.asyncresolver.Resolver | None, *,
+    def __init__(self, resolver: Resolver | None, *,
                  cache: DnsCache | None = None,
                  concurrency: int = 64, clock: Callable[[], float] = time.time,
                  budget: DnsBudget | None = None) -> None:

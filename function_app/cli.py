@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TextIO
 
-import dns.resolver
+import dns.exception
 
 from analysis import AggregateReport, Limits, RejectedInput, iter_files, read_reports
 from analysis.catalog import load_catalog
@@ -216,7 +216,7 @@ def _evidence(args: argparse.Namespace, store: SqliteStore) -> DnsEvidence | Non
         resolver = make_resolver(args.nameserver or (), timeout=args.dns_timeout)
     except ValueError as exc:  # a --nameserver that is not IP[:PORT]
         raise UsageError(str(exc)) from None
-    except dns.resolver.NoResolverConfiguration:
+    except dns.exception.DNSException:  # dnspython's NoResolverConfiguration
         raise UsageError("no system DNS resolver is configured: give --nameserver IP[:PORT] "
                          "or use --offline") from None
     limits = Limits.from_env()  # main() has read it once already: it is valid

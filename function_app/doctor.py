@@ -373,27 +373,24 @@ class _Doctor:
             raise _Failed(str(exc), fix) from None
 
     async def _dns(self) -> str:
-        import dns.asyncresolver
         import dns.exception
-        import dns.resolver
 
-        from analysis.dnsevidence import make_resolver
+        from analysis.dnsevidence import DnsEvidence, DnsTemporaryError, make_resolver
 
         servers = self.settings["nameservers"]
         if servers is None:
             return "skipped: DNS lookups are off (DMARCBOT_NAMESERVERS=none)"
-        resolver = make_resolver(servers) if servers else dns.asyncresolver.Resolver()
-        resolver.lifetime = self.dns_timeout
+        fix = "let the app reach a DNS resolver, or set DMARCBOT_NAMESERVERS"
+        try:
+            resolver = make_resolver(servers, timeout=self.dns_timeout)
+        except dns.exception.DNSException as exc:  # no system resolver configured
+            raise _Failed(f"no DNS resolver ({type(exc).__name__})", fix) from None
         domains = sorted(self.settings["approvals"].default_owners) or ["microsoft.com"]
         name = f"_dmarc.{domains[0]}"
-        try:
-            await resolver.resolve(name, "TXT")
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-            pass  # an answer all the same: the resolver works
-        except dns.exception.DNSException as exc:
-            raise _Failed(f"no answer for {name} ({type(exc).__name__})",
-                          "let the app reach a DNS resolver, or set DMARCBOT_NAMESERVERS") \
-                from None
+        try:  # the way naming asks (analysis.dnsclient): a negative answer is an answer too
+            await DnsEvidence(resolver).lookup(name, "TXT")
+        except DnsTemporaryError as exc:
+            raise _Failed(f"the resolver did not answer ({exc})", fix) from None
         return f"the resolver answered for {name}"
 
 
