@@ -40,7 +40,6 @@ from store.tables import (
     Operation,
     _code,
     _delete,
-    _Item,
     _key,
     _props,
     _rollup_key,
@@ -308,24 +307,11 @@ class TableRetention:
         """Fold the deltas of the batch's reports into their sources, a transaction's worth at
         a time (conditional on what was read, like any fold)."""
         attempts = {row[1] for row in batch.rows}
-        store = self._store
         units = self._units.get(partition)
         if units is None:
-            units = self._units[partition] = store._units(partition)
-        while True:
-            folds: list[_Item] = []
-            for name, unit in sorted(units.items()):
-                gone = sorted(r for r, (_, _, attempt) in unit.deltas.items()
-                              if attempt in attempts)[:ts.OPS // 2]
-                if gone:
-                    base = unit.base
-                    for row in gone:
-                        base = ts.merged(base, unit.deltas[row][0])
-                    folds.append((name, base, gone))
-            if not folds:
-                return
-            for group, _ in store._packs(partition, folds, units):
-                store._write_sources(partition, group, units, [])
+            units = self._units[partition] = self._store._units(partition)
+        self._store._fold_deltas(partition, units, lambda unit: sorted(
+            row for row, (_, _, attempt) in unit.deltas.items() if attempt in attempts))
 
     def _delete_ledger(self, partition: str, batch: Batch, etag: str | None
                        ) -> tuple[Batch, str | None]:

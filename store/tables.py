@@ -22,7 +22,7 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -964,19 +964,8 @@ class TableStore:
                     return None
             if markers:
                 return None  # read what the work left
-            while True:  # each source's deltas, a transaction's worth at a time
-                folds: list[_Item] = []
-                for name, unit in sorted(units.items()):
-                    if len(unit.deltas) >= _COMPACT:
-                        gone = sorted(unit.deltas)[:ts.OPS // 2]
-                        base = unit.base
-                        for row in gone:
-                            base = ts.merged(base, unit.deltas[row][0])
-                        folds.append((name, base, gone))
-                if not folds:
-                    break
-                for group, _ in self._packs(partition, folds, units):
-                    self._write_sources(partition, group, units, [])
+            self._fold_deltas(partition, units, lambda unit: (
+                sorted(unit.deltas) if len(unit.deltas) >= _COMPACT else []))
         except HttpResponseError as exc:
             if _code(exc) not in _CONFLICTS | {"ResourceNotFound"}:
                 raise StoreError(f"{self._name(LEDGER)}: Table Storage refused the request "
@@ -1115,6 +1104,25 @@ class TableStore:
                 notes.append(fence)
             etag = self._write_sources(partition, group, units, notes)
         return True
+
+    def _fold_deltas(self, partition: str, units: dict[tuple[str, str], _Unit],
+                     pick: Callable[[_Unit], list[str]]) -> None:
+        """Fold the deltas `pick` names of each source into its base, a transaction's worth at
+        a time, until it names none (each write conditional on what was read, `units` kept up
+        to date): settling folds sources with many, retention those of its batch."""
+        while True:
+            folds: list[_Item] = []
+            for name, unit in sorted(units.items()):
+                gone = pick(unit)[:ts.OPS // 2]
+                if gone:
+                    base = unit.base
+                    for row in gone:
+                        base = ts.merged(base, unit.deltas[row][0])
+                    folds.append((name, base, gone))
+            if not folds:
+                return
+            for group, _ in self._packs(partition, folds, units):
+                self._write_sources(partition, group, units, [])
 
     def _packs(self, partition: str,
                todo: list[_Item], units: dict[tuple[str, str], _Unit]
