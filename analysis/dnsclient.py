@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import random
+import os
 import socket
 import struct
+from collections.abc import Iterator
 from typing import cast
 
 import dns.exception
@@ -74,9 +75,21 @@ class UdpClient:
         self._transport: asyncio.DatagramTransport | None = None
         self._opening: asyncio.Lock | None = None
         self._pending: dict[int, tuple[bytes, asyncio.Future[Reply]]] = {}
-        self._random = random.SystemRandom()
+        self._ids: Iterator[int] = iter(())
+
+    def _new_id(self) -> int:
+        """An unpredictable query id (answers are matched on it: a guessable one helps a
+        spoofer), drawn from the system's randomness a thousand at a time, not a call each."""
+        qid = next(self._ids, None)
+        if qid is None:
+            self._ids = iter(memoryview(os.urandom(2048)).cast("H").tolist())
+            qid = next(self._ids)
+        return qid
 
     async def _open(self) -> asyncio.DatagramTransport:
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            return transport  # the usual case: no lock for each of thousands of questions
         if self._opening is None:
             self._opening = asyncio.Lock()
         async with self._opening:
@@ -97,7 +110,7 @@ class UdpClient:
         if len(self._pending) >= _MAX_PENDING:
             raise dns.exception.Timeout(timeout=0)  # callers bound concurrency far below this
         while True:
-            qid = self._random.randrange(65536)
+            qid = self._new_id()
             if qid not in self._pending:
                 break
         loop = asyncio.get_running_loop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import threading
 
@@ -47,3 +48,14 @@ def test_an_answer_with_another_opcode_is_not_taken_for_ours() -> None:
         thread.join(timeout=5)
         server.close()
     assert answer.rcode == dns.rcode.NXDOMAIN  # the second datagram's, not the first's
+
+
+def test_query_ids_are_unpredictable_and_never_run_out() -> None:
+    """Answers are matched on the id: ids come from the system's randomness, refilled as they
+    are used (more are drawn here than one refill holds)."""
+    client = UdpClient("127.0.0.1", 53)
+    ids = [client._new_id() for _ in range(5000)]
+    assert all(0 <= i < 65536 for i in ids)
+    assert len(set(ids)) > 4700  # about 4,820 distinct expected of 5,000 uniform draws
+    steps = {(b - a) % 65536 for a, b in itertools.pairwise(ids)}
+    assert len(steps) > 4700  # no counter, no fixed stride
