@@ -28,6 +28,7 @@ from analysis.dnsevidence import (
     DnsEvidence,
     Network,
     Reverse,
+    heap_frozen,
     parse_ip,
 )
 from analysis.rollup import RollupKey, SourceRollup
@@ -286,6 +287,12 @@ async def gather_evidence(activities: Sequence[SourceActivity], dns: DnsEvidence
                           catalog: Catalog) -> EvidenceBundle:
     """Look up, concurrently, what `identify` can use for these activities, within the run's
     DNS budget: the catalog's SPF trees once, then domain by domain each its share of time."""
+    with heap_frozen():
+        return await _gather(activities, dns, catalog)
+
+
+async def _gather(activities: Sequence[SourceActivity], dns: DnsEvidence,
+                  catalog: Catalog) -> EvidenceBundle:
     budget: DnsBudget = dns.run_budget()
     by_domain: dict[str, list[SourceActivity]] = defaultdict(list)
     for a in activities:
@@ -320,14 +327,10 @@ async def gather_evidence(activities: Sequence[SourceActivity], dns: DnsEvidence
         plan = plan_lookups(by_domain[domain], budget.max_sources)
         for ip, why in plan.skipped.items():
             skipped.setdefault(ip, (DNS_BUDGET, why))
-        to_ask = []
-        for ip in plan.ips:  # what the cache already answers needs no task
-            if ip not in reverse:
-                known = dns.cached_reverse(ip, could_name)
-                if known is None:
-                    to_ask.append(ip)
-                else:
-                    reverse[ip] = known
+        # what the cache already answers needs no task
+        reverse.update(dns.cached_reverses([ip for ip in plan.ips if ip not in reverse],
+                                           could_name))
+        to_ask = [ip for ip in plan.ips if ip not in reverse]
         with dns.deadline(budget.next_share()):
             reverse_results, dkim_results = await asyncio.gather(
                 each(to_ask, lambda ip: dns.reverse(ip, could_name), 2 * dns.concurrency),

@@ -133,6 +133,9 @@ class Store(Protocol):
 
     def get_answer(self, name: str, rdtype: str, now: float) -> Answer | None: ...
 
+    def get_answers(self, keys: Collection[tuple[str, str]], now: float
+                    ) -> dict[tuple[str, str], Answer]: ...
+
     def put_answer(self, answer: Answer) -> None: ...
 
     def flush(self) -> None:

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import sqlite3
 import time
+from collections import defaultdict
 from collections.abc import Collection, Iterator
 from datetime import UTC, date, datetime
 from importlib import resources
@@ -428,6 +429,24 @@ class SqliteStore:
         if row is None:
             return None
         return Answer(name, rdtype, tuple(json.loads(row[0])), row[1], bool(row[2]), row[3])
+
+    def get_answers(self, keys: Collection[tuple[str, str]], now: float
+                    ) -> dict[tuple[str, str], Answer]:
+        """One statement per type and 5,000 names, not one per answer (a warm run reads
+        17,000: a third of its time when read one by one)."""
+        names: dict[str, list[str]] = defaultdict(list)
+        for name, rdtype in keys:
+            names[rdtype].append(name)
+        out = {}
+        for rdtype, wanted in names.items():
+            for at in range(0, len(wanted), 5000):
+                for name, records, canonical, nxdomain, expires in self._db.execute(
+                        "SELECT name, records, canonical, nxdomain, expires FROM dns_cache"
+                        " WHERE rdtype = ? AND name IN (SELECT value FROM json_each(?))"
+                        " AND expires > ?", (rdtype, json.dumps(wanted[at:at + 5000]), now)):
+                    out[name, rdtype] = Answer(name, rdtype, tuple(json.loads(records)),
+                                               canonical, bool(nxdomain), expires)
+        return out
 
     def put_answer(self, answer: Answer) -> None:
         self._db.execute(

@@ -1208,6 +1208,12 @@ class TableStore:
             found = self._stored_answer(partition, row)
         return found if found is not None and found.expires > now else None
 
+    def get_answers(self, keys: Collection[tuple[str, str]], now: float
+                    ) -> dict[tuple[str, str], Answer]:
+        """`get_answer` for each: a partition is read whole from its second name on."""
+        return {key: answer for key in keys
+                if (answer := self.get_answer(*key, now)) is not None}
+
     def _stored_answer(self, partition: str, row: str) -> Answer | None:
         loaded = self._dns.get(partition)
         if loaded is None or loaded[0] < time.monotonic() - _DNS_FRESH:

@@ -12,7 +12,13 @@ from typing import Any, TypeVar
 
 import pytest
 
-from analysis.dnsevidence import DnsEvidence, DnsTemporaryError, MemoryCache, make_resolver
+from analysis.dnsevidence import (
+    DnsEvidence,
+    DnsTemporaryError,
+    MemoryCache,
+    heap_frozen,
+    make_resolver,
+)
 from tests.dnslab.blackhole import BlackHole
 from tests.dnslab.server import KnotServer
 
@@ -191,6 +197,24 @@ def test_naming_does_not_load_dnspythons_resolver_or_dns_over_https() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "[]"
+
+
+def test_lookups_run_with_the_heap_frozen_and_give_it_back() -> None:
+    """Objects alive when lookups start are left to the garbage collector's permanent
+    generation until the last of any nested (or concurrent) lookup runs ends."""
+    import gc
+
+    assert gc.get_freeze_count() == 0
+    with heap_frozen():
+        outer = gc.get_freeze_count()
+        assert outer > 1000  # the modules, the test's objects: everything alive
+        with heap_frozen():
+            assert gc.get_freeze_count() >= outer
+        assert gc.get_freeze_count() >= outer  # the outer run is still looking up
+    assert gc.get_freeze_count() == 0
+    with pytest.raises(LookupError), heap_frozen():
+        raise LookupError
+    assert gc.get_freeze_count() == 0
 
 
 def test_the_store_keeps_answers_across_runs_until_their_ttl(dns_server: KnotServer,

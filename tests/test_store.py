@@ -340,6 +340,26 @@ def test_dns_cache_round_trips_and_expires(store: AnyStore) -> None:
                                                          False, now + 5)
 
 
+def test_dns_answers_read_in_bulk_are_those_read_one_by_one(store: AnyStore) -> None:
+    """`get_answers` (a warm run's 17,000 reads at once) gives what `get_answer` gives, over
+    more names than one of SQLite's statements takes."""
+    now = time.time()
+    names = [f"{i}.2.0.192.in-addr.arpa" for i in range(5200)] + list(ODD)
+    for i, name in enumerate(names):
+        store.put_answer(Answer(name, "PTR", (f"host{i}.example",), name, False,
+                                now + (10 if i % 7 else -1)))  # one in seven has expired
+        if i % 3 == 0:
+            store.put_answer(Answer(f"host{i}.example", "A", (), f"host{i}.example", True,
+                                    now + 60))
+    store.flush()
+    keys = {(n, t) for n in names for t in ("PTR", "A")} | {
+        (f"host{i}.example", t) for i in range(0, len(names), 3) for t in ("A", "AAAA")}
+    expected = {k: a for k in keys if (a := store.get_answer(*k, now)) is not None}
+    assert len(expected) > 6000
+    assert store.get_answers(keys, now) == expected
+    assert store.get_answers([], now) == {}
+
+
 def test_table_storage_reads_the_dns_cache_by_partition(azurite: Azurite) -> None:
     """Issue 14: a run asks tens of thousands of cached names; one point read each would cost as
     many requests. From the second name in a partition on, the partition is read whole."""
