@@ -28,7 +28,6 @@ from analysis.dnsevidence import (
     DnsEvidence,
     Network,
     Reverse,
-    heap_frozen,
     parse_ip,
 )
 from analysis.rollup import RollupKey, SourceRollup
@@ -287,12 +286,6 @@ async def gather_evidence(activities: Sequence[SourceActivity], dns: DnsEvidence
                           catalog: Catalog) -> EvidenceBundle:
     """Look up, concurrently, what `identify` can use for these activities, within the run's
     DNS budget: the catalog's SPF trees once, then domain by domain each its share of time."""
-    with heap_frozen():
-        return await _gather(activities, dns, catalog)
-
-
-async def _gather(activities: Sequence[SourceActivity], dns: DnsEvidence,
-                  catalog: Catalog) -> EvidenceBundle:
     budget: DnsBudget = dns.run_budget()
     by_domain: dict[str, list[SourceActivity]] = defaultdict(list)
     for a in activities:

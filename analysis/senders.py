@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from analysis.catalog import Catalog
-from analysis.dnsevidence import DnsEvidence
+from analysis.dnsevidence import DnsEvidence, heap_frozen
 from analysis.identify import (
     EvidenceBundle,
     Identifier,
@@ -31,15 +31,19 @@ async def analyse_activities(activities: list[SourceActivity], catalog: Catalog,
                              ) -> tuple[list[SourceVerdict], list[ServiceVerdict], EvidenceBundle]:
     """Name and judge every source on its own evidence, then group them into lines per
     (domain, service, account). `dns=None` works offline: only the evidence inside the reports
-    (DKIM and SPF domains) is used."""
-    bundle = (await gather_evidence(activities, dns, catalog) if dns is not None
-              else EvidenceBundle.offline())
-    identifier = Identifier(catalog, bundle)
-    m365 = bundle.service_networks.get(MICROSOFT_365)
-    m365_index = NetworkIndex({MICROSOFT_365: m365}) if m365 else None
-    sources = judge_sources([identifier.identify(a) for a in activities], catalog, m365_index,
-                            bundle.dkim_targets)
-    return sources, service_verdicts(sources, catalog), bundle
+    (DKIM and SPF domains) is used.
+
+    The heap is frozen meanwhile (`heap_frozen`): the sources, the catalog and the modules
+    outlive the step, and full collections re-scanning them stalled the answers in flight."""
+    with heap_frozen():
+        bundle = (await gather_evidence(activities, dns, catalog) if dns is not None
+                  else EvidenceBundle.offline())
+        identifier = Identifier(catalog, bundle)
+        m365 = bundle.service_networks.get(MICROSOFT_365)
+        m365_index = NetworkIndex({MICROSOFT_365: m365}) if m365 else None
+        sources = judge_sources([identifier.identify(a) for a in activities], catalog,
+                                m365_index, bundle.dkim_targets)
+        return sources, service_verdicts(sources, catalog), bundle
 
 
 async def analyse_rollups(rows: Iterable[tuple[RollupKey, int]], catalog: Catalog,

@@ -6,13 +6,14 @@ import asyncio
 import ipaddress
 import subprocess
 import sys
-from collections.abc import Coroutine
+from collections.abc import Collection, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
 from analysis.dnsevidence import (
+    Answer,
     DnsEvidence,
     DnsTemporaryError,
     MemoryCache,
@@ -199,9 +200,9 @@ def test_naming_does_not_load_dnspythons_resolver_or_dns_over_https() -> None:
     assert out.stdout.strip() == "[]"
 
 
-def test_lookups_run_with_the_heap_frozen_and_give_it_back() -> None:
-    """Objects alive when lookups start are left to the garbage collector's permanent
-    generation until the last of any nested (or concurrent) lookup runs ends."""
+def test_naming_runs_with_the_heap_frozen_and_gives_it_back() -> None:
+    """Objects alive when a naming step starts are left in the garbage collector's permanent
+    generation until the last of any nested (or concurrent) steps ends."""
     import gc
 
     assert gc.get_freeze_count() == 0
@@ -210,10 +211,34 @@ def test_lookups_run_with_the_heap_frozen_and_give_it_back() -> None:
         assert outer > 1000  # the modules, the test's objects: everything alive
         with heap_frozen():
             assert gc.get_freeze_count() >= outer
-        assert gc.get_freeze_count() >= outer  # the outer run is still looking up
+        assert gc.get_freeze_count() >= outer  # the outer step still runs
     assert gc.get_freeze_count() == 0
     with pytest.raises(LookupError), heap_frozen():
         raise LookupError
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_naming_step_reads_its_evidence_with_the_heap_frozen() -> None:
+    import gc
+
+    from analysis.catalog import load_catalog
+    from analysis.identify import SourceActivity
+    from analysis.senders import analyse_activities
+
+    frozen: list[int] = []
+
+    class Watching(MemoryCache):
+        def get_answers(self, keys: Collection[tuple[str, str]], now: float
+                        ) -> dict[tuple[str, str], Answer]:
+            frozen.append(gc.get_freeze_count())
+            return super().get_answers(keys, now)
+
+    source = SourceActivity("contoso.com", "192.0.2.7", 3, 0, 0, 0, (), (), (),
+                            ("contoso.com",), "2025-12-01", "2025-12-01")
+    sources, _, _ = run(analyse_activities([source], load_catalog(),
+                                           DnsEvidence(None, cache=Watching())))
+    assert [s.identification.activity for s in sources] == [source]
+    assert frozen and all(count > 1000 for count in frozen)
     assert gc.get_freeze_count() == 0
 
 
