@@ -1,7 +1,8 @@
 """DNS evidence: reverse DNS, SPF trees, DKIM selectors and DMARC records, looked up concurrently.
 
-The only I/O in `analysis/` is through the dnspython resolver handed in, so tests point it at a
-real server on loopback and the command line at the user's resolvers (or none: `--offline`).
+The only I/O in `analysis/` goes to the resolvers handed in (`Resolver`: `make_resolver`'s
+`Nameservers` or a dnspython resolver's settings), so tests point it at a real server on
+loopback and the command line at the user's resolvers (or none: `--offline`).
 Answers are cached with their TTL in a `DnsCache` (the store's, across runs); NXDOMAIN and
 "no such record" are cached as negative answers, while timeouts and SERVFAIL are never cached:
 they raise `DnsTemporaryError` so the caller can say "try again", not "no record".

@@ -387,10 +387,13 @@ class _Doctor:
             raise _Failed(f"no DNS resolver ({type(exc).__name__})", fix) from None
         domains = sorted(self.settings["approvals"].default_owners) or ["microsoft.com"]
         name = f"_dmarc.{domains[0]}"
+        evidence = DnsEvidence(resolver)
         try:  # the way naming asks (analysis.dnsclient): a negative answer is an answer too
-            await DnsEvidence(resolver).lookup(name, "TXT")
+            await evidence.lookup(name, "TXT")
         except DnsTemporaryError as exc:
             raise _Failed(f"the resolver did not answer ({exc})", fix) from None
+        finally:
+            evidence.close()
         return f"the resolver answered for {name}"
 
 
