@@ -413,8 +413,8 @@ def cmd_posture(args: argparse.Namespace, limits: Limits) -> int:
         from graph.mta_sts import HttpsPolicyFetcher  # httpx only for this command
 
         posture = aio.run(domain_posture(store, load_catalog(), evidence,
-                                             args.domain.lower(), since=since,
-                                             sts_fetcher=HttpsPolicyFetcher()))
+                                         args.domain.lower(), since=since,
+                                         sts_fetcher=HttpsPolicyFetcher()))
     if args.json:
         print(_JSON.encode(_posture_json(posture)))
     else:
@@ -458,14 +458,14 @@ def cmd_demo(args: argparse.Namespace, limits: Limits) -> int:
         outbox = Outbox(Path(args.outbox) if args.outbox else folder / "outbox")
         owners = ApprovalSettings(default_owners={s.domain: f"it@{s.domain}" for s in summaries})
         sent = aio.run(notify(Asking(StoreRecords(store), outbox, owners), services,
-                                  dt.datetime.now(dt.UTC)))
+                              dt.datetime.now(dt.UTC)))
         period = (yesterday - dt.timedelta(days=6), yesterday)
         for posture in postures:
             statuses_here = {k: v for (d, k), v in statuses.items() if d == posture.domain}
             digest = digest_card(digest_facts_from(posture, services, statuses_here,
                                                    period=period))
             aio.run(outbox.send(f"it@{posture.domain}", digest, kind="digest",
-                                    domain=posture.domain))
+                                domain=posture.domain))
     print(f"Wrote {len(files)} sample report files to {reports}")
     print(f"Ingested them into {args.db}: {counts['stored']} reports stored, "
           f"{counts['duplicate']} duplicates, {counts['rejected']} rejected")
@@ -560,8 +560,8 @@ def cmd_decide(args: argparse.Namespace, limits: Limits) -> int:
     with _open_store(args) as store:
         try:
             outcome = aio.run(take_decision(StoreRecords(store), args.domain, args.service,
-                                                verb, args.as_, now, approvals,
-                                                new_owner=args.not_mine))
+                                            verb, args.as_, now, approvals,
+                                            new_owner=args.not_mine))
         except Refused as exc:
             _say(f"dmarcbot: {exc}")
             return 2 if exc.code in ("unknown-sender", "no-owner") else 1
@@ -573,10 +573,10 @@ def cmd_decide(args: argparse.Namespace, limits: Limits) -> int:
         outbox = Outbox(Path(args.outbox) if args.outbox else settings.default_outbox())
         if verdict is not None and outcome.changed:
             aio.run(outbox.send(args.as_, decided_card(verdict, item), kind="decision",
-                                    domain=item.policy_domain, service=item.service_key))
+                                domain=item.policy_domain, service=item.service_key))
             if verb == "notmine":  # the new owner is asked now, not at the next run
                 aio.run(notify(Asking(StoreRecords(store), outbox, approvals), [verdict],
-                                   now))
+                               now))
     if not outcome.changed:
         wanted = {"approve": "Approved", "reject": "Rejected"}.get(verb)
         line = (f"{item.policy_domain} {item.service_key}: {item.status} already, decided by "

@@ -78,7 +78,7 @@ def cmd_sharepoint(args: argparse.Namespace, limits: Limits) -> int:
             print(f"DMARCBOT_SP_LIST_ID={list_id}")
         else:
             granted = aio.run(_grant(credential, graph_url(), args.site, args.list,
-                                         args.app_id))
+                                     args.app_id))
             print(f"app {args.app_id} {'may now' if granted else 'could already'} read and "
                   "write the senders list, and nothing else of the site")
     except GraphError as exc:
