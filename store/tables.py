@@ -664,15 +664,18 @@ class TableStore:
         return records, messages, pending
 
     def _rows_of(self, partition: str, days: list[date], same: str, attempt: str
-                 ) -> Counter[RollupKey]:
-        """The rollup rows one attempt wrote for a report, summed per key (chunks add up)."""
-        rows: Counter[RollupKey] = Counter()
+                 ) -> dict[RollupKey, int]:
+        """The rollup rows one attempt wrote for a report, summed per key (chunks add up). A
+        plain dict: a row of no messages is kept, so it counts (`Counter` equality would
+        ignore it, and take a copy with another source of no mail for a duplicate)."""
+        rows: dict[RollupKey, int] = {}
         for day in days:
             for e in self._query(ROLLUPS, "PartitionKey eq @pk and RowKey ge @low and RowKey lt"
                                  " @high", {"pk": f"{partition}!{day.isoformat()}",
                                             "low": f"{same}-{attempt}-",
                                             "high": f"{same}-{attempt}."}):
-                rows[_rollup_key(e)] += _value(e["messages"])
+                key = _rollup_key(e)
+                rows[key] = rows.get(key, 0) + _value(e["messages"])
         return rows
 
     def _write_rollups(self, rows: dict[RollupKey, int], row_prefix: str,

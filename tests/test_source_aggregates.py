@@ -293,6 +293,29 @@ def test_domains_lists_each_domain_and_those_stored_since(
     assert store.domains(stored_since="2999-01-01") == []
 
 
+def test_copies_that_differ_in_a_record_of_no_mail_conflict(
+        open_store: Callable[[], AnyStore]) -> None:
+    """A record of no messages is kept (its source shows, with none), so a second report
+    under the key with another address there is other content: a conflict, on both stores."""
+    store = open_store()
+    first, other = (aggregate_xml(record_xml(ip, 0) + record_xml("192.0.2.6", 4),
+                                  report_id="z", domain="a.example")
+                    for ip in ("192.0.2.5", "198.51.100.5"))
+    assert add(store, [Delivery(first, None), Delivery(first, None),
+                       Delivery(other, None)]) == ["stored", "duplicate", "conflict"]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_both_stores_tell_copies_from_conflicts_alike(azurite: Azurite, tmp_path: Path,
+                                                      seed: int) -> None:
+    deliveries = generated(seed, 60)
+    with SqliteStore(tmp_path / "lite.sqlite3") as lite, \
+            tables(azurite, unique_prefix()) as remote:
+        results = add(lite, deliveries)
+        assert {"duplicate", "conflict"} <= set(results)
+        assert add(remote, deliveries) == results
+
+
 def test_all_domains_stream_one_at_a_time(open_store: Callable[[], AnyStore]) -> None:
     store = open_store()
     add(store, generated(5, 30))
