@@ -209,7 +209,7 @@ def _strict_effect(strict: Intent, weak: Intent, ready: Readiness | None) -> str
         return head + "every message that fails DMARC: move up only as the plan says"
     if ready.blockers:
         names = ", ".join(b.split(":", 1)[0] for b in ready.blockers)
-        return head + (f"the failing mail of the {len(ready.blockers)} blocker(s) ({names}), "
+        return head + (f"the failing mail of {_the_blockers(len(ready.blockers))} ({names}), "
                        "mail that receivers deliver today")
     if not ready.considered:
         return head + ("any of the domain's mail that fails DMARC: no sender is approved or "
@@ -219,6 +219,10 @@ def _strict_effect(strict: Intent, weak: Intent, ready: Readiness | None) -> str
         return head + (f"those of the {failing:,} approved messages without aligned DKIM that "
                        "fail SPF alignment too")
     return head + "no approved mail (all of it passes with aligned DKIM): the plan moves one step"
+
+
+def _the_blockers(count: int) -> str:
+    return "the blocker" if count == 1 else f"the {count} blockers"
 
 
 def _duplicate_effect(policy: dmarc_rules.DmarcPolicy, ready: Readiness | None
@@ -404,7 +408,8 @@ def plan(domain: str, record: DmarcRecord, considered: int, ready: int,
         return policy, (f"{mend}stay at p={policy}: no sender is approved or passes with "
                         "aligned DKIM yet; resolve the blockers first"), fix
     if blockers:
-        return policy, (f"{mend}stay at p={policy} until the {len(blockers)} blocker(s) are "
+        are = "is" if len(blockers) == 1 else "are"
+        return policy, (f"{mend}stay at p={policy} until {_the_blockers(len(blockers))} {are} "
                         f"resolved ({_pct(ready, considered)} of approved mail passes with "
                         "aligned DKIM)"), fix
     if share < TEST:

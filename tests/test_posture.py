@@ -116,7 +116,9 @@ def test_next_policy_moves_one_level_with_t_y_when_nearly_ready() -> None:
     stay = plan("contoso.example", none, 1000, 900, [], 0)
     assert stay[0] == "none" and stay[2] == [] and "only 90 %" in stay[1]
     blocked = plan("contoso.example", none, 1000, 1000, ["Mailchimp: pending"], 0)
-    assert blocked[0] == "none" and "1 blocker" in blocked[1]
+    assert blocked[0] == "none" and "until the blocker is resolved" in blocked[1]
+    two = plan("contoso.example", none, 1000, 1000, ["Mailchimp: pending", "Zoom: pending"], 0)
+    assert "until the 2 blockers are resolved" in two[1]
     quarantine = dmarc("v=DMARC1; p=quarantine; rua=mailto:r@contoso.example")
     lists = plan("contoso.example", quarantine, 1000, 1000, [], 50)
     assert lists[0] == "reject" and "mailing lists" in lists[1]
@@ -516,7 +518,8 @@ def test_posture_speaks_per_line(dns_server: KnotServer, tmp_path: Path) -> None
     assert (posture["considered_messages"], posture["ready_messages"]) == (11_150, 11_000)
     assert sum(ln["messages"] for ln in posture["lines"] if ln["considered"]) == 11_150
     assert {n for n, ln in lines.items() if ln["considered"]} == {OWN_M365, OWN_SENDGRID}
-    assert posture["next_policy"] == "none" and "1 blocker(s)" in posture["next_step"]
+    assert posture["next_policy"] == "none"
+    assert "until the blocker is resolved" in posture["next_step"]
 
     text = subprocess.run(ask, capture_output=True, text=True, timeout=60, check=True).stdout
     stops = text.split("enforcement stops", 1)[1].split("to answer", 1)[0]
