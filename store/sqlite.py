@@ -432,8 +432,8 @@ class SqliteStore:
 
     def get_answers(self, keys: Collection[tuple[str, str]], now: float
                     ) -> dict[tuple[str, str], Answer]:
-        """One statement per type and 5,000 names, not one per answer (a warm run reads
-        17,000: a third of its time when read one by one)."""
+        """One statement per type and 5,000 names, not one per answer: a warm run of 10,000
+        sources reads 17,000 (about 0.1 s of it when read one by one)."""
         names: dict[str, list[str]] = defaultdict(list)
         for name, rdtype in keys:
             names[rdtype].append(name)
