@@ -16,6 +16,8 @@ from store import SqliteStore
 from store.sqlite import _migrations, _statements, latest_schema_version
 from tests.builders import aggregate_xml, record_xml
 from tests.test_source_aggregates import (
+    BEGIN,
+    DAY,
     DOMAINS,
     TRUSTS,
     Delivery,
@@ -25,8 +27,6 @@ from tests.test_source_aggregates import (
     generated,
 )
 
-DAY = 86400
-BEGIN = 1764288000  # 2025-11-28T00:00:00Z
 #: Version 7's daily rows: the pattern's columns in every row.
 _V7_DAILY = ("policy_domain, day, source_ip, header_from, envelope_from, dkim, spf,"
              " dkim_aligned, spf_aligned, disposition, reasons, report, messages")
