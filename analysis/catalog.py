@@ -11,6 +11,7 @@ caller's job.
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 import tomllib
 from collections.abc import Mapping
@@ -130,6 +131,11 @@ class Catalog:
         frozen = {kind: {v: tuple(m) for v, m in index.items()} for kind, index in by_value.items()}
         object.__setattr__(self, "_by_key", by_key)
         object.__setattr__(self, "_by_value", frozen)
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """Of every service and fact: what a source was named with (analysis.remembered)."""
+        return hashlib.sha256(repr(self.services).encode()).hexdigest()
 
     def get(self, key: str) -> Service:
         """The service with this key; KeyError if the catalog has none."""

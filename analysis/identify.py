@@ -216,7 +216,8 @@ class LookupPlan:
     selectors: tuple[tuple[str, str], ...]  # (selector, d=), most mail first
 
 
-def plan_lookups(activities: Sequence[SourceActivity], max_sources: int) -> LookupPlan:
+def plan_lookups(activities: Sequence[SourceActivity], max_sources: int,
+                 context: Sequence[SourceActivity] = ()) -> LookupPlan:
     """The sources that matter: by messages, at most `max_sources`, an IPv6 /64 counting once.
 
     A /64 is one subnet (RFC 4291), so one operator's: its addresses share the reverse zone's
@@ -225,7 +226,7 @@ def plan_lookups(activities: Sequence[SourceActivity], max_sources: int) -> Look
     busiest first, so a flood from one /64 cannot crowd out other networks. A PTR proves only
     the address it confirms: an address not looked up is not given its neighbour's name. Only
     the domain's own passing DKIM selectors are asked (anyone can point their own at a vendor),
-    at most `max_sources` of them.
+    at most `max_sources` of them, of `context` (sources named before, not looked up now) too.
     """
     units: dict[str, list[SourceActivity]] = defaultdict(list)
     for a in activities:
@@ -254,7 +255,7 @@ def plan_lookups(activities: Sequence[SourceActivity], max_sources: int) -> Look
         skipped[a.ip] = (f"the {max_sources:,}-source cap was reached; an IPv6 /64 counts once "
                          f"({unit}: {first} was looked up)")
     volume: Counter[tuple[str, str]] = Counter()
-    for a in activities:
+    for a in (*activities, *context):
         for (d, sel, result), n in a.dkim:
             if sel and result == "pass" and own(a.domain, d.lower()):
                 volume[sel, d] += n
@@ -283,17 +284,27 @@ async def each(items: Sequence[T], work: Callable[[T], Awaitable[R]], width: int
 
 
 async def gather_evidence(activities: Sequence[SourceActivity], dns: DnsEvidence,
-                          catalog: Catalog) -> EvidenceBundle:
+                          catalog: Catalog, context: Sequence[SourceActivity] = ()
+                          ) -> EvidenceBundle:
     """Look up, concurrently, what `identify` can use for these activities, within the run's
-    DNS budget: the catalog's SPF trees once, then domain by domain each its share of time."""
+    DNS budget: the catalog's SPF trees once, then domain by domain each its share of time.
+
+    `context`: the domain's other sources, named before and kept (analysis.remembered). Their
+    reverse DNS is not looked up, but the facts of the whole domain (its own SPF record, its
+    DKIM selectors) are gathered for them too, so the bundle is the one naming all would give.
+    """
     budget: DnsBudget = dns.run_budget()
     by_domain: dict[str, list[SourceActivity]] = defaultdict(list)
     for a in activities:
         by_domain[a.domain].append(a)
+    kept: dict[str, list[SourceActivity]] = defaultdict(list)
+    for a in context:
+        kept[a.domain].append(a)
+        by_domain.setdefault(a.domain, [])
     budget.plan(len(by_domain))
     includes = sorted({(s.key, f.value) for s in catalog.services
                        for f in s.facts("spf_include")})
-    own_names = own_spf_names(activities)
+    own_names = own_spf_names([*activities, *context])
     with dns.deadline(budget.run_deadline()):
         spf_results, own_results = await asyncio.gather(
             asyncio.gather(*(dns.spf_tree(include) for _, include in includes)),
@@ -317,7 +328,7 @@ async def gather_evidence(activities: Sequence[SourceActivity], dns: DnsEvidence
     reverse: dict[str, Reverse] = {}
     skipped: dict[str, tuple[str, str]] = {}
     for domain in sorted(by_domain):
-        plan = plan_lookups(by_domain[domain], budget.max_sources)
+        plan = plan_lookups(by_domain[domain], budget.max_sources, kept[domain])
         for ip, why in plan.skipped.items():
             skipped.setdefault(ip, (DNS_BUDGET, why))
         # what the cache already answers needs no task
@@ -369,8 +380,8 @@ def own_spf_names(activities: Sequence[SourceActivity]) -> list[str]:
             name = d.lower()
             if result == "pass" and name != a.domain and own(a.domain, name):
                 volume[a.domain][name] += n
-    for counter in volume.values():
-        for name, _ in counter.most_common(MAX_OWN_SPF):
+    for counter in volume.values():  # ties by name: any order of sources gives the same names
+        for name, _ in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_OWN_SPF]:
             names.setdefault(name, None)
     return list(names)
 

@@ -12,14 +12,20 @@ from typing import Literal
 from analysis import Limits, RejectedInput, iter_files, read_reports
 from analysis.catalog import Catalog
 from analysis.dnsevidence import DnsBudget, DnsEvidence
-from analysis.identify import SourceActivity, activities_from_rollups, activities_from_sources
+from analysis.identify import (
+    EvidenceBundle,
+    SourceActivity,
+    activities_from_rollups,
+    activities_from_sources,
+)
 from analysis.mailauth import judge, reporter_domain
 from analysis.model import AggregateReport, MailEvidence
 from analysis.posture import Posture, assess
 from analysis.records.mtasts import PolicyFetcher
+from analysis.remembered import decode, encode, naming_context, needs_lookup, setup_digest
 from analysis.rollup import ledger_key
 from analysis.senders import analyse_activities
-from analysis.verdicts import ServiceVerdict
+from analysis.verdicts import ServiceVerdict, SourceVerdict
 from analysis.volume import VolumeCheck
 from function_app.settings import (
     approval_settings,
@@ -134,6 +140,54 @@ def believed_activities(store: Store, domain: str, since: str | None = None
                                                  trusted_reporters=trusted))
 
 
+async def name_domain(store: Store, catalog: Catalog, dns: DnsEvidence | None, domain: str,
+                      since: str | None = None
+                      ) -> tuple[list[ServiceVerdict], EvidenceBundle]:
+    """Name and judge one domain's sources (over its whole history unless `since`).
+
+    Over the whole history only the sources whose reports changed since the last naming are
+    named again, when the store kept the others' identifications and the context they were
+    made in still holds (analysis.remembered); otherwise every source is, and the store keeps
+    them all for next time. Either way every source is judged again, and the lines are the
+    ones naming them all would give.
+    """
+    trusted = trusted_reporters()
+    if since is not None:
+        _, services, bundle = await analyse_activities(
+            believed_activities(store, domain, since), catalog, dns)
+        return services, bundle
+    recalled = store.recall_naming(domain, trusted_reporters=trusted)
+    if recalled.context is not None and recalled.context.startswith(
+            setup_digest(catalog, trusted, offline=dns is None) + "-"):
+        try:
+            kept = [decode(domain, text) for text in recalled.kept.values()]
+        except ValueError as exc:
+            log.warning("%s; naming the whole history of %s again", exc, domain)
+        else:
+            again = [k.activity for k in kept if needs_lookup(k)]
+            changed = activities_from_sources(recalled.changed) + again
+            sources, services, bundle = await analyse_activities(
+                changed, catalog, dns, kept=[k for k in kept if not needs_lookup(k)])
+            context = naming_context(catalog, bundle, trusted)
+            if context == recalled.context:
+                named = {a.ip for a in changed}
+                _remember(store, domain, context,
+                          [s for s in sources if s.identification.activity.ip in named],
+                          whole=False)
+                return services, bundle
+    activities = activities_from_sources(store.sources(domain, trusted_reporters=trusted))
+    sources, services, bundle = await analyse_activities(activities, catalog, dns)
+    _remember(store, domain, naming_context(catalog, bundle, trusted), sources, whole=True)
+    return services, bundle
+
+
+def _remember(store: Store, domain: str, context: str, sources: Iterable[SourceVerdict], *,
+              whole: bool) -> None:
+    store.remember_naming(domain, context, {s.identification.activity.ip:
+                                            encode(s.identification) for s in sources},
+                          whole=whole)
+
+
 async def senders_by_domain(store: Store, catalog: Catalog, dns: DnsEvidence | None,
                             domains: Iterable[str] | None = None, *, since: str | None = None
                             ) -> AsyncIterator[tuple[list[ServiceVerdict],
@@ -146,8 +200,7 @@ async def senders_by_domain(store: Store, catalog: Catalog, dns: DnsEvidence | N
         dns.budget.plan(len(chosen))
     for domain in chosen:
         left = dns.budget.domains_left if dns is not None and dns.budget else 0
-        _, services, bundle = await analyse_activities(believed_activities(store, domain, since),
-                                                       catalog, dns)
+        services, bundle = await name_domain(store, catalog, dns, domain, since)
         if dns is not None and dns.budget and dns.budget.domains_left == left:
             dns.budget.next_share()  # nothing believed to look up: its share goes to the rest
         if bundle.temporary:

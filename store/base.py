@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from datetime import date
 from typing import Literal, Protocol
 
@@ -64,6 +64,23 @@ class InventoryItem:
     alerted_at: str | None = None  # the last day of sending its owner was alerted about
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Recalled:
+    """What the last naming of a domain left for this one (`Store.recall_naming`)."""
+
+    #: analysis.remembered.naming_context of the kept identifications; None when nothing is
+    #: remembered (then the domain's whole history is named, from `Store.sources`)
+    context: str | None
+    #: source IP -> its identification (analysis.remembered.encode), for each source whose
+    #: reports did not change since
+    kept: dict[str, str]
+    #: the whole believed history (as `Store.sources` gives it) of every source that changed
+    changed: list[SourceRollup]
+
+
+NOTHING_RECALLED = Recalled(None, {}, [])
+
+
 def basis(unverified: str | None, reporter_domain: str | None) -> str:
     """Whom a report's rows in the source rollups are believed on: '' believed, `~<reporter
     domain>` unverified or held (believed once the reporter is trusted, as `Store.rollups`)."""
@@ -114,6 +131,21 @@ class Store(Protocol):
         ingest and by retention, so reading it costs the domain's distinct sending patterns,
         not its days; `analysis.identify.activities_from_sources` turns it into the sources that
         `rollups(domain=...)` would give, exactly (issue 14)."""
+        ...
+
+    def recall_naming(self, domain: str, *, trusted_reporters: Collection[str] = ()
+                      ) -> Recalled:
+        """The identifications the last naming of the domain's whole history kept, and the
+        history of the sources that changed since: what a naming needs to name only those.
+        From here on, a change counts for the next naming unless `remember_naming` follows."""
+        ...
+
+    def remember_naming(self, domain: str, context: str, identifications: Mapping[str, str],
+                        *, whole: bool) -> None:
+        """Keep these identifications (source IP -> analysis.remembered.encode) and their
+        context for the next naming, after the one that `recall_naming` began: `whole` when
+        every source of the domain was named (the others are forgotten), else only the sources
+        that changed. A store may keep nothing (then every naming reads the whole history)."""
         ...
 
     def domains(self, *, stored_since: str | None = None) -> list[str]:

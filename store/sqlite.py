@@ -7,7 +7,7 @@ import json
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from datetime import UTC, date, datetime
 from importlib import resources
 from pathlib import Path
@@ -27,7 +27,7 @@ from analysis.rollup import (
     rollup_rows,
 )
 from analysis.volume import Sent, VolumeCheck, is_held, window
-from store.base import AddResult, InventoryItem, LedgerEntry, StoreError, basis
+from store.base import AddResult, InventoryItem, LedgerEntry, Recalled, StoreError, basis
 from store.sqlite_sources import (
     COLUMNS,
     Daily,
@@ -413,6 +413,14 @@ class SqliteStore:
     def sources(self, domain: str, *, trusted_reporters: Collection[str] = ()
                 ) -> Iterator[SourceRollup]:
         return self._sources.read(domain.lower(), trusted_reporters)
+
+    def recall_naming(self, domain: str, *, trusted_reporters: Collection[str] = ()
+                      ) -> Recalled:
+        return self._sources.recall(domain.lower(), trusted_reporters)
+
+    def remember_naming(self, domain: str, context: str, identifications: Mapping[str, str],
+                        *, whole: bool) -> None:
+        self._sources.remember(domain.lower(), context, identifications, whole)
 
     def domains(self, *, stored_since: str | None = None) -> list[str]:
         return self._sources.domains(stored_since)

@@ -20,12 +20,13 @@ anything), nor are TLS and failure reports.
 from __future__ import annotations
 
 import functools
+import json
 import sqlite3
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from datetime import UTC, date, datetime
 
 from analysis.rollup import Results, RollupKey, SourceRollup, results_from_json
-from store.base import StoreError, believed_bases
+from store.base import Recalled, StoreError, believed_bases
 
 #: A pattern's columns, in `patterns`.
 COLUMNS = ("header_from", "envelope_from", "dkim", "spf", "dkim_aligned", "spf_aligned",
@@ -51,7 +52,8 @@ INSERT INTO source_rollups (policy_domain, source_ip, pattern, basis, messages, 
                             last_day)
 SELECT ?1, source_ip, pattern, ?2, {} FROM temp.report_rows WHERE true{}
 ON CONFLICT DO UPDATE SET messages = messages + excluded.messages,
-    first_day = min(first_day, excluded.first_day), last_day = max(last_day, excluded.last_day)
+    first_day = min(first_day, excluded.first_day), last_day = max(last_day, excluded.last_day),
+    changed = 1
 """
 #: A one-day report has one row per source and pattern: no grouping (it costs a third more).
 _ADD_ONE_DAY = _UPSERT_SOURCES.format("messages, day, day", "")
@@ -160,6 +162,10 @@ class SqliteSources:
         if ips is not None:
             only = f" AND source_ip IN ({', '.join('?' * len(ips))})"
             params += list(ips)
+        else:
+            self._db.execute("DELETE FROM naming WHERE policy_domain = ?", (domain,))
+        # what naming kept of them goes (a source may be gone); the rows below count as changed
+        self._db.execute(f"DELETE FROM named_sources WHERE policy_domain = ?{only}", params)
         self._db.execute(f"DELETE FROM source_rollups WHERE policy_domain = ?{only}", params)
         self._db.execute(
             "INSERT INTO source_rollups (policy_domain, source_ip, pattern, basis, messages,"
@@ -178,14 +184,25 @@ class SqliteSources:
     def read(self, domain: str, trusted: Collection[str]) -> Iterator[SourceRollup]:
         """What `Store.sources` yields: the bases believed now, and the daily rows of reports in
         conflict that are believed by `Store.rollups`' rule."""
+        yield from self._source_rows(domain, trusted)
+        yield from self._conflict_rows(domain, trusted)
+
+    def _source_rows(self, domain: str, trusted: Collection[str],
+                     ips: Collection[str] | None = None) -> Iterator[SourceRollup]:
         bases = believed_bases(trusted)
+        only, params = "", [domain, *bases]
+        if ips is not None:
+            only = " AND s.source_ip IN (SELECT value FROM json_each(?))"
+            params.append(json.dumps(sorted(ips)))
         for row in self._db.execute(
                 f"SELECT s.source_ip, {', '.join(f'p.{c}' for c in COLUMNS)}, sum(s.messages),"
                 " min(s.first_day), max(s.last_day) FROM source_rollups s"
                 " JOIN patterns p ON p.id = s.pattern WHERE s.policy_domain = ?"
-                f" AND s.basis IN ({', '.join('?' * len(bases))})"
-                " GROUP BY s.source_ip, s.pattern", (domain, *bases)):
+                f" AND s.basis IN ({', '.join('?' * len(bases))}){only}"
+                " GROUP BY s.source_ip, s.pattern", params):
             yield SourceRollup(_key(domain, row[10], row), row[11], row[9])
+
+    def _conflict_rows(self, domain: str, trusted: Collection[str]) -> Iterator[SourceRollup]:
         for report, begin, end in self._believed_conflicts(domain, trusted):
             first = datetime.fromtimestamp(begin, UTC).date().isoformat()
             last = datetime.fromtimestamp(end, UTC).date().isoformat()
@@ -195,6 +212,45 @@ class SqliteSources:
                     " WHERE d.policy_domain = ? AND d.day BETWEEN ? AND ? AND d.report = ?",
                     (domain, first, last, report)):
                 yield SourceRollup(_key(domain, row[10], row), row[10], row[9])
+
+    # -- what naming keeps (store.base.Recalled) -----------------------------------------------
+
+    def recall(self, domain: str, trusted: Collection[str]) -> Recalled:
+        """Claim the rows changed since the last naming (1 -> 2: a change made from now on
+        stays 1, for the next naming), then read the sources they belong to whole. Sources with
+        believed reports in conflict are read from their daily rows every time (there are few)."""
+        self._db.execute("UPDATE source_rollups SET changed = 2"
+                         " WHERE policy_domain = ? AND changed = 1", (domain,))
+        row = self._db.execute("SELECT context FROM naming WHERE policy_domain = ?",
+                               (domain,)).fetchone()
+        if row is None:
+            return Recalled(None, {}, [])
+        conflicts = list(self._conflict_rows(domain, trusted))
+        ips = {ip for (ip,) in self._db.execute(
+            "SELECT DISTINCT source_ip FROM source_rollups WHERE policy_domain = ?"
+            " AND changed != 0", (domain,))}
+        ips |= {r.key.source_ip for r in conflicts}
+        changed = [*self._source_rows(domain, trusted, ips), *conflicts] if ips else []
+        kept = {ip: text for ip, text in self._db.execute(
+            "SELECT source_ip, identification FROM named_sources WHERE policy_domain = ?",
+            (domain,)) if ip not in ips}
+        return Recalled(str(row[0]), kept, changed)
+
+    def remember(self, domain: str, context: str, identifications: Mapping[str, str],
+                 whole: bool) -> None:
+        with transaction(self._db):
+            if whole:
+                self._db.execute("DELETE FROM named_sources WHERE policy_domain = ?", (domain,))
+            self._db.executemany(
+                "INSERT INTO named_sources (policy_domain, source_ip, identification)"
+                " VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET"
+                " identification = excluded.identification",
+                [(domain, ip, text) for ip, text in identifications.items()])
+            self._db.execute("INSERT INTO naming (policy_domain, context) VALUES (?, ?)"
+                             " ON CONFLICT DO UPDATE SET context = excluded.context",
+                             (domain, context))
+            self._db.execute("UPDATE source_rollups SET changed = 0"
+                             " WHERE policy_domain = ? AND changed = 2", (domain,))
 
     def _believed_conflicts(self, domain: str, trusted: Collection[str]
                             ) -> list[tuple[int, int, int]]:

@@ -58,9 +58,11 @@ from analysis.rollup import (
 from analysis.volume import Sent, VolumeCheck, is_held, window
 from store import table_sources as ts
 from store.base import (
+    NOTHING_RECALLED,
     AddResult,
     InventoryItem,
     LedgerEntry,
+    Recalled,
     StorageRefused,
     StoreError,
     basis,
@@ -851,6 +853,16 @@ class TableStore:
                 for key, n in self._rows_of(partition, _days_of(believed[0]), same,
                                             believed[0]["attempt"]).items():
                     yield SourceRollup(key, key.day, n)
+
+    def recall_naming(self, domain: str, *, trusted_reporters: Collection[str] = ()
+                      ) -> Recalled:
+        """Nothing is kept on Table Storage yet: its source entities carry no mark of what
+        changed since a naming, so every naming reads the domain's whole history."""
+        return NOTHING_RECALLED
+
+    def remember_naming(self, domain: str, context: str, identifications: Mapping[str, str],
+                        *, whole: bool) -> None:
+        """Keeps nothing (see `recall_naming`)."""
 
     def domains(self, *, stored_since: str | None = None) -> list[str]:
         """See `Store.domains`: from the `~domains` partition ingest writes, at most once per

@@ -60,8 +60,9 @@ def as_version_7(latest: Path, old: Path) -> None:
         db.execute(f"PRAGMA user_version = {number}")
     db.execute("ATTACH DATABASE ? AS new", (str(latest),))
     db.execute("BEGIN")
-    for table in _COPIED:
-        db.execute(f"INSERT INTO {table} SELECT * FROM new.{table}")
+    for table in _COPIED:  # version 7's columns (later versions add some)
+        columns = ", ".join(row[1] for row in db.execute(f"PRAGMA main.table_info({table})"))
+        db.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM new.{table}")
     db.execute("INSERT INTO patterns SELECT * FROM new.patterns WHERE id IN"
                " (SELECT pattern FROM new.source_rollups"
                " UNION SELECT pattern FROM new.monthly_rollups)")
@@ -91,7 +92,7 @@ def test_a_version_7_store_is_migrated_keeping_every_read(tmp_path: Path) -> Non
     assert missing > 0
 
     with SqliteStore(latest_path) as latest, SqliteStore(old_path) as migrated:
-        assert migrated.schema_version == latest_schema_version() == 8
+        assert migrated.schema_version == latest_schema_version() == 9
         assert reads(migrated) == expected
         (rows,) = migrated._db.execute("SELECT count(*) FROM daily_rollups").fetchone()
         assert rows == latest._db.execute("SELECT count(*) FROM daily_rollups").fetchone()[0]

@@ -337,6 +337,8 @@ def test_senders_says_what_was_not_looked_up(dns_server: KnotServer, tmp_path: P
     assert states.count("looked up") == 5 and states.count(DNS_BUDGET) == 25
     assert row["dns_not_looked_up"] == 25 and "ptr" in row["sources"][0]
     assert "sources not looked up in DNS" in out.stderr
+    # The next run keeps the five looked up (analysis.remembered) and spends its budget on the
+    # busiest five of the others: a domain beyond the cap is covered over successive runs.
     text = subprocess.run([*exe, "senders", *ns, "--evidence"], capture_output=True, text=True,
                           timeout=120, check=True).stdout
-    assert "25 of 30 sources: reverse DNS not looked up (budget)" in text
+    assert "20 of 30 sources: reverse DNS not looked up (budget)" in text

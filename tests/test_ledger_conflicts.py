@@ -328,5 +328,5 @@ def test_opening_a_new_file_at_once_migrates_it_once(tmp_path: Path) -> None:
     tables = sqlite3.connect(db).execute(
         "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").fetchall()
     assert [t for (t,) in tables] == ["daily_rollups", "dns_cache", "expired", "failure_reports",
-                                      "inventory", "monthly_rollups", "patterns", "reports",
-                                      "source_rollups", "tls_results"]
+                                      "inventory", "monthly_rollups", "named_sources", "naming",
+                                      "patterns", "reports", "source_rollups", "tls_results"]
