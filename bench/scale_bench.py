@@ -8,7 +8,8 @@ before (spoofers, forwarders), so a domain's distinct sources keep growing, as r
   run       a scheduled run: 50 new reports of the next day ingested, then the senders of their
             two domains named (`identify_domains`, offline), on a store of 1,000 reports and on
             one of 20,000, in fresh processes, alternately; SQLite, and Table Storage on Azurite
-            (requests counted). The ratio is the point (target: at most 1.5).
+            (requests counted). Each SQLite store has every domain named once after it is
+            built, as the daily timer leaves it. The ratio is the point (target: at most 1.5).
   senders   `dmarcbot senders --offline --json` over all domains of the 20,000-report SQLite
             store in a child process: its peak RSS (target: under 250 MB).
   ingest    CPU per report while building the stores, and Table Storage requests per report.
@@ -91,6 +92,11 @@ with open_store() as store:
     out["statuses"] = sorted({o.status for o in outcomes})
     out["ingest_requests"] = sum(d["ingest_requests"] for d in days) if days else requests[0]
     out["days"] = days
+    if mode == "build":  # as the daily timer leaves a store: every domain named since its reports
+        async def prime():
+            await identify_domains(store, load_catalog(), None,
+                                   sorted({o.domain for o in outcomes if o.domain}))
+        asyncio.run(prime())
     if mode == "run":
         domains = {o.domain for o in outcomes if o.domain}
         cpu, wall, before = time.process_time(), time.perf_counter(), requests[0]
