@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import date
 from typing import Literal, Protocol
 
@@ -73,12 +73,12 @@ class Recalled:
     context: str | None
     #: source IP -> its identification (analysis.remembered.encode), for each source whose
     #: reports did not change since
-    kept: dict[str, str]
+    kept: Mapping[str, str]
     #: the whole believed history (as `Store.sources` gives it) of every source that changed
-    changed: list[SourceRollup]
+    changed: Sequence[SourceRollup]
 
 
-NOTHING_RECALLED = Recalled(None, {}, [])
+NOTHING_RECALLED = Recalled(None, {}, ())
 
 
 def basis(unverified: str | None, reporter_domain: str | None) -> str:

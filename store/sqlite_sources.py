@@ -26,7 +26,7 @@ from collections.abc import Collection, Iterator, Mapping
 from datetime import UTC, date, datetime
 
 from analysis.rollup import Results, RollupKey, SourceRollup, results_from_json
-from store.base import Recalled, StoreError, believed_bases
+from store.base import NOTHING_RECALLED, Recalled, StoreError, believed_bases
 
 #: A pattern's columns, in `patterns`.
 COLUMNS = ("header_from", "envelope_from", "dkim", "spf", "dkim_aligned", "spf_aligned",
@@ -224,7 +224,7 @@ class SqliteSources:
         row = self._db.execute("SELECT context FROM naming WHERE policy_domain = ?",
                                (domain,)).fetchone()
         if row is None:
-            return Recalled(None, {}, [])
+            return NOTHING_RECALLED
         conflicts = list(self._conflict_rows(domain, trusted))
         ips = {ip for (ip,) in self._db.execute(
             "SELECT DISTINCT source_ip FROM source_rollups WHERE policy_domain = ?"
