@@ -231,9 +231,15 @@ class SqliteSources:
             " AND changed != 0", (domain,))}
         ips |= {r.key.source_ip for r in conflicts}
         changed = [*self._source_rows(domain, trusted, ips), *conflicts] if ips else []
+        # Only sources that still have believed rows: a rebuild that took a source's last one
+        # away while a naming was between reading and remembering must not leave it behind.
+        bases = believed_bases(trusted)
         kept = {ip: text for ip, text in self._db.execute(
-            "SELECT source_ip, identification FROM named_sources WHERE policy_domain = ?",
-            (domain,)) if ip not in ips}
+            "SELECT n.source_ip, n.identification FROM named_sources n"
+            " WHERE n.policy_domain = ?1 AND EXISTS (SELECT 1 FROM source_rollups s"
+            "  WHERE s.policy_domain = ?1 AND s.source_ip = n.source_ip"
+            f"  AND s.basis IN ({', '.join('?' * len(bases))}))", (domain, *bases))
+            if ip not in ips}
         return Recalled(str(row[0]), kept, changed)
 
     def remember(self, domain: str, context: str, identifications: Mapping[str, str],

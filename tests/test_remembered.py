@@ -220,6 +220,22 @@ def test_a_naming_that_dies_leaves_its_changes_for_the_next(
         assert got == whole(store, DOMAINS[0])
 
 
+def test_a_source_gone_from_the_history_is_not_kept(tmp_path: Path) -> None:
+    """A rebuild that takes a source's last believed row away while a naming is between reading
+    and remembering: what that naming kept of it must not show next time."""
+    with SqliteStore(tmp_path / "gone.sqlite3") as store:
+        add(store, [Delivery(x, None) for x in reports_xml(load_sources())])
+        for domain in store.domains():
+            remembered(store, domain)
+        domain = max(store.domains(), key=lambda d: len(kept_rows(store, d)))
+        ip = sorted(kept_rows(store, domain))[0]
+        store._db.execute("DELETE FROM source_rollups WHERE policy_domain = ? AND source_ip = ?",
+                          (domain, ip))  # as that rebuild leaves it; named_sources keeps it
+        got = remembered(store, domain)
+        assert ip not in {v.identification.activity.ip for line in got for v in line.sources}
+        assert got == whole(store, domain)
+
+
 def test_a_change_of_context_names_everything_again(tmp_path: Path, named: list[str]) -> None:
     """Another catalog (a fact added) or another mode (offline, then with DNS) is another
     context; the same one is not."""
