@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 from collections.abc import Collection, Mapping
 from pathlib import Path
@@ -87,22 +88,15 @@ def decode(domain: str, text: str) -> Identification:
     field: a domain keeps thousands of these and reads them all on every naming."""
     try:
         row = json.loads(text)
-        if type(row) is not list or len(row) != 24 or tuple(map(type, row[:12])) != _HEAD:
+        if type(row) is not list or tuple(map(type, row)) not in _ROWS:
             raise TypeError("not the fields of an identification")
         (ip, messages, dmarc_pass, dkim_pass, spf_pass, dkim, spf, reasons, header_from, first,
          last, key, platform, confidence, evidence, ptr, confirmed, dns, note, candidate,
          forwarded, disputed, in_spf, delegated) = row
         if (min(messages, dmarc_pass, dkim_pass, spf_pass) < 0
-                or type(confidence) not in (int, float) or type(evidence) is not list
-                or type(confirmed) is not bool or type(in_spf) is not bool
-                or type(dns) is not str or type(note) is not str
-                or any(v is not None and type(v) is not str
-                       for v in (platform, ptr, candidate, forwarded, disputed, delegated))
-                or any(tuple(map(type, r)) != _RESULT for r in dkim)
-                or any(tuple(map(type, r)) != _RESULT for r in spf)
+                or any(tuple(map(type, r)) != _RESULT for r in (*dkim, *spf))
                 or any(tuple(map(type, r)) != _REASON for r in reasons)
-                or any(type(v) is not str for v in header_from)
-                or any(type(v) is not str for v in evidence)):
+                or any(type(v) is not str for v in (*header_from, *evidence))):
             raise TypeError("a field of the wrong type")
         activity = SourceActivity(
             domain, ip, messages, dmarc_pass, dkim_pass, spf_pass,
@@ -116,9 +110,14 @@ def decode(domain: str, text: str) -> Identification:
         raise ValueError(f"a kept identification of {domain} is not readable: {exc}") from None
 
 
-#: The types of an encoded identification's first twelve fields, of a DKIM or SPF result with
-#: its messages, and of a reason with its messages.
-_HEAD = (str, int, int, int, int, list, list, list, list, str, str, str)
+#: The types of an encoded identification's fields (a name that may be missing is null or
+#: text; the confidence may have been written as an integer), of a DKIM or SPF result with its
+#: messages, and of a reason with its messages.
+_MAYBE = (type(None), str)
+_ROWS = frozenset(itertools.product(
+    [str], [int], [int], [int], [int], [list], [list], [list], [list], [str], [str], [str],
+    _MAYBE, [int, float], [list], _MAYBE, [bool], [str], [str], _MAYBE, _MAYBE, _MAYBE, [bool],
+    _MAYBE))
 _RESULT = (str, str, str, int)
 _REASON = (str, int)
 
