@@ -43,8 +43,8 @@ bp = func.Blueprint()
 # inside func.Out[...] ("invalid non-type annotation"); tests/test_worker_index.py checks it
 async def poll_mailbox(timer: func.TimerRequest,
                        mail: func.Out[typing.List[str]]) -> None:  # noqa: UP006
-    """Queue every waiting report e-mail, then the scheduled step over what arrived since
-    yesterday.
+    """Queue every waiting report e-mail, then the scheduled step over what was stored since
+    the last one that completed (`name_and_ask`).
 
     A message queued twice (still waiting from the last tick) is harmless: the second attempt
     finds it sorted already, or finds its reports stored already.
@@ -66,14 +66,15 @@ async def name_and_ask() -> None:
     Teams when it is configured.
 
     The queue trigger, not this timer, stores what the timer queued, so the timer cannot tell
-    what was stored since its last tick: it takes what the ledger says was stored since
-    yesterday (UTC), a day's overlap, so a tick that failed loses nothing.
+    what was stored since its last tick: it asks the ledger what was stored since shortly
+    before the last tick whose step completed (`schedule.stored_since`), and moves that mark
+    only once this step has, so a tick that failed loses nothing.
     """
-    from function_app.schedule import name_and_notify  # the cards load on first use
+    from function_app.schedule import name_and_notify, stored_since  # cards load on first use
 
     store = app_store()
     now = dt.datetime.now(dt.UTC)
-    stored = domains_stored_since(store, (now.date() - dt.timedelta(days=1)).isoformat())
+    stored = domains_stored_since(store, stored_since(store.naming_mark(), now))
     step = functools.partial(name_and_notify, store, load_catalog(), dns_evidence(store),
                              stored=stored, now=now)
     if not teams_configured():
@@ -84,6 +85,7 @@ async def name_and_ask() -> None:
         async with asking_in_teams(teams_settings(), approval_settings()) as asking:
             named = await step(asking=asking)
         log.info("sent %d cards to owners", len(named.sent))
+    store.set_naming_mark(now.strftime("%Y-%m-%dT%H:%M:%SZ"))
     log.info("named the senders of %d domains", len(named.domains))
 
 

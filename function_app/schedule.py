@@ -38,6 +38,22 @@ def domains_to_name(stored: Iterable[str], waiting: Iterable[InventoryItem],
                           if due(item, now, settings) is not None}
 
 
+#: How far before the last scheduled step that completed the timer asks the ledger again: a
+#: report stamped as stored just before that step began may have committed while it read (a
+#: large one writes its rows first; a function runs 10 minutes at most).
+MARK_OVERLAP = dt.timedelta(hours=1)
+
+
+def stored_since(mark: str | None, now: dt.datetime) -> str:
+    """Where the timer asks the ledger which domains have new reports from (ISO 8601, UTC): an
+    hour before the last step that completed (`Store.naming_mark`), else the start of
+    yesterday. A step that fails does not move the mark, so the next one loses nothing."""
+    if mark is None:
+        return (now.date() - dt.timedelta(days=1)).isoformat()
+    when = dt.datetime.fromisoformat(mark.replace("Z", "+00:00")) - MARK_OVERLAP
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Named:
     domains: set[str]

@@ -148,6 +148,14 @@ class Store(Protocol):
         that changed. A store may keep nothing (then every naming reads the whole history)."""
         ...
 
+    def naming_mark(self) -> str | None:
+        """When the last scheduled step of the Functions timer that completed began (ISO 8601,
+        UTC; `set_naming_mark`), None before the first: the timer names the domains with
+        reports stored since (function_app.schedule.stored_since)."""
+        ...
+
+    def set_naming_mark(self, stamp: str) -> None: ...
+
     def domains(self, *, stored_since: str | None = None) -> list[str]:
         """Policy domains with aggregate reports, sorted; with `stored_since` (ISO 8601, UTC)
         those with one stored at or after it (Table Storage may add some stored in the hour

@@ -422,6 +422,14 @@ class SqliteStore:
                         *, whole: bool) -> None:
         self._sources.remember(domain.lower(), context, identifications, whole)
 
+    def naming_mark(self) -> str | None:
+        row = self._db.execute("SELECT started_at FROM naming_mark").fetchone()
+        return None if row is None else str(row[0])
+
+    def set_naming_mark(self, stamp: str) -> None:
+        self._db.execute("INSERT INTO naming_mark (id, started_at) VALUES (1, ?)"
+                         " ON CONFLICT DO UPDATE SET started_at = excluded.started_at", (stamp,))
+
     def domains(self, *, stored_since: str | None = None) -> list[str]:
         return self._sources.domains(stored_since)
 

@@ -96,6 +96,7 @@ _CONFLICTS = {"EntityAlreadyExists", "UpdateConditionNotSatisfied", "ConditionNo
 #: The ledger table's partition indexing the policy domains (store/table_sources.py); no
 #: domain's partition has this name (`_key` gives a plain name or `~` and 32 hex digits).
 _DOMAINS = "~domains"
+_NAMING_MARK = "~naming-mark"  # in _DOMAINS: Store.naming_mark
 #: The pending rebuild of a whole partition's sources (the first read after the upgrade).
 _FULL = f"{ts.PENDING}0-full"
 _SETTLE_TRIES = 8
@@ -863,6 +864,17 @@ class TableStore:
     def remember_naming(self, domain: str, context: str, identifications: Mapping[str, str],
                         *, whole: bool) -> None:
         """Keeps nothing (see `recall_naming`)."""
+
+    def naming_mark(self) -> str | None:
+        """See `Store.naming_mark`: one entity beside the index of domains."""
+        found = self._get(LEDGER, _DOMAINS, _NAMING_MARK)
+        return None if found is None else _text(found, "started_at")
+
+    def set_naming_mark(self, stamp: str) -> None:
+        with self._errors(LEDGER):
+            self._submit(LEDGER, [("upsert", {"PartitionKey": _DOMAINS, "RowKey": _NAMING_MARK,
+                                              **_props(started_at=stamp)},
+                                   {"mode": UpdateMode.REPLACE})])
 
     def domains(self, *, stored_since: str | None = None) -> list[str]:
         """See `Store.domains`: from the `~domains` partition ingest writes, at most once per

@@ -92,7 +92,7 @@ def test_a_version_7_store_is_migrated_keeping_every_read(tmp_path: Path) -> Non
     assert missing > 0
 
     with SqliteStore(latest_path) as latest, SqliteStore(old_path) as migrated:
-        assert migrated.schema_version == latest_schema_version() == 9
+        assert migrated.schema_version == latest_schema_version() == 10
         assert reads(migrated) == expected
         (rows,) = migrated._db.execute("SELECT count(*) FROM daily_rollups").fetchone()
         assert rows == latest._db.execute("SELECT count(*) FROM daily_rollups").fetchone()[0]

@@ -8,6 +8,7 @@ the store is Azure Table Storage (Azurite).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -138,6 +139,60 @@ def test_naming_senders_failing_does_not_lose_the_queued_ids(
     out = Out()
     in_worker(lambda: mailbox_functions.poll_mailbox(TimerRequest(), out))
     assert len(queued(out)) == 1
+
+
+def _named_domains(caplog: pytest.LogCaptureFixture) -> list[int]:
+    return [int(r.getMessage().split()[4]) for r in caplog.records
+            if r.getMessage().startswith("named the senders of ")]
+
+
+def test_a_tick_names_only_domains_with_reports_since_the_last_tick_that_completed(
+        app_env: dict[str, str], graph: FakeGraph, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The mark moves only when a tick's step completes: a failed step loses nothing, and once
+    one has, a domain with nothing stored since (an hour's overlap) is not named again."""
+    from function_app import schedule
+
+    graph.mailbox(MAILBOX).add_message(  # type: ignore[union-attr]
+        attachments=[FileAttachment("r.xml.gz", sendgrid_report("m", 5))])
+    caplog.set_level("INFO", logger="dmarcbot")
+    first = Out()
+
+    async def failing(*_: object, **__: object) -> object:
+        raise RuntimeError("DNS fell over")
+
+    in_worker(lambda: mailbox_functions.poll_mailbox(TimerRequest(), first))
+    assert _named_domains(caplog) == [0]  # nothing stored yet; the step completed
+    with table_store_from_settings(app_env) as store:
+        before = store.naming_mark()
+        assert before is not None
+
+    async def ingest_then_fail() -> None:
+        await asyncio.gather(*(mailbox_functions.ingest_mail(m) for m in queued(first)))
+        with monkeypatch.context() as patched:
+            patched.setattr(schedule, "name_and_notify", failing)
+            await mailbox_functions.poll_mailbox(TimerRequest(), Out())
+
+    in_worker(ingest_then_fail)
+    with table_store_from_settings(app_env) as store:
+        assert store.naming_mark() == before  # the step failed: the mark did not move
+    in_worker(lambda: mailbox_functions.poll_mailbox(TimerRequest(), Out()))
+    assert _named_domains(caplog)[-1] == 1
+    with table_store_from_settings(app_env) as store:
+        mark = store.naming_mark()
+        assert mark is not None and schedule.stored_since(mark, dt.datetime.now(dt.UTC)) < mark
+        store.set_naming_mark("2999-01-01T00:00:00Z")  # as if the last step ran long after
+    in_worker(lambda: mailbox_functions.poll_mailbox(TimerRequest(), Out()))
+    assert _named_domains(caplog)[-1] == 0
+
+
+def test_the_timer_asks_the_ledger_from_an_hour_before_its_mark() -> None:
+    from function_app.schedule import stored_since
+
+    now = dt.datetime(2026, 12, 7, 19, 30, tzinfo=dt.UTC)
+    assert stored_since(None, now) == "2026-12-06"  # the first tick: since yesterday
+    assert stored_since("2026-12-07T19:15:02Z", now) == "2026-12-07T18:15:02Z"
+    assert stored_since("2026-12-07T00:10:00Z", now) == "2026-12-06T23:10:00Z"
 
 
 def test_the_last_attempt_files_the_mail_under_failed(
