@@ -724,3 +724,18 @@ def test_what_does_not_fit_an_entity_is_cut_with_a_note() -> None:
     assert sizes == [100, 100, 50]
     big = [len(b) for b in _batches({"RowKey": str(i), "v": "z" * 700_000} for i in range(7))]
     assert big == [2, 2, 2, 1]
+
+
+def test_the_naming_mark_outlives_the_store_object(open_store: Opener) -> None:
+    """The timer's mark (`Store.naming_mark`) is kept, replaced, and read back by a new
+    connection to the same data; the index of domains is not disturbed by it."""
+    name = unique_prefix()
+    first = open_store(name)
+    assert first.naming_mark() is None
+    assert add_all(first, aggregate_xml(record_xml("192.0.2.1", 3))) == ["stored"]
+    first.set_naming_mark("2026-12-07T19:00:00Z")
+    first.set_naming_mark("2026-12-07T19:15:00Z")
+    again = open_store(name)
+    assert again.naming_mark() == "2026-12-07T19:15:00Z"
+    assert again.domains() == ["example.com"]
+    assert again.domains(stored_since="2000-01-01") == ["example.com"]
