@@ -363,6 +363,10 @@ def _days_of(entity: Mapping[str, Any]) -> list[date]:
         datetime.fromtimestamp(_value(entity["end_ts"]), UTC))]
 
 
+#: The properties of a cached DNS answer that `_answer` reads.
+_ANSWER_FIELDS = ["RowKey", "name", "rdtype", "records", "canonical", "nxdomain", "expires"]
+
+
 def _answer(entity: Mapping[str, Any]) -> Answer:
     return Answer(_text(entity, "name"), _text(entity, "rdtype"),
                   tuple(json.loads(_text(entity, "records"))), _text(entity, "canonical"),
@@ -1252,9 +1256,9 @@ class TableStore:
                 self._dns_asked.add(partition)
                 entity = self._get(DNS, partition, row)
                 return None if entity is None else _answer(entity)
-            with self._errors(DNS):
+            with self._errors(DNS):  # only what an answer holds (see `_units`)
                 loaded = (time.monotonic(), {e["RowKey"]: _answer(e) for e in self._query(
-                    DNS, "PartitionKey eq @pk", {"pk": partition})})
+                    DNS, "PartitionKey eq @pk", {"pk": partition}, select=_ANSWER_FIELDS)})
             self._dns[partition] = loaded
         return loaded[1].get(row)
 
