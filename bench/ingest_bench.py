@@ -38,6 +38,8 @@ import tempfile
 from datetime import date, timedelta
 from pathlib import Path
 
+import revisions  # bench/revisions.py: run as a script, bench/ is on sys.path
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench" / "data"
 
@@ -134,10 +136,8 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="dmarcbot-ingest-bench-") as tmp:
         work = Path(tmp)
-        base = work / "baseline"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base),
-                        args.baseline], check=True, capture_output=True)
-        try:
+        with revisions.trees(args.baseline, work) as trees:
+            base = trees[args.baseline]
             inputs = {"mix": work / "mix", "large": work / "large"}
             make_mix(inputs["mix"], args.weeks)
             make_large(inputs["large"], args.large)
@@ -154,9 +154,6 @@ def main() -> int:
                     for label, tree in (("baseline", base), ("current", ROOT)):
                         print(f"instructions: {name}, {label}", file=sys.stderr)
                         counted[name, label] = instructions(tree, folder, work / "empty", work)
-        finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)],
-                           check=False, capture_output=True)
     print(f"# Ingest: per-report cost, `{args.baseline}` against the working tree\n")
     print("| input | reports | statuses (current) | baseline ms/report (median, best) |"
           " current ms/report (median, best) | ratio (median, best) | ratio per round (median)"

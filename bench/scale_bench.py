@@ -36,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import revisions  # bench/revisions.py: run as a script, bench/ is on sys.path
+
 ROOT = Path(__file__).resolve().parents[1]
 DOMAINS, REPORTERS, POOL = 20, 40, 400
 BIG, SMALL, NEW = 20_000, 1_000, 50
@@ -416,24 +418,13 @@ def main() -> int:
         data = make_tenant(work / "data", args.rounds)
         print(f"generated {sum(len(list(f.iterdir())) for f in data['big'])} reports",
               file=sys.stderr)
-        labels = ["current"]
-        trees = {"current": ROOT}
-        if args.baseline:
-            base = work / "baseline"
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base),
-                            args.baseline], check=True, capture_output=True)
-            trees[args.baseline] = base
-            labels.append(args.baseline)
-        try:
+        with revisions.trees(args.baseline, work) as trees:
+            labels = list(trees)
             for label in labels:
                 sqlite_part(label, trees[label], data, work, args.rounds, results)
             if not args.skip_tables:
                 tables_part(data, args.rounds, results)
             report(results, labels, work)
-        finally:
-            if args.baseline:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
-                                str(work / "baseline")], check=False, capture_output=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
     return 0

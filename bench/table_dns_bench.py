@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import identify_bench as ib  # noqa: E402
+import revisions  # noqa: E402
 
 from tests.azurite import running_azurite  # noqa: E402
 from tests.dnslab.server import KnotServer  # noqa: E402
@@ -80,15 +81,10 @@ def main() -> int:
         (zones / "zz-bench.zone").write_text(zone)
         data = work / "activities.json"
         data.write_text(json.dumps(ib.activity_rows(sources, SEED)))
-        trees = {"now": ROOT}
-        if args.baseline:
-            trees[args.baseline] = work / "baseline"
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach",
-                            str(work / "baseline"), args.baseline], check=True,
-                           capture_output=True)
         knot = KnotServer(zones, ipv6=False, start_timeout=30).start()
         try:
-            with running_azurite() as azurite:
+            with revisions.trees(args.baseline, work, "now") as trees, \
+                    running_azurite() as azurite:
                 rows = []
                 for label, tree in trees.items():
                     prefix = "b" + uuid.uuid4().hex[:12]
@@ -98,9 +94,6 @@ def main() -> int:
                     rows.append((label, cold, warm))
         finally:
             knot.stop()
-            if args.baseline:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
-                                str(work / "baseline")], check=False, capture_output=True)
     print(f"{args.sources:,} sources, knot on loopback (no added delay), Table Storage on "
           "Azurite as the DNS cache\n")
     print("| tree | cold: DNS questions | cold: requests | cold: wall s | cold: CPU s "

@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+import revisions  # noqa: E402
 import scale_bench as sb  # noqa: E402
 
 from tests.azurite import running_azurite  # noqa: E402
@@ -81,27 +82,16 @@ def main() -> int:
             folder = work / f"day{day:03d}"
             sb.write_day(folder, day, range(len(DOMAINS)), range(sb.REPORTERS))
             folders.append(str(folder))
-        trees = {"current": ROOT}
-        if args.baseline:
-            base = work / "baseline"
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base),
-                            args.baseline], check=True, capture_output=True)
-            trees[args.baseline] = base
-        try:
-            with running_azurite() as azurite:
-                conn = azurite.connection_string
-                child(ROOT, BUILD, conn, "readbench", *folders)
-                results: dict[str, list[float]] = {label: [] for label in trees}
-                rows: dict[str, int] = {}
-                for _ in range(args.rounds):
-                    for label, tree in trees.items():
-                        got = json.loads(child(tree, READ, conn, "readbench", "1"))
-                        results[label] += got["cpu"]
-                        rows[label] = got["rows"]
-        finally:
-            if args.baseline:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
-                                str(work / "baseline")], check=False, capture_output=True)
+        with revisions.trees(args.baseline, work) as trees, running_azurite() as azurite:
+            conn = azurite.connection_string
+            child(ROOT, BUILD, conn, "readbench", *folders)
+            results: dict[str, list[float]] = {label: [] for label in trees}
+            rows: dict[str, int] = {}
+            for _ in range(args.rounds):
+                for label, tree in trees.items():
+                    got = json.loads(child(tree, READ, conn, "readbench", "1"))
+                    results[label] += got["cpu"]
+                    rows[label] = got["rows"]
     print(f"# Reading two domains' sources on Table Storage ({args.days} days, "
           f"{args.rounds} rounds, client CPU)\n")
     print("| tree | rows read | median s | best s | ratio to current (median) |")
