@@ -32,7 +32,7 @@ from analysis.identify import (
     SourceActivity,
 )
 
-__all__ = ["decode", "encode", "naming_context", "needs_lookup", "setup_digest"]
+__all__ = ["decode", "encode", "naming_context", "needs_lookup", "same_setup", "setup_digest"]
 
 #: Statuses of a kept identification whose reverse DNS is complete (DNS_OFFLINE: the naming
 #: was offline, and so is the context it is kept for).
@@ -58,6 +58,13 @@ def naming_context(catalog: Catalog, bundle: EvidenceBundle,
     evidence = hashlib.sha256(json.dumps(facts, separators=(",", ":")).encode()).hexdigest()
     return (f"{setup_digest(catalog, trusted_reporters, offline=bundle.is_offline)}"
             f"-{evidence[:32]}")
+
+
+def same_setup(context: str, catalog: Catalog, trusted_reporters: Collection[str], *,
+               offline: bool) -> bool:
+    """Whether a kept context was made with this setup: if not, it is stale before anything
+    is looked up."""
+    return context.startswith(setup_digest(catalog, trusted_reporters, offline=offline) + "-")
 
 
 def setup_digest(catalog: Catalog, trusted_reporters: Collection[str], *, offline: bool) -> str:

@@ -22,7 +22,7 @@ from analysis.mailauth import judge, reporter_domain
 from analysis.model import AggregateReport, MailEvidence
 from analysis.posture import Posture, assess
 from analysis.records.mtasts import PolicyFetcher
-from analysis.remembered import decode, encode, naming_context, needs_lookup, setup_digest
+from analysis.remembered import decode, encode, naming_context, needs_lookup, same_setup
 from analysis.rollup import ledger_key
 from analysis.senders import analyse_activities
 from analysis.verdicts import ServiceVerdict, SourceVerdict
@@ -157,17 +157,18 @@ async def name_domain(store: Store, catalog: Catalog, dns: DnsEvidence | None, d
             believed_activities(store, domain, since), catalog, dns)
         return services, bundle
     recalled = store.recall_naming(domain, trusted_reporters=trusted)
-    if recalled.context is not None and recalled.context.startswith(
-            setup_digest(catalog, trusted, offline=dns is None) + "-"):
+    if recalled.context is not None and same_setup(recalled.context, catalog, trusted,
+                                                   offline=dns is None):
         try:
-            kept = [decode(domain, text) for text in recalled.kept.values()]
+            decoded = [decode(domain, text) for text in recalled.kept.values()]
         except ValueError as exc:
             log.warning("%s; naming the whole history of %s again", exc, domain)
         else:
-            again = [k.activity for k in kept if needs_lookup(k)]
-            changed = activities_from_sources(recalled.changed) + again
-            sources, services, bundle = await analyse_activities(
-                changed, catalog, dns, kept=[k for k in kept if not needs_lookup(k)])
+            kept = [k for k in decoded if not needs_lookup(k)]
+            changed = activities_from_sources(recalled.changed) + [
+                k.activity for k in decoded if needs_lookup(k)]
+            sources, services, bundle = await analyse_activities(changed, catalog, dns,
+                                                                 kept=kept)
             context = naming_context(catalog, bundle, trusted)
             if context == recalled.context:
                 named = {a.ip for a in changed}
@@ -183,8 +184,8 @@ async def name_domain(store: Store, catalog: Catalog, dns: DnsEvidence | None, d
 
 def _remember(store: Store, domain: str, context: str, sources: Iterable[SourceVerdict], *,
               whole: bool) -> None:
-    store.remember_naming(domain, context, {s.identification.activity.ip:
-                                            encode(s.identification) for s in sources},
+    store.remember_naming(domain, context, ((s.identification.activity.ip,
+                                             encode(s.identification)) for s in sources),
                           whole=whole)
 
 

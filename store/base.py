@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import date
 from typing import Literal, Protocol
 
@@ -140,9 +140,10 @@ class Store(Protocol):
         From here on, a change counts for the next naming unless `remember_naming` follows."""
         ...
 
-    def remember_naming(self, domain: str, context: str, identifications: Mapping[str, str],
-                        *, whole: bool) -> None:
-        """Keep these identifications (source IP -> analysis.remembered.encode) and their
+    def remember_naming(self, domain: str, context: str,
+                        identifications: Iterable[tuple[str, str]], *, whole: bool) -> None:
+        """Keep these identifications ((source IP, analysis.remembered.encode), made as they
+        are read: a store that keeps nothing spends nothing on them) and their
         context for the next naming, after the one that `recall_naming` began: `whole` when
         every source of the domain was named (the others are forgotten), else only the sources
         that changed. A store may keep nothing (then every naming reads the whole history)."""

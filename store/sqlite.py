@@ -7,7 +7,7 @@ import json
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator
 from datetime import UTC, date, datetime
 from importlib import resources
 from pathlib import Path
@@ -418,8 +418,8 @@ class SqliteStore:
                       ) -> Recalled:
         return self._sources.recall(domain.lower(), trusted_reporters)
 
-    def remember_naming(self, domain: str, context: str, identifications: Mapping[str, str],
-                        *, whole: bool) -> None:
+    def remember_naming(self, domain: str, context: str,
+                        identifications: Iterable[tuple[str, str]], *, whole: bool) -> None:
         self._sources.remember(domain.lower(), context, identifications, whole)
 
     def naming_mark(self) -> str | None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import sqlite3
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator
 from datetime import UTC, date, datetime
 
 from analysis.rollup import Results, RollupKey, SourceRollup, results_from_json
@@ -242,7 +242,7 @@ class SqliteSources:
             if ip not in ips}
         return Recalled(str(row[0]), kept, changed)
 
-    def remember(self, domain: str, context: str, identifications: Mapping[str, str],
+    def remember(self, domain: str, context: str, identifications: Iterable[tuple[str, str]],
                  whole: bool) -> None:
         with transaction(self._db):
             if whole:
@@ -251,7 +251,7 @@ class SqliteSources:
                 "INSERT INTO named_sources (policy_domain, source_ip, identification)"
                 " VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET"
                 " identification = excluded.identification",
-                [(domain, ip, text) for ip, text in identifications.items()])
+                [(domain, ip, text) for ip, text in identifications])
             self._db.execute("INSERT INTO naming (policy_domain, context) VALUES (?, ?)"
                              " ON CONFLICT DO UPDATE SET context = excluded.context",
                              (domain, context))

@@ -865,9 +865,9 @@ class TableStore:
         changed since a naming, so every naming reads the domain's whole history."""
         return NOTHING_RECALLED
 
-    def remember_naming(self, domain: str, context: str, identifications: Mapping[str, str],
-                        *, whole: bool) -> None:
-        """Keeps nothing (see `recall_naming`)."""
+    def remember_naming(self, domain: str, context: str,
+                        identifications: Iterable[tuple[str, str]], *, whole: bool) -> None:
+        """Keeps nothing (see `recall_naming`), and so encodes nothing."""
 
     def naming_mark(self) -> str | None:
         """See `Store.naming_mark`: one entity beside the index of domains."""
