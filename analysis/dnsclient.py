@@ -7,7 +7,8 @@ of lookups in flight that set-up costs more CPU than the round trip. Here each s
 socket; answers are matched to questions by ID and must echo the question exactly, and only the
 server's own address is listened to. Questions are encoded here (a few bytes) rather than as
 dnspython messages; answers are read by `analysis.dnswire` (dnspython for the shapes it leaves).
-A truncated answer is asked again over TCP.
+A truncated answer is asked again over TCP, here too: dnspython's TCP query module pulls in
+DNS-over-HTTPS on first use, a tenth of a second with every other answer held behind it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from collections.abc import Iterator
 from typing import cast
 
 import dns.exception
-import dns.flags
 import dns.message
 import dns.name
 import dns.rdatatype
@@ -47,6 +47,23 @@ def question_wire(name: str, rdtype: str) -> bytes:
         # raises for names DNS cannot carry; without a compression table it returns the bytes
         qname = cast(bytes, dns.name.from_text(name).to_wire())
     return qname + _QUESTION_TAIL.pack(dns.rdatatype.from_text(rdtype), 1)
+
+
+def _answer(data: bytes, qid: bytes, question: bytes) -> Reply | None:
+    """What `data` answers, if it is the answer to query `qid` asking `question`.
+
+    It is only if it is a response (QR) to a standard query (opcode 0: any other makes
+    dnspython build a message without resolve_chaining) echoing the question."""
+    if len(data) < 12 or data[:2] != qid or not data[2] & 0x80 or data[2] & 0x78 or \
+            data[4:6] != b"\x00\x01" or data[12:12 + len(question)].lower() != question.lower():
+        return None
+    response = parse(data, 12 + len(question))
+    if response is None:
+        try:
+            response = from_message(dns.message.from_wire(data, ignore_trailing=True))
+        except dns.exception.DNSException:
+            return None
+    return response
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -142,12 +159,30 @@ class UdpClient:
             if not self._pending:  # idle: close unless another question arrives right away
                 loop.call_soon(self._close_if_idle)
         if response.truncated:
-            from dns import asyncquery  # rare; it pulls in DNS-over-HTTPS, a tenth of a second
-
-            query = dns.message.make_query(name, rdtype)
-            return from_message(await asyncquery.tcp(query, self.host, timeout=timeout,
-                                                     port=self.port))
+            return await self._over_tcp(question, timeout)
         return response
+
+    async def _over_tcp(self, question: bytes, timeout: float) -> Reply:
+        """The question again over TCP (RFC 7766 §5), one connection for the one answer."""
+        packet = _HEADER.pack(self._new_id(), _RD, 1, 0, 0, 0) + question
+        try:
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(self.host, self.port)
+                try:
+                    writer.write(len(packet).to_bytes(2, "big") + packet)
+                    while True:  # anything but the answer to this question is skipped
+                        size = int.from_bytes(await reader.readexactly(2), "big")
+                        data = await reader.readexactly(size)
+                        response = _answer(data, packet[:2], question)
+                        if response is not None:
+                            return response
+                finally:
+                    writer.close()
+        except TimeoutError:
+            raise dns.exception.Timeout(timeout=timeout) from None
+        except asyncio.IncompleteReadError:
+            raise ConnectionError("the server closed the TCP connection before "
+                                  "answering") from None
 
     def _received(self, data: bytes, addr: tuple[str, int]) -> None:
         if len(data) < 12 or addr[1] != self.port:
@@ -156,18 +191,9 @@ class UdpClient:
         if entry is None or entry[1].done():
             return
         question, future = entry
-        # An answer is ours only if it is a response (QR) to a standard query (opcode 0: any
-        # other makes dnspython build a message without resolve_chaining) echoing our question.
-        if not data[2] & 0x80 or data[2] & 0x78 or data[4:6] != b"\x00\x01" or \
-                data[12:12 + len(question)].lower() != question.lower():
-            return
-        response = parse(data, 12 + len(question))
-        if response is None:
-            try:
-                response = from_message(dns.message.from_wire(data, ignore_trailing=True))
-            except dns.exception.DNSException:
-                return  # garbage with a matching ID: keep waiting for the real answer
-        future.set_result(response)
+        response = _answer(data, data[:2], question)
+        if response is not None:  # else garbage with a matching ID: wait for the real answer
+            future.set_result(response)
 
     def _failed(self, transport: asyncio.BaseTransport | None, exc: Exception) -> None:
         if transport is not self._transport:  # an earlier socket, closed when it was idle
