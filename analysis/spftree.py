@@ -8,11 +8,15 @@ because a receiver asks A for an IPv4 connection and AAAA for an IPv6 one, for t
 for every MX host alike. `exists` always asks A (§5.7). Mechanisms with macros depend on the
 message: they cost their lookup and are not expanded.
 
-DNS comes only through the `lookup` coroutine handed in (`DnsEvidence.lookup`).
+DNS comes only through the `lookup` coroutine handed in (`DnsEvidence.lookup`). The walk takes
+one term at a time, as a receiver does (the counts depend on the order), but asks the questions of
+a record's terms as soon as it reads the record: a tree then costs a round trip per level, not one
+per lookup.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import ipaddress
 from collections.abc import Awaitable, Callable
@@ -120,7 +124,8 @@ class SpfWalk:
     """State of one expansion: counts, includes, networks, problems."""
 
     def __init__(self, lookup: Lookup) -> None:
-        self.lookup = lookup
+        self._lookup = lookup
+        self._ahead: dict[tuple[str, str], asyncio.Future[_Answer]] = {}  # asked, not yet used
         self.networks: list[Network] = []
         self.includes: list[str] = []
         self.lookups = 0
@@ -135,6 +140,34 @@ class SpfWalk:
                 permerror: bool = False) -> None:
         self.problems.append(SpfProblem(code, level, section, text, permerror, domain))
 
+    async def lookup(self, name: str, rdtype: str) -> _Answer:
+        ahead = self._ahead.pop((name, rdtype), None)
+        return await (ahead if ahead is not None else self._lookup(name, rdtype))
+
+    def _read_ahead(self, domain: str, terms: list[Term], chain: tuple[str, ...]) -> None:
+        """Ask now what `terms` will ask, as far as the expansion budget lets them go."""
+        room = EXPANSION_BUDGET - self.lookups
+        for term in terms:
+            if term.name in ("ip4", "ip6", "all"):
+                continue
+            room -= 1
+            if room < 0:
+                break
+            if term.name == "ptr" or term.has_macro:
+                continue
+            name = term.target or domain
+            if term.name in ("include", "redirect"):
+                questions = [] if name in chain else [(name, "TXT")]
+            elif term.name == "a":
+                questions = [(name, "A"), (name, "AAAA")]
+            else:
+                questions = [(name, "MX" if term.name == "mx" else "A")]
+            for question in questions:
+                if question not in self._ahead:
+                    future = asyncio.ensure_future(self._lookup(*question))
+                    future.add_done_callback(_retrieved)  # a failure unused is no error
+                    self._ahead[question] = future
+
     # -- one record ---------------------------------------------------------------------------
 
     async def record(self, domain: str, text: str, chain: tuple[str, ...], *, top: bool,
@@ -146,14 +179,17 @@ class SpfWalk:
         if spf.errors and not top:
             self.opaque += 1
             return costs  # a receiver stops at the syntax error: this include is a permerror
+        redirect = next((t for t in spf.terms if t.name == "redirect"), None)
+        if spf.redirect is None:
+            redirect = None
+        self._read_ahead(domain, [*spf.evaluated, *([redirect] if redirect else [])], chain)
         for term in spf.evaluated:
             if self.stopped:
                 break
             if not top and (term.qualifier == "+") == (term.name == "all"):
                 self.opaque += 1  # an include passes only on a "+" match: "-ip4:" or "+all" blur it
             costs.append(await self._measured(domain, term, chain))
-        redirect = next((t for t in spf.terms if t.name == "redirect"), None)
-        if spf.redirect is not None and redirect is not None and not self.stopped:
+        if redirect is not None and not self.stopped:
             costs.append(await self._measured(domain, redirect, chain))
         exp = next((t for t in spf.terms if t.name == "exp"), None)
         if full and exp is not None and not exp.has_macro:
@@ -355,6 +391,11 @@ async def expand(domain: str, lookup: Lookup, *, full: bool = False,
                    max(walk.void4, walk.void6), qualifier, errors, bool(walk.temporary),
                    problems, tuple(costs), walk.void4, walk.void6, tuple(alternatives),
                    tuple(replaced))
+
+
+def _retrieved(future: asyncio.Future[_Answer]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _record_notes(walk: SpfWalk, domain: str, found: SpfRecords) -> list[str]:
