@@ -229,19 +229,23 @@ def plan_lookups(activities: Sequence[SourceActivity], max_sources: int,
     at most `max_sources` of them, of `context` (sources named before, not looked up now) too.
     """
     units: dict[str, list[SourceActivity]] = defaultdict(list)
+    volumes: Counter[str] = Counter()
     for a in activities:
         try:
             address = parse_ip(a.ip)
         except ValueError:
             continue
-        units[str(ipaddress.ip_network(f"{address}/64", strict=False))
-              if address.version == 6 else a.ip].append(a)
-    ranked = sorted(units.items(), key=lambda kv: (-sum(a.messages for a in kv[1]), kv[0]))
+        unit = (str(ipaddress.IPv6Network((int(address) >> 64 << 64, 64)))
+                if address.version == 6 else a.ip)
+        units[unit].append(a)
+        volumes[unit] += a.messages
+    ranked = sorted(units.items(), key=lambda kv: (-volumes[kv[0]], kv[0]))
     ips: list[str] = []
     skipped: dict[str, str] = {}
     neighbours: list[tuple[SourceActivity, str, str]] = []
     for rank, (unit, members) in enumerate(ranked):
-        members.sort(key=lambda a: (-a.messages, a.ip))
+        if len(members) > 1:
+            members.sort(key=lambda a: (-a.messages, a.ip))
         if rank >= max_sources:
             for a in members:
                 skipped[a.ip] = f"beyond the {max_sources:,} sources with the most mail"
