@@ -318,6 +318,13 @@ def _item(entity: Mapping[str, Any]) -> InventoryItem:
     )
 
 
+class _Gone(ResourceNotFoundError):
+    """An entity a query returned a moment ago is gone: another writer got there first. Every
+    caller takes it as the race a failed condition is, and reads again."""
+
+    error_code = "ResourceNotFound"
+
+
 @dataclasses.dataclass(slots=True)
 class _Unit:
     """One source on one basis, as read: its folded patterns and their entities' ETags, and
@@ -940,6 +947,18 @@ class TableStore:
             select=["RowKey", "attempt", "unverified", "reporter_domain", "begin_ts", "end_ts",
                     "kind"]))
 
+    def _whole(self, table: str, partition: str, entity: TableEntity, name: str
+               ) -> TableEntity | None:
+        """`entity` with all of its long text `name`, or None if it changed since it was read:
+        a query that selects properties gets only the first piece of a long text (`_props`),
+        and naming every possible piece would make every entity dearer to decode, so the rare
+        entity whose first piece is full is read again, whole."""
+        if len(entity.get(name) or "") < _PIECE:
+            return entity
+        again = self._get(table, partition, entity["RowKey"])
+        return (again if again is not None and again.metadata["etag"] == entity.metadata["etag"]
+                else None)
+
     def _pending(self, partition: str) -> list[TableEntity]:
         return sorted(self._query(
             LEDGER, "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
@@ -952,9 +971,13 @@ class TableStore:
         naming's cost on Table Storage, and the timestamp alone was a tenth of it."""
         units: dict[tuple[str, str], _Unit] = {}
         parts: dict[tuple[str, str], list[tuple[str, str]]] = {}
-        for e in self._query(LEDGER, "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
-                             {"pk": partition, "low": ts.SOURCE, "high": "~s."},
-                             select=["RowKey", "ip", "basis", "patterns", "attempt"]):
+        for entity in self._query(
+                LEDGER, "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+                {"pk": partition, "low": ts.SOURCE, "high": "~s."},
+                select=["RowKey", "ip", "basis", "patterns", "attempt"]):
+            e = self._whole(LEDGER, partition, entity, "patterns")
+            if e is None:
+                raise _Gone("a source entity changed while it was read")
             name = (_text(e, "ip"), _text(e, "basis"))
             unit = units.setdefault(name, _Unit({}, {}, {}))
             etag = str(e.metadata["etag"])
@@ -974,7 +997,10 @@ class TableStore:
         conflicting keys after, or None when another writer changed something first (the
         caller tries again). Every write is conditional on the ETags read, so no report counts
         twice or is lost, whoever else is settling or crashed half-way."""
-        units = self._units(partition)
+        try:
+            units = self._units(partition)
+        except _Gone:
+            return None
         markers = self._pending(partition)
         conflicts = {e["RowKey"][len(ts.CONFLICT):] for e in self._query(
             LEDGER, "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
@@ -1257,8 +1283,9 @@ class TableStore:
                 entity = self._get(DNS, partition, row)
                 return None if entity is None else _answer(entity)
             with self._errors(DNS):  # only what an answer holds (see `_units`)
-                loaded = (time.monotonic(), {e["RowKey"]: _answer(e) for e in self._query(
-                    DNS, "PartitionKey eq @pk", {"pk": partition}, select=_ANSWER_FIELDS)})
+                loaded = (time.monotonic(), {e["RowKey"]: _answer(e) for found in self._query(
+                    DNS, "PartitionKey eq @pk", {"pk": partition}, select=_ANSWER_FIELDS)
+                    if (e := self._whole(DNS, partition, found, "records")) is not None})
             self._dns[partition] = loaded
         return loaded[1].get(row)
 

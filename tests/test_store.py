@@ -360,6 +360,22 @@ def test_dns_answers_read_in_bulk_are_those_read_one_by_one(store: AnyStore) -> 
     assert store.get_answers([], now) == {}
 
 
+def test_long_dns_answers_read_back_whole_from_a_partition(azurite: Azurite) -> None:
+    """A TXT answer can hold more text than one string property: read back by a new store, in
+    partitions it reads whole, every answer is as it was written."""
+    now, prefix = time.time(), unique_prefix()
+    answers = [Answer(f"t{i}.example", "TXT", (f"v=spf1 -all {i}", "x" * (i * 500)),
+                      f"t{i}.example", False, now + 600) for i in range(120)]
+    with tables(azurite, prefix) as writer:
+        for answer in answers:
+            writer.put_answer(answer)
+    with tables(azurite, prefix) as reader:
+        got = reader.get_answers([(a.name, a.rdtype) for a in answers], now)
+        assert reader._dns  # partitions were read whole, not only point reads
+    assert got == {(a.name, a.rdtype): a for a in answers}
+    assert max(len(a.records[1]) for a in answers) > 3 * 16_000
+
+
 def test_table_storage_reads_the_dns_cache_by_partition(azurite: Azurite) -> None:
     """Issue 14: a run asks tens of thousands of cached names; one point read each would cost as
     many requests. From the second name in a partition on, the partition is read whole."""
