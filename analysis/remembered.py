@@ -91,42 +91,61 @@ def encode(identification: Identification) -> str:
 
 def decode(domain: str, text: str) -> Identification:
     """`encode`'s inverse; ValueError when the text is not one (then the domain is named whole
-    again: nothing kept is trusted blindly). Types are compared a row at a time, not field by
-    field: a domain keeps thousands of these and reads them all on every naming."""
+    again: nothing kept is trusted blindly). Types are compared a row at a time, and each list
+    is checked while it is built: a domain keeps thousands of these and reads them all on every
+    naming."""
     try:
-        row = json.loads(text)
-        if type(row) is not list or tuple(map(type, row)) not in _ROWS:
+        row, end = _JSON.raw_decode(text)
+        if end != len(text) or type(row) is not list or tuple(map(type, row)) not in _ROWS:
             raise TypeError("not the fields of an identification")
         (ip, messages, dmarc_pass, dkim_pass, spf_pass, dkim, spf, reasons, header_from, first,
          last, key, platform, confidence, evidence, ptr, confirmed, dns, note, candidate,
          forwarded, disputed, in_spf, delegated) = row
-        if (min(messages, dmarc_pass, dkim_pass, spf_pass) < 0
-                or any(tuple(map(type, r)) != _RESULT for r in (*dkim, *spf))
-                or any(tuple(map(type, r)) != _REASON for r in reasons)
-                or any(type(v) is not str for v in (*header_from, *evidence))):
-            raise TypeError("a field of the wrong type")
+        if min(messages, dmarc_pass, dkim_pass, spf_pass) < 0:
+            raise TypeError("a negative count")
         activity = SourceActivity(
-            domain, ip, messages, dmarc_pass, dkim_pass, spf_pass,
-            tuple(((d, s, r), n) for d, s, r, n in dkim),
-            tuple(((d, s, r), n) for d, s, r, n in spf),
-            tuple((reason, n) for reason, n in reasons), tuple(header_from), first, last)
-        return Identification(activity, key, platform, float(confidence), tuple(evidence), ptr,
+            domain, ip, messages, dmarc_pass, dkim_pass, spf_pass, _results(dkim),
+            _results(spf), _reasons(reasons), _texts(header_from), first, last)
+        return Identification(activity, key, platform, float(confidence), _texts(evidence), ptr,
                               confirmed, dns, note, candidate, forwarded, disputed, in_spf,
                               delegated)
     except (TypeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise ValueError(f"a kept identification of {domain} is not readable: {exc}") from None
 
 
+def _results(rows: list[Any]) -> tuple[tuple[tuple[str, str, str], int], ...]:
+    """DKIM or SPF results with their messages: [d, selector or scope, result, messages]."""
+    out = []
+    for d, s, r, n in rows:  # a row of another length raises ValueError
+        if type(d) is not str or type(s) is not str or type(r) is not str or type(n) is not int:
+            raise TypeError("a result of the wrong type")
+        out.append(((d, s, r), n))
+    return tuple(out)
+
+
+def _reasons(rows: list[Any]) -> tuple[tuple[str, int], ...]:
+    out = []
+    for reason, n in rows:
+        if type(reason) is not str or type(n) is not int:
+            raise TypeError("a reason of the wrong type")
+        out.append((reason, n))
+    return tuple(out)
+
+
+def _texts(values: list[Any]) -> tuple[str, ...]:
+    if any(type(v) is not str for v in values):
+        raise TypeError("a field of the wrong type")
+    return tuple(values)
+
+
+_JSON = json.JSONDecoder()
 #: The types of an encoded identification's fields (a name that may be missing is null or
-#: text; the confidence may have been written as an integer), of a DKIM or SPF result with its
-#: messages, and of a reason with its messages.
+#: text; the confidence may have been written as an integer).
 _MAYBE = (type(None), str)
 _ROWS = frozenset(itertools.product(
     [str], [int], [int], [int], [int], [list], [list], [list], [list], [str], [str], [str],
     _MAYBE, [int, float], [list], _MAYBE, [bool], [str], [str], _MAYBE, _MAYBE, _MAYBE, [bool],
     _MAYBE))
-_RESULT = (str, str, str, int)
-_REASON = (str, int)
 
 
 def _networks(by_name: Mapping[str, tuple[Any, ...]]) -> list[list[str]]:

@@ -113,6 +113,14 @@ def test_identifications_read_back_exactly(dns_server: KnotServer) -> None:
     json.dumps(["192.0.2.1", 5, 0, 0, 0, [["a.example", "s1", 3]], [], [], [], "", "",
                 "unknown", None, 0.5, [], None, False, "looked up", "", None, None, None,
                 False, None]),
+    # a reason's messages that are text, a header From that is a number, text after the row
+    json.dumps(["192.0.2.1", 5, 0, 0, 0, [], [], [["forwarded", "5"]], [], "", "",
+                "unknown", None, 0.5, [], None, False, "looked up", "", None, None, None,
+                False, None]),
+    json.dumps(["192.0.2.1", 5, 0, 0, 0, [], [], [], [7], "", "", "unknown", None, 0.5, [],
+                None, False, "looked up", "", None, None, None, False, None]),
+    json.dumps(["192.0.2.1", 5, 0, 0, 0, [], [], [], [], "", "", "unknown", None, 0.5, [],
+                None, False, "looked up", "", None, None, None, False, None]) + " []",
 ])
 def test_a_kept_row_that_is_not_ours_is_refused_in_one_line(text: str) -> None:
     with pytest.raises(ValueError) as caught:
