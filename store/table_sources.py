@@ -14,7 +14,13 @@ ledger RowKey, which are hex digests):
 - `~v`: the source rollups hold the partition's history (written by the first full rebuild);
 - `~m-<YYYY-MM>-<digest of (ip, basis)>-<part>`: retention's monthly rollups, the daily rows of
   expired reports summed per month, source and basis as a source's patterns are;
-- `~x`: retention's batch under way, if any (store/table_retention.py).
+- `~x`: retention's batch under way, if any (store/table_retention.py);
+- `~n`: what the last naming kept (`Store.recall_naming`): its context, the partition's clock
+  when it read, and the generations of `~n-<generation>-<part>` that hold its identifications
+  (source IP -> `analysis.remembered.encode`, as JSON objects in parts of at most `PART_CHARS`;
+  a later generation's entry for an IP stands over an earlier one's);
+- `~nclock`: touched by each naming as it starts (its Timestamp is the partition's clock) and by
+  each rebuild; a naming keeps what it named only if nobody touched it since.
 
 Pending work is settled by whoever reads next (the scheduled step), not at ingest: ingest keeps
 its requests, and one settle writes each source once for all the reports it waited for.
@@ -32,6 +38,9 @@ from analysis.rollup import RollupKey, SourceRollup, results_from_json, results_
 
 SOURCE, PENDING, CONFLICT, VERSION = "~s-", "~p-", "~c-", "~v"
 MONTHLY, EXPIRY = "~m-", "~x"
+NAMING, NAMING_PARTS, NAMING_CLOCK = "~n", "~n-", "~nclock"
+#: Generations of kept identifications before a naming writes them all as one again.
+MAX_GENERATIONS = 4
 PART_CHARS = 400_000  # JSON per entity part: an entity holds at most 1 MiB (UTF-16)
 #: Entities written per settle transaction (the service allows 100; one is the pending note).
 OPS = 90
@@ -110,3 +119,31 @@ def source_rollups(domain: str, ip: str, totals: Mapping[Pattern, tuple[int, str
                                    results_from_json(found[2]), results_from_json(found[3]),
                                    found[4], found[5], found[6], found[7]), last, messages)
             for found, (messages, first, last) in totals.items()]
+
+
+def pack_kept(kept: Mapping[str, str]) -> list[str]:
+    """Kept identifications (IP -> text) as JSON objects of at most `PART_CHARS`, by IP."""
+    parts: list[str] = []
+    current: dict[str, str] = {}
+    size = 0
+    for ip in sorted(kept):
+        cost = len(json.dumps(ip)) + len(json.dumps(kept[ip])) + 2
+        if current and size + cost > PART_CHARS:
+            parts.append(json.dumps(current, separators=(",", ":")))
+            current, size = {}, 0
+        current[ip] = kept[ip]
+        size += cost
+    if current:
+        parts.append(json.dumps(current, separators=(",", ":")))
+    return parts
+
+
+def unpack_kept(parts: Iterable[str]) -> dict[str, str]:
+    """`pack_kept`'s inverse; ValueError when a part is not a JSON object of texts."""
+    kept: dict[str, str] = {}
+    for part in parts:
+        found = json.loads(part)
+        if type(found) is not dict or any(type(v) is not str for v in found.values()):
+            raise ValueError("a part of the kept identifications is not ours")
+        kept.update(found)
+    return kept

@@ -23,7 +23,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -325,6 +325,25 @@ class _Gone(ResourceNotFoundError):
     error_code = "ResourceNotFound"
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Naming:
+    """What a naming read of a partition's kept identifications (`TableStore.recall_naming`)."""
+
+    started: datetime  # the partition's clock when it began (`~nclock`'s Timestamp)
+    clock: str  # `~nclock`'s ETag then: the naming keeps what it named only if it is unchanged
+    generations: tuple[str, ...]  # the state's, oldest first
+    kept: dict[str, str]  # IP -> identification, every generation's, the later standing
+    parts: tuple[str, ...]  # every `~n-` RowKey read (garbage of a naming that lost included)
+    #: source entities this naming wrote itself (folding), RowKey -> ETag: not changes to the
+    #: next naming while they stay as written
+    own: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+#: Source entities written this long before the last naming began count as changed since: a
+#: transaction that had its Timestamp before that naming's clock but was not yet visible to it.
+NAMING_OVERLAP = timedelta(seconds=5)
+
+
 @dataclasses.dataclass(slots=True)
 class _Unit:
     """One source on one basis, as read: its folded patterns and their entities' ETags, and
@@ -370,6 +389,8 @@ def _days_of(entity: Mapping[str, Any]) -> list[date]:
         datetime.fromtimestamp(_value(entity["end_ts"]), UTC))]
 
 
+#: The properties of a source entity that `_read_units` reads.
+_UNIT_FIELDS = ["RowKey", "ip", "basis", "patterns", "attempt"]
 #: The properties of a cached DNS answer that `_answer` reads.
 _ANSWER_FIELDS = ["RowKey", "name", "rdtype", "records", "canonical", "nxdomain", "expires"]
 
@@ -409,6 +430,8 @@ class TableStore:
         self._dns_unsaved: dict[str, dict[str, Answer]] = {}  # partition -> row -> answer
         self._indexed = False
         self._retainer: TableRetention | None = None  # retention, made when first needed
+        #: domain -> what its naming read at `recall_naming`, for `remember_naming`
+        self._naming: dict[str, _Naming] = {}
         self.path = f"{_public(service.url)}/{prefix}"  # where the data is; never a key
 
     @classmethod
@@ -842,13 +865,19 @@ class TableStore:
         partition = _key(domain)
         bases = set(believed_bases(trusted_reporters))
         trusted = frozenset(t.lower() for t in trusted_reporters)
+        naming = self._naming.get(domain)  # a naming that recalled nothing reads it all
         for _ in range(_SETTLE_TRIES):
+            # A naming under way starts again from here: what the settle reads comes after,
+            # rebuilds it does included, and whoever rebuilds later touches the clock again.
+            clock = None if naming is None else self._touch_clock(partition)
             state = self._settle(partition)
             if state is not None:
                 break
         else:  # the daily rows, and the monthly rollups of expired reports
             yield from self._retention.folded(domain, trusted)
             return
+        if naming is not None and clock is not None:
+            self._naming[domain] = dataclasses.replace(naming, started=clock[0], clock=clock[1])
         units, conflicts = state
         by_ip: dict[str, ts.Totals] = {}
         for (ip, basis_), unit in sorted(units.items()):
@@ -856,7 +885,12 @@ class TableStore:
                 by_ip[ip] = ts.merged(by_ip.get(ip, {}), unit.totals())
         for ip, totals in by_ip.items():
             yield from ts.source_rollups(domain, ip, totals)
-        for same in sorted(conflicts):  # keys with several copies: by `rollups()`' rule
+        yield from self._conflict_rows(partition, conflicts, trusted)
+
+    def _conflict_rows(self, partition: str, conflicts: Iterable[str], trusted: frozenset[str]
+                       ) -> Iterator[SourceRollup]:
+        """The daily rows of the keys with several copies, by `rollups()`' rule."""
+        for same in sorted(conflicts):
             copies = self._copies(partition, same)
             believed = [e for e in copies if not (_optional(e, "unverified")
                                                   and _optional(e, "reporter_domain")
@@ -866,15 +900,151 @@ class TableStore:
                                             believed[0]["attempt"]).items():
                     yield SourceRollup(key, key.day, n)
 
+    # -- what naming keeps (store.base.Recalled; store/table_sources.py) ----------------------
+
     def recall_naming(self, domain: str, *, trusted_reporters: Collection[str] = ()
                       ) -> Recalled:
-        """Nothing is kept on Table Storage yet: its source entities carry no mark of what
-        changed since a naming, so every naming reads the domain's whole history."""
-        return NOTHING_RECALLED
+        """See `Store.recall_naming`. The sources changed since the last naming are those with
+        an entity written since it began (by the partition's own clock, `NAMING_OVERLAP`
+        before); they are read whole, with the keys in conflict, and every other source's
+        identification comes from the kept generations. Nothing is recalled (the whole history
+        is named, and settled) while work is pending or before the first naming."""
+        domain = domain.lower()
+        partition = _key(domain)
+        clock = self._touch_clock(partition)
+        state = self._get(LEDGER, partition, ts.NAMING)
+        found = list(self._query(
+            LEDGER, "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+            {"pk": partition, "low": ts.NAMING_PARTS, "high": "~n."}))
+        if clock is None:  # gone that very moment (the table was emptied): name everything
+            return NOTHING_RECALLED
+        generations: tuple[str, ...] = ()
+        kept: dict[str, str] = {}
+        since = datetime.min.replace(tzinfo=UTC)
+        own: dict[str, str] = {}
+        if state is not None:
+            texts: dict[str, list[tuple[str, str]]] = {}
+            for e in found:
+                generation = e["RowKey"][len(ts.NAMING_PARTS):].rsplit("-", 1)[0]
+                texts.setdefault(generation, []).append((e["RowKey"], _text(e, "kept")))
+            try:
+                since = datetime.fromisoformat(_text(state, "since")) - NAMING_OVERLAP
+                generations = tuple(str(g) for g in json.loads(_text(state, "generations")))
+                own = {str(k): str(v) for k, v in json.loads(_text(state, "own") or "{}").items()}
+                for generation in generations:
+                    kept.update(ts.unpack_kept(t for _, t in sorted(texts.get(generation, []))))
+            except (TypeError, ValueError) as exc:  # as if nothing were kept: all is named
+                log.warning("%s: %s; naming the whole history again", domain, exc)
+                state, generations, kept = None, (), {}
+        self._naming[domain] = _Naming(*clock, generations, kept,
+                                       tuple(e["RowKey"] for e in found))
+        if (state is None or self._pending(partition)
+                or self._get(LEDGER, partition, ts.VERSION) is None):
+            return NOTHING_RECALLED
+        ips = {_text(e, "ip") for e in self._query(
+            LEDGER, "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high and "
+            "Timestamp ge @since", {"pk": partition, "low": ts.SOURCE, "high": "~s.",
+                                    "since": since}, select=["RowKey", "ip"])
+               if own.get(e["RowKey"]) != e.metadata["etag"]}
+        trusted = frozenset(t.lower() for t in trusted_reporters)
+        conflicts = {e["RowKey"][len(ts.CONFLICT):] for e in self._query(
+            LEDGER, "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+            {"pk": partition, "low": ts.CONFLICT, "high": "~c."}, select=["RowKey"])}
+        conflicted = list(self._conflict_rows(partition, conflicts, trusted))
+        ips |= {r.key.source_ip for r in conflicted}
+        try:
+            units = self._units_of(partition, sorted(
+                (ip, b) for ip in ips for b in believed_bases(trusted)))
+            # Sources with many deltas are folded, as a whole read's settle folds them: a busy
+            # source gains one a report, and it is read each time it changes. What is written
+            # is noted, so the next naming does not take it for a change.
+            before = {row for unit in units.values() for row in unit.etags.items()}
+            self._fold_deltas(partition, units, lambda unit: (
+                sorted(unit.deltas) if len(unit.deltas) >= _COMPACT else []))
+            written = {row: etag for unit in units.values() for row, etag in unit.etags.items()
+                       if (row, etag) not in before}
+            self._naming[domain] = dataclasses.replace(self._naming[domain], own=written)
+        except HttpResponseError as exc:  # _Gone too: another writer got there first
+            if _code(exc) not in _CONFLICTS | {"ResourceNotFound"}:
+                raise StoreError(f"{self._name(LEDGER)}: Table Storage refused the request "
+                                 f"({_code(exc)})") from None
+            return NOTHING_RECALLED
+        changed: list[SourceRollup] = []
+        for ip in sorted(ips):
+            totals: ts.Totals = {}
+            for (unit_ip, _), unit in units.items():
+                if unit_ip == ip:
+                    totals = ts.merged(totals, unit.totals())
+            changed.extend(ts.source_rollups(domain, ip, totals))
+        changed.extend(conflicted)
+        return Recalled(_text(state, "context"), {ip: text for ip, text in kept.items()
+                                                  if ip not in ips}, changed)
 
     def remember_naming(self, domain: str, context: str,
                         identifications: Iterable[tuple[str, str]], *, whole: bool) -> None:
-        """Keeps nothing (see `recall_naming`), and so encodes nothing."""
+        """See `Store.remember_naming`: the identifications as a new generation (all of them
+        once there are `ts.MAX_GENERATIONS`), then the state naming it, in one transaction with
+        a check that nobody touched `~nclock` since the naming began (another naming, a
+        rebuild); if somebody did, what this naming named is not kept, and the next names it
+        again. Generations no longer named are deleted."""
+        domain = domain.lower()
+        partition = _key(domain)
+        read = self._naming.pop(domain, None)
+        if read is None:
+            return  # not recalled first: no clock to check it against
+        named = dict(identifications)
+        generations = () if whole else read.generations
+        if len(generations) + 1 > ts.MAX_GENERATIONS:
+            named, generations = {**read.kept, **named}, ()
+        generation = uuid.uuid4().hex[:16]
+        parts = ts.pack_kept(named)
+        rows = [f"{ts.NAMING_PARTS}{generation}-{i:04d}" for i in range(len(parts))]
+        writes = [{"PartitionKey": partition, "RowKey": row, **_props(kept=part)}
+                  for row, part in zip(rows, parts, strict=True)]
+        state: list[Operation] = [
+            ("update", {"PartitionKey": partition, "RowKey": ts.NAMING_CLOCK},
+             {"mode": UpdateMode.MERGE, "etag": read.clock,
+              "match_condition": MatchConditions.IfNotModified}),
+            ("upsert", {"PartitionKey": partition, "RowKey": ts.NAMING, **_props(
+                context=context, since=read.started.isoformat(),
+                generations=json.dumps([*generations, generation]),
+                own=json.dumps(read.own))},
+             {"mode": UpdateMode.REPLACE})]
+        live = {f"{ts.NAMING_PARTS}{g}-" for g in (*generations, generation)}
+        with self._errors(LEDGER):
+            for batch in _batches(writes):
+                self._submit(LEDGER, [("create", entity) for entity in batch])
+            try:
+                self._submit(LEDGER, state)
+            except HttpResponseError as exc:
+                if _code(exc) not in _CONFLICTS | {"ResourceNotFound"}:
+                    raise
+                live -= {f"{ts.NAMING_PARTS}{generation}-"}  # lost: it is garbage now
+            stale = [row for row in (*read.parts, *rows)
+                     if not any(row.startswith(prefix) for prefix in live)]
+            for i in range(0, len(stale), _MAX_OPS):
+                with contextlib.suppress(HttpResponseError):  # gone already: fine
+                    self._submit(LEDGER, [("delete", {"PartitionKey": partition, "RowKey": r})
+                                          for r in stale[i:i + _MAX_OPS]])
+
+    def _touch_clock(self, partition: str) -> tuple[datetime, str] | None:
+        """Write `~nclock`: the partition's time now (its Timestamp, by the clock that stamps
+        the source entities) and its new ETag; None if it is gone again already."""
+        with self._errors(LEDGER):
+            self._table(LEDGER).upsert_entity({"PartitionKey": partition,
+                                               "RowKey": ts.NAMING_CLOCK})
+        clock = self._get(LEDGER, partition, ts.NAMING_CLOCK)
+        stamp = None if clock is None else clock.metadata["timestamp"]
+        return None if clock is None or stamp is None else (stamp, str(clock.metadata["etag"]))
+
+    def _forget_naming(self, partition: str) -> None:
+        """A rebuild is about to change sources (or take them away): what naming kept of the
+        partition is dropped, and a naming under way will not keep what it named."""
+        with self._errors(LEDGER):
+            self._table(LEDGER).upsert_entity({"PartitionKey": partition,
+                                               "RowKey": ts.NAMING_CLOCK})
+            with contextlib.suppress(ResourceNotFoundError):
+                self._table(LEDGER).delete_entity(partition, ts.NAMING)
 
     def naming_mark(self) -> str | None:
         """See `Store.naming_mark`: one entity beside the index of domains."""
@@ -965,16 +1135,37 @@ class TableStore:
             {"pk": partition, "low": ts.PENDING, "high": "~p."}), key=lambda e: e["RowKey"])
 
     def _units(self, partition: str) -> dict[tuple[str, str], _Unit]:
-        """Every source of the partition: its folded entities and its deltas, with ETags.
+        """Every source of the partition: its folded entities and its deltas, with ETags."""
+        return self._read_units(partition, self._query(
+            LEDGER, "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+            {"pk": partition, "low": ts.SOURCE, "high": "~s."}, select=_UNIT_FIELDS))
 
-        Only the properties used are asked for: the SDK's decoding of each entity is most of a
-        naming's cost on Table Storage, and the timestamp alone was a tenth of it."""
+    def _units_of(self, partition: str, names: list[tuple[str, str]]
+                  ) -> dict[tuple[str, str], _Unit]:
+        """`_units` for some sources (IP, basis) only, seven RowKey ranges a query (the service
+        takes at most fifteen comparisons in a filter)."""
+        def entities() -> Iterator[TableEntity]:
+            for i in range(0, len(names), 7):
+                parameters: dict[str, Any] = {"pk": partition}
+                ranges = []
+                for j, name in enumerate(names[i:i + 7]):
+                    prefix = ts.unit_row(*name)
+                    parameters[f"l{j}"], parameters[f"h{j}"] = prefix, prefix[:-1] + "."
+                    # a space before ")": the SDK reads "@h0)" as the parameter's name
+                    ranges.append(f"(RowKey ge @l{j} and RowKey lt @h{j} )")
+                yield from self._query(LEDGER, f"PartitionKey eq @pk and ({' or '.join(ranges)})",
+                                       parameters, select=_UNIT_FIELDS)
+
+        return self._read_units(partition, entities())
+
+    def _read_units(self, partition: str, found: Iterable[TableEntity]
+                    ) -> dict[tuple[str, str], _Unit]:
+        """Source entities as units. Only the properties used are asked for: the SDK's decoding
+        of each entity is most of a naming's cost on Table Storage, and the timestamp alone was
+        a tenth of it."""
         units: dict[tuple[str, str], _Unit] = {}
         parts: dict[tuple[str, str], list[tuple[str, str]]] = {}
-        for entity in self._query(
-                LEDGER, "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
-                {"pk": partition, "low": ts.SOURCE, "high": "~s."},
-                select=["RowKey", "ip", "basis", "patterns", "attempt"]):
+        for entity in found:
             e = self._whole(LEDGER, partition, entity, "patterns")
             if e is None:
                 raise _Gone("a source entity changed while it was read")
@@ -987,8 +1178,8 @@ class TableStore:
             else:
                 unit.etags[e["RowKey"]] = etag
                 parts.setdefault(name, []).append((e["RowKey"], _text(e, "patterns")))
-        for name, found in parts.items():
-            units[name].base = ts.decode(text for _, text in sorted(found))
+        for name, texts in parts.items():
+            units[name].base = ts.decode(text for _, text in sorted(texts))
         return units
 
     def _settle(self, partition: str
@@ -1087,10 +1278,12 @@ class TableStore:
         is kept: deltas of reports committed since, and a large report's share its marker notes
         as folded in already (read last, so what changes meanwhile fails on its ETag). Expired
         reports count by their monthly rollups, read first, with a fence on retention's batch
-        (store/table_retention.py)."""
+        (store/table_retention.py). What naming kept of the partition is forgotten first: a
+        rebuild may take sources away, which no entity written since would show."""
         fence = self._retention.fence(partition)
         if fence is None:
             return False
+        self._forget_naming(partition)
         monthly = self._retention.monthly(partition)
         if marker["RowKey"] == _FULL:
             ips: set[str] | None = None

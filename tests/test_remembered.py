@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -30,12 +31,20 @@ from analysis.senders import analyse_activities
 from analysis.verdicts import ServiceVerdict
 from function_app.pipeline import name_domain
 from store import SqliteStore, Store
-from store.base import NOTHING_RECALLED
+from store import tables as tables_module
+from store.table_sources import unit_row
 from store.tables import TableStore
 from tests.azurite import Azurite, unique_prefix
+from tests.builders import aggregate_xml, record_xml
 from tests.dnslab.server import KnotServer
 from tests.evaluation import load_sources, reports_xml
-from tests.test_source_aggregates import DOMAINS, Delivery, add, generated
+from tests.test_source_aggregates import (  # noqa: F401 (open_store: a fixture)
+    DOMAINS,
+    Delivery,
+    add,
+    generated,
+    open_store,
+)
 
 CATALOG = load_catalog()
 
@@ -52,6 +61,20 @@ def named(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
     monkeypatch.setattr(Identifier, "identify", counting)
     yield calls
+
+
+AnyStore = SqliteStore | TableStore
+
+
+@pytest.fixture
+def stores(open_store: Callable[[], AnyStore],  # noqa: F811 (the imported fixture)
+           monkeypatch: pytest.MonkeyPatch
+           ) -> Callable[[], AnyStore]:
+    """A fresh store of each kind (`open_store`). On Table Storage the overlap after a naming's
+    clock is taken away: these tests write and name within seconds, and would see every source
+    as written since (`test_table_storage_counts_what_was_written_just_before_a_naming`)."""
+    monkeypatch.setattr(tables_module, "NAMING_OVERLAP", dt.timedelta(0))
+    return open_store
 
 
 def whole(store: Store, domain: str, dns: DnsEvidence | None = None,
@@ -168,25 +191,28 @@ def test_the_labeled_world_named_in_two_steps_shows_what_naming_all_shows(
         assert again and set(again) <= changed and len(again) < compared
 
 
-def test_nothing_new_names_nothing_again(tmp_path: Path, named: list[str]) -> None:
+def test_nothing_new_names_nothing_again(stores: Callable[[], AnyStore],
+                                         named: list[str]) -> None:
     """Except sources with believed reports in conflict, read from their daily rows each time
     (the labeled world has none)."""
-    with SqliteStore(tmp_path / "same.sqlite3") as store:
-        add(store, [Delivery(x, None) for x in reports_xml(load_sources())])
-        first = {d: remembered(store, d) for d in store.domains()}
-        assert len(named) >= 200
-        named.clear()
-        assert {d: remembered(store, d) for d in store.domains()} == first
-        assert named == []
+    store = stores()
+    add(store, [Delivery(x, None) for x in reports_xml(load_sources())])
+    first = {d: remembered(store, d) for d in store.domains()}
+    assert len(named) >= 200
+    named.clear()
+    assert {d: remembered(store, d) for d in store.domains()} == first
+    assert named == []
 
 
 @pytest.mark.parametrize("seed", [11, 12, 13])
 def test_generated_histories_named_step_by_step_show_what_naming_all_shows(
-        tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch, named: list[str]) -> None:
+        stores: Callable[[], AnyStore], seed: int, monkeypatch: pytest.MonkeyPatch,
+        named: list[str]) -> None:
     """Copies, conflicts (a conflicting copy rebuilds the sources it touched), doubt, held
     reports, and a change of trusted reporters half-way (a new context: all named again)."""
     history = generated(seed, 120)
-    with SqliteStore(tmp_path / "gen.sqlite3") as store:
+    fewer = 0  # steps that named fewer sources than the domains have
+    with stores() as store:
         for step, start in enumerate(range(0, len(history), 20)):
             trusted = ("r1.example",) if step >= 3 else ()
             monkeypatch.setenv("DMARCBOT_TRUSTED_REPORTERS", ",".join(trusted))
@@ -203,12 +229,15 @@ def test_generated_histories_named_step_by_step_show_what_naming_all_shows(
                 assert again == everything
             elif step > 0:
                 assert again <= everything
+                fewer += again < everything
+    assert fewer >= 1
 
 
 def test_a_naming_that_dies_leaves_its_changes_for_the_next(
-        tmp_path: Path, named: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+        stores: Callable[[], AnyStore], named: list[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     history = generated(7, 80)
-    with SqliteStore(tmp_path / "dies.sqlite3") as store:
+    with stores() as store:
         add(store, history[:40])
         for domain in DOMAINS:
             remembered(store, domain)
@@ -219,7 +248,7 @@ def test_a_naming_that_dies_leaves_its_changes_for_the_next(
 
         named.clear()
         with monkeypatch.context() as patched, pytest.raises(RuntimeError):
-            patched.setattr(SqliteStore, "remember_naming", dying)
+            patched.setattr(type(store), "remember_naming", dying)
             remembered(store, DOMAINS[0])  # its changes were claimed, never remembered
         claimed = set(named)
         named.clear()
@@ -283,10 +312,165 @@ def test_a_kept_row_that_is_not_ours_means_naming_the_whole_history(
         assert json.loads(kept_rows(store, DOMAINS[0])[ip])[0] == ip  # written whole again
 
 
-def test_table_storage_keeps_nothing_and_names_the_whole_history(azurite: Azurite) -> None:
-    with TableStore.from_connection_string(azurite.connection_string,
-                                           prefix=unique_prefix()) as store:
-        add(store, generated(4, 30))
-        assert store.recall_naming(DOMAINS[0]) == NOTHING_RECALLED
+# -- Table Storage: what tells a naming what changed ------------------------------------------
+
+
+def _tables(azurite: Azurite, prefix: str | None = None) -> TableStore:
+    return TableStore.from_connection_string(azurite.connection_string,
+                                             prefix=prefix or unique_prefix())
+
+
+def _report(ip: str, n: int, report_id: str, domain: str = DOMAINS[0]) -> Delivery:
+    return Delivery(aggregate_xml(record_xml(ip, n), report_id=report_id, domain=domain), None)
+
+
+def _naming_rows(store: TableStore, domain: str) -> list[str]:
+    return sorted(e["RowKey"] for e in store._query(
+        "reports", "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+        {"pk": domain, "low": "~n", "high": "~o"}, select=["RowKey"]))
+
+
+def test_table_storage_counts_what_was_written_just_before_a_naming(
+        azurite: Azurite, named: list[str]) -> None:
+    """Entities written within `NAMING_OVERLAP` before a naming began count as changed for the
+    next one: a transaction stamped before the naming's clock may not have been visible to it.
+    Here everything was written within seconds, so the next naming names it all again."""
+    with _tables(azurite) as store:
+        add(store, [_report(f"192.0.2.{n}", n, f"r{n}") for n in range(1, 6)])
+        remembered(store, DOMAINS[0])
+        named.clear()
+        got = remembered(store, DOMAINS[0])
+        assert sorted(named) == [f"192.0.2.{n}" for n in range(1, 6)]
+        assert got == whole(store, DOMAINS[0])
+
+
+def test_table_storage_names_only_the_sources_written_since(
+        azurite: Azurite, named: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tables_module, "NAMING_OVERLAP", dt.timedelta(0))
+    with _tables(azurite) as store:
+        add(store, [_report(f"192.0.2.{n}", n, f"r{n}") for n in range(1, 6)])
+        remembered(store, DOMAINS[0])
+        add(store, [_report("192.0.2.2", 10, "again"), _report("198.51.100.7", 3, "new")])
+        named.clear()
+        recalled = store.recall_naming(DOMAINS[0])
+        assert {r.key.source_ip for r in recalled.changed} == {"192.0.2.2", "198.51.100.7"}
+        assert sorted(recalled.kept) == ["192.0.2.1", "192.0.2.3", "192.0.2.4", "192.0.2.5"]
+        store._naming.clear()  # that recall was only looked at
+        got = remembered(store, DOMAINS[0])
+        assert sorted(named) == ["192.0.2.2", "198.51.100.7"]
+        assert got == whole(store, DOMAINS[0])
+        # a changed source's whole history is read: both of 192.0.2.2's reports
+        line = {v.identification.activity.ip: v.identification.activity.messages
+                for ln in remembered(store, DOMAINS[0]) for v in ln.sources}
+        assert line["192.0.2.2"] == 12 and line["198.51.100.7"] == 3
+
+
+def test_table_storage_folds_a_busy_source_as_it_names_it(
+        azurite: Azurite, named: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A busy source gains a delta a report and is read each time it changes: a naming that
+    reads it folds its deltas, as a whole read's settle does."""
+    monkeypatch.setattr(tables_module, "NAMING_OVERLAP", dt.timedelta(0))
+    with _tables(azurite) as store:
+        add(store, [_report("192.0.2.1", 1, "r0"), _report("192.0.2.2", 1, "other")])
+        remembered(store, DOMAINS[0])
+        add(store, [_report("192.0.2.1", n, f"r{n}") for n in range(1, 13)])
+        prefix = unit_row("192.0.2.1", "")
+        rows = [e["RowKey"] for e in store._query(
+            "reports", "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+            {"pk": DOMAINS[0], "low": prefix, "high": prefix[:-1] + "."}, select=["RowKey"])]
+        assert sum(r[len(prefix):].startswith("d") for r in rows) == 13  # a delta a report
+        named.clear()
+        got = remembered(store, DOMAINS[0])
+        assert named == ["192.0.2.1"]
+        rows = [e["RowKey"] for e in store._query(
+            "reports", "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+            {"pk": DOMAINS[0], "low": prefix, "high": prefix[:-1] + "."}, select=["RowKey"])]
+        assert rows == [f"{prefix}0000"]  # folded into one
+        named.clear()
+        assert remembered(store, DOMAINS[0]) == got
+        assert named == []  # its own fold is no change to the next naming
+        assert got == whole(store, DOMAINS[0])
+        assert {v.identification.activity.ip: v.identification.activity.messages
+                for ln in got for v in ln.sources}["192.0.2.1"] == 1 + sum(range(1, 13))
+
+
+def test_table_storage_generations_are_merged_and_nothing_is_left_behind(
+        azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tables_module, "NAMING_OVERLAP", dt.timedelta(0))
+    with _tables(azurite) as store:
+        for n in range(1, 9):
+            add(store, [_report(f"192.0.2.{n}", n, f"r{n}")])
+            remembered(store, DOMAINS[0])
+            state = store._get("reports", DOMAINS[0], "~n")
+            assert state is not None
+            generations = json.loads(state["generations"])
+            assert 1 <= len(generations) <= 4
+            # every part left is one of the state's generations
+            assert {row.rsplit("-", 1)[0] for row in _naming_rows(store, DOMAINS[0])
+                    if row.startswith("~n-")} == {f"~n-{g}" for g in generations}
+        assert store.recall_naming(DOMAINS[0]).kept.keys() == {
+            f"192.0.2.{n}" for n in range(1, 9)}
         assert remembered(store, DOMAINS[0]) == whole(store, DOMAINS[0])
-        assert store.recall_naming(DOMAINS[0]) == NOTHING_RECALLED
+
+
+def test_table_storage_a_naming_that_loses_a_race_keeps_nothing(
+        azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two namings of one domain at once: the one that remembers second finds the clock
+    touched since it began, keeps nothing, and leaves no part behind."""
+    monkeypatch.setattr(tables_module, "NAMING_OVERLAP", dt.timedelta(0))
+    prefix = unique_prefix()
+    with _tables(azurite, prefix) as first, _tables(azurite, prefix) as second:
+        add(first, [_report(f"192.0.2.{n}", n, f"r{n}") for n in range(1, 4)])
+        remembered(first, DOMAINS[0])
+        add(first, [_report("192.0.2.9", 9, "r9")])
+        one, two = first.recall_naming(DOMAINS[0]), second.recall_naming(DOMAINS[0])
+        assert {r.key.source_ip for r in one.changed} == {"192.0.2.9"}
+        second.remember_naming(DOMAINS[0], str(two.context), [("192.0.2.9", "second")],
+                               whole=False)
+        first.remember_naming(DOMAINS[0], str(one.context), [("192.0.2.9", "first")],
+                              whole=False)
+        third = first.recall_naming(DOMAINS[0])
+        first._naming.clear()
+        assert third.kept["192.0.2.9"] == "second"
+        state = first._get("reports", DOMAINS[0], "~n")
+        assert state is not None
+        assert {row.rsplit("-", 1)[0] for row in _naming_rows(first, DOMAINS[0])
+                if row.startswith("~n-")} == {f"~n-{g}" for g in json.loads(
+                    state["generations"])}
+
+
+def test_table_storage_a_rebuild_forgets_what_naming_kept(
+        azurite: Azurite, named: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rebuild may take a source away, which no entity written since would show: it drops
+    what naming kept, and a naming that began before it keeps nothing of its own."""
+    monkeypatch.setattr(tables_module, "NAMING_OVERLAP", dt.timedelta(0))
+    prefix = unique_prefix()
+    with _tables(azurite, prefix) as store, _tables(azurite, prefix) as other:
+        add(store, [_report("192.0.2.1", 5, "same"), _report("192.0.2.2", 3, "r2")])
+        remembered(store, DOMAINS[0])
+        recalled = store.recall_naming(DOMAINS[0])  # a naming begins
+        assert recalled.context is not None
+        # another copy of report "same" with other content: a conflict, and a rebuild that
+        # takes 192.0.2.1's report out of the sources, done by another reader meanwhile
+        add(other, [_report("192.0.2.7", 5, "same")])
+        list(other.sources(DOMAINS[0]))
+        store.remember_naming(DOMAINS[0], str(recalled.context),
+                              [("192.0.2.2", recalled.kept["192.0.2.2"])], whole=False)
+        assert store._get("reports", DOMAINS[0], "~n") is None  # forgotten, not rewritten
+        named.clear()
+        assert remembered(store, DOMAINS[0]) == whole(store, DOMAINS[0])
+        assert "192.0.2.2" in named  # the whole history named again
+
+
+def test_table_storage_a_kept_part_that_is_not_ours_names_the_whole_history(
+        azurite: Azurite, named: list[str], caplog: pytest.LogCaptureFixture) -> None:
+    with _tables(azurite) as store:
+        add(store, [_report(f"192.0.2.{n}", n, f"r{n}") for n in range(1, 4)])
+        expected = remembered(store, DOMAINS[0])
+        part = next(r for r in _naming_rows(store, DOMAINS[0]) if r.startswith("~n-"))
+        store._table("reports").upsert_entity({"PartitionKey": DOMAINS[0], "RowKey": part,
+                                               "kept": '["not", "ours"]'})
+        named.clear()
+        assert remembered(store, DOMAINS[0]) == expected
+        assert sorted(named) == [f"192.0.2.{n}" for n in range(1, 4)]
+        assert "not ours" in caplog.text and "naming the whole history" in caplog.text
