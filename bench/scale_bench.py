@@ -14,7 +14,7 @@ before (spoofers, forwarders), so a domain's distinct sources keep growing, as r
             store in a child process: its peak RSS (target: under 250 MB).
   ingest    CPU per report while building the stores, and Table Storage requests per report.
   project   the daily naming step of a 200-domain tenant after a year on Table Storage, from
-            the measured cost per source entity read and per source named, and the measured
+            the measured cost per kept and per changed source and per request, and the measured
             growth of a domain's sources per day (target: under 2 minutes).
 
 With `--baseline REV` the SQLite part runs for that revision too (a `git worktree` in a
@@ -66,30 +66,46 @@ def open_store():
 limits = Limits(max_input_bytes=1 << 30, max_decompressed_bytes=1 << 32)
 out = {}
 with open_store() as store:
+    if mode == "daily":  # what each naming recalls, counted
+        import datetime
+        from store import tables
+        # days follow each other within seconds here, hours apart in a tenant: the overlap
+        # after a naming's clock would count a whole day's writes as changed twice
+        tables.NAMING_OVERLAP = datetime.timedelta(0)
+        recall, seen = store.recall_naming, {}
+        def counted(domain, **kw):
+            got = recall(domain, **kw)
+            seen["kept"] += len(got.kept)
+            seen["changed"] += len({r.key.source_ip for r in got.changed})
+            seen["whole"] += got.context is None
+            return got
+        store.recall_naming = counted
     cpu, wall = time.process_time(), time.perf_counter()
     outcomes, days = [], []
     for folder in folders:
         before_ingest, clock = requests[0], time.process_time()
         found = list(ingest_paths([folder], store, limits))
         outcomes += found
-        if mode == "daily":  # the naming step's read of each domain with reports that day
-            from store.tables import _key
+        if mode == "daily":  # the timer's naming step for each domain with reports that day
             day = {"reports": len(found), "ingest_requests": requests[0] - before_ingest,
-                   "ingest_cpu": time.process_time() - clock, "domains": 0, "entities": 0,
-                   "sources": 0, "patterns": 0, "cpu": 0.0, "wall": 0.0, "requests": 0}
-            for domain in sorted({o.domain for o in found if o.domain}):
-                day["domains"] += 1
-                day["entities"] += sum(len(u.etags) + len(u.deltas)
-                                       for u in store._units(_key(domain)).values())
+                   "ingest_cpu": time.process_time() - clock, "domains": 0}
+            # the step after the day's reports, then again with nothing new: what keeping costs
+            for step in ("new", "same"):
+                seen.update(kept=0, changed=0, whole=0)
                 c, w, r = time.process_time(), time.perf_counter(), requests[0]
-                read = list(store.sources(domain))
-                day["cpu"] += time.process_time() - c
-                day["wall"] += time.perf_counter() - w
-                day["requests"] += requests[0] - r
-                day["patterns"] += len(read)
-                day["sources"] += len({x.key.source_ip for x in read})
+                async def name():
+                    await identify_domains(store, load_catalog(), None,
+                                           sorted({o.domain for o in found if o.domain}))
+                asyncio.run(name())
+                day.update({f"{step}_{k}": v for k, v in seen.items()})
+                day[f"{step}_cpu"] = time.process_time() - c
+                day[f"{step}_wall"] = time.perf_counter() - w
+                day[f"{step}_requests"] = requests[0] - r
+            day["domains"] = len({o.domain for o in found if o.domain})
             days.append(day)
     out["ingest_cpu"], out["ingest_wall"] = time.process_time() - cpu, time.perf_counter() - wall
+    if days:  # without the naming steps between the days
+        out["ingest_cpu"] = sum(d["ingest_cpu"] for d in days)
     out["reports"] = len(outcomes)
     out["statuses"] = sorted({o.status for o in outcomes})
     out["ingest_requests"] = sum(d["ingest_requests"] for d in days) if days else requests[0]
@@ -113,27 +129,6 @@ with open_store() as store:
         out["name_requests"] = requests[0] - before
         out["verdicts"] = len(verdicts)
 print(json.dumps(out))
-"""
-
-NAME = r"""
-import asyncio, json, sys, time
-from analysis.catalog import load_catalog
-from analysis.identify import activities_from_rollups
-from analysis.rollup import rollups_from_sources
-from analysis.senders import analyse_rollups
-from store import SqliteStore
-
-with SqliteStore(sys.argv[1]) as store:
-    rows = []
-    for domain in store.domains():
-        folded = rollups_from_sources(store.sources(domain))
-        cpu = time.process_time()
-        async def name():
-            await analyse_rollups(folded, load_catalog(), None)
-        asyncio.run(name())
-        rows.append({"domain": domain, "cpu": time.process_time() - cpu,
-                     "sources": len(activities_from_rollups(folded))})
-print(json.dumps(rows))
 """
 
 
@@ -304,7 +299,7 @@ def median(rows: list[dict[str, object]], key: str) -> float:
     return statistics.median(float(r[key]) for r in rows)  # type: ignore[arg-type]
 
 
-def report(results: dict[str, object], labels: list[str], work: Path) -> None:
+def report(results: dict[str, object], labels: list[str]) -> None:
     print("# Scale: the scheduled step, `senders` and ingest as history grows\n")
     print("| store | run on 1,000 reports (s CPU) | run on 20,000 reports (s CPU) | ratio |"
           " naming alone: 1,000 / 20,000 (s CPU) |")
@@ -344,62 +339,55 @@ def report(results: dict[str, object], labels: list[str], work: Path) -> None:
             print(f"| {key.removesuffix(' build')} | {value['reports']} |"
                   f" {1000 * value['ingest_cpu'] / value['reports']:.2f} | {req} |")
     if "tables big build" in results:
-        project(results, work)
+        project(results)
 
 
-def _named(db: Path) -> list[dict[str, object]]:
-    done = subprocess.run([sys.executable, "-c", NAME, str(db)], cwd=ROOT, capture_output=True,
-                          text=True, check=True,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
-    return json.loads(done.stdout)  # type: ignore[no-any-return]
-
-
-def project(results: dict[str, object], work: Path) -> None:
+def project(results: dict[str, object]) -> None:
     """The daily naming step of 200 domains after a year on Table Storage, from the costs
-    measured while the 20,000-report store was built a day at a time: per request (on the
-    small store, where Azurite's scan of the whole table per query costs least), per entity
-    read (client CPU), per source named (offline identification, CPU), and the entities and
-    sources a domain gains a day (first day against the last)."""
+    measured while the 20,000-report store was built a day at a time, each day named twice (the
+    timer's step after the day's reports, then again with nothing new): per request (on the
+    small store, where Azurite's scan of the whole table per query costs least), client CPU per
+    kept source (the second naming: reading, decoding and judging what was kept) and per
+    changed source (the first naming's CPU beyond the second's), and the sources a domain keeps
+    and changes a day, first day against the last."""
     built = results["tables big build"]
     small = results["tables small build"]
     assert isinstance(built, dict) and isinstance(small, dict)
-    days = built["days"]
+    days = [d for d in built["days"][1:] if not d["new_whole"]]  # the first names everything
+    per_request = (sum(d["new_wall"] - d["new_cpu"] for d in small["days"])
+                   / sum(d["new_requests"] for d in small["days"]))
+    per_kept = sum(d["same_cpu"] for d in days) / sum(d["same_kept"] for d in days)
+    per_changed = (sum(d["new_cpu"] - d["same_cpu"] for d in days)
+                   / sum(d["new_changed"] for d in days))
     first, last = days[0], days[-1]
-    per_request = (sum(d["wall"] - d["cpu"] for d in small["days"])
-                   / sum(d["requests"] for d in small["days"]))
-    per_entity = sum(d["cpu"] for d in days) / sum(d["entities"] for d in days)
-    named = _named(work / "current-big.sqlite3")
-    per_source = (sum(float(r["cpu"]) for r in named)  # type: ignore[arg-type]
-                  / sum(int(r["sources"]) for r in named))  # type: ignore[call-overload]
 
     def per_domain(day: dict[str, float], key: str) -> float:
         return day[key] / day["domains"]
 
-    growth = {k: (per_domain(last, k) - per_domain(first, k)) / (len(days) - 1)
-              for k in ("entities", "sources")}
-    year = {k: per_domain(first, k) + growth[k] * 364 for k in growth}
-    # requests: the last day's, and a page more per 1,000 entities read (the first day's
-    # include building each partition's sources once)
-    year["requests"] = (per_domain(last, "requests")
-                        + (year["entities"] - per_domain(last, "entities")) / 1000)
-    one = (year["requests"] * per_request + year["entities"] * per_entity
-           + year["sources"] * per_source)
+    growth = (per_domain(last, "same_kept") - per_domain(first, "same_kept")) / (
+        len(days) - 1)
+    year = {"kept": per_domain(first, "same_kept") + growth * 364,
+            "changed": per_domain(last, "new_changed"),
+            "requests": per_domain(last, "new_requests")}
+    one = (year["requests"] * per_request + year["kept"] * per_kept
+           + year["changed"] * per_changed)
     total = 200 * one
-    results["projection"] = {"per_request_ms": per_request * 1e3,
-                             "per_entity_us": per_entity * 1e6, "per_source_us":
-                             per_source * 1e6, "year": year, "seconds": total}
+    results["projection"] = {"per_request_ms": per_request * 1e3, "per_kept_us":
+                             per_kept * 1e6, "per_changed_us": per_changed * 1e6,
+                             "year": year, "seconds": total}
     print("\n| daily naming step, 200 domains after a year (Table Storage) | value |")
     print("|---|---:|")
     print(f"| per request (Azurite, small store) | {per_request * 1e3:.1f} ms |")
-    print(f"| per entity read (client CPU) | {per_entity * 1e6:.0f} µs |")
-    print(f"| per source named (offline identification, CPU) | {per_source * 1e6:.0f} µs |")
-    for k in ("requests", "entities", "sources"):
-        print(f"| {k} per domain read: day 1, day {len(days)}, a year (projected) |"
-              f" {per_domain(first, k):,.1f}, {per_domain(last, k):,.1f}, {year[k]:,.0f} |")
+    print(f"| per kept source (client CPU: read, decoded, judged) | {per_kept * 1e6:.0f} µs |")
+    print(f"| per changed source (client CPU: read whole, named) | {per_changed * 1e6:.0f} µs |")
+    print(f"| requests per domain's step: day 2, day {len(days) + 1} | "
+          f"{per_domain(first, 'new_requests'):,.1f}, {year['requests']:,.1f} |")
+    print(f"| sources kept per domain: day 2, day {len(days) + 1}, a year (projected) | "
+          f"{per_domain(first, 'same_kept'):,.0f}, {per_domain(last, 'same_kept'):,.0f}, "
+          f"{year['kept']:,.0f} |")
+    print(f"| sources changed per domain and day: day 2, day {len(days) + 1} | "
+          f"{per_domain(first, 'new_changed'):,.0f}, {year['changed']:,.0f} |")
     print(f"| **200 domains, one naming step after a year** | **{total:,.0f} s** |")
-    fits = (120 / 200 - year["requests"] * per_request) / (
-        per_entity * year["entities"] / year["sources"] + per_source)
-    print(f"| sources per domain that fit 2 minutes (same costs) | {fits:,.0f} |")
 
 
 def main() -> int:
@@ -424,7 +412,7 @@ def main() -> int:
                 sqlite_part(label, trees[label], data, work, args.rounds, results)
             if not args.skip_tables:
                 tables_part(data, args.rounds, results)
-            report(results, labels, work)
+            report(results, labels)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
     return 0
