@@ -40,15 +40,8 @@ def test_an_answer_with_another_opcode_is_not_taken_for_ours() -> None:
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
 
-    async def ask() -> Reply:
-        client = UdpClient("127.0.0.1", port)
-        try:
-            return await client.query("example.com", "TXT", 5.0)
-        finally:
-            client.close()
-
     try:
-        answer = asyncio.run(ask())
+        answer = _ask(port, "example.com")
     finally:
         thread.join(timeout=5)
         server.close()
@@ -112,11 +105,12 @@ class _Truncating:
         self.listener.close()
 
 
-def _ask(port: int) -> Reply:
+def _ask(port: int, name: str = "big.example.com") -> Reply:
+    """One TXT question on a client of its own, closed after."""
     async def ask() -> Reply:
         client = UdpClient("127.0.0.1", port)
         try:
-            return await client.query("big.example.com", "TXT", 5.0)
+            return await client.query(name, "TXT", 5.0)
         finally:
             client.close()
 
