@@ -149,6 +149,39 @@ def mostly_aligned(activity: SourceActivity) -> bool:
     return activity.dmarc_pass * 2 >= activity.messages > 0
 
 
+#: What one direct source proves of the domain's own account at its service: (service key,
+#: the account identities it showed). A domain's accounts are the union of its sources' claims,
+#: so a kept source keeps its claim (analysis.remembered) and is not judged again for it.
+Claim = tuple[str, tuple[str, ...]]
+
+
+def account_claim(identification: Identification, catalog: Catalog,
+                  pinned: Mapping[str, set[str]], memo: Memo | None = None) -> Claim | None:
+    """What a source that sent directly proves of its domain's own account, if anything.
+    `pinned`: the identities the domain's own DNS names (`tenants_from_dns`)."""
+    a, key = identification.activity, identification.service_key
+    if key == UNKNOWN or not mostly_aligned(a):
+        return None
+    tenants, seen = identities_of(a, catalog, key, memo)
+    if a.dkim_aligned_pass * 2 < a.messages and key in pinned and set(tenants) - pinned[key]:
+        return None  # SPF alone, through shared servers, by a tenant the DNS does not name
+    return key, seen
+
+
+def accounts_from_claims(domain: str, pinned: Mapping[str, set[str]], claims: Iterable[Claim],
+                         memo: Memo | None = None) -> DomainAccounts:
+    identities: dict[str, set[str]] = defaultdict(set)
+    proven: set[str] = set(pinned)
+    for key, named in pinned.items():
+        identities[key] |= named
+    for key, seen in claims:
+        proven.add(key)
+        identities[key] |= set(seen)
+    return DomainAccounts(domain, frozenset(proven),
+                          {k: frozenset(v) for k, v in identities.items()},
+                          frozenset(pinned), {} if memo is None else memo)
+
+
 def domain_accounts(domain: str, identifications: Iterable[Identification], catalog: Catalog,
                     targets: Mapping[tuple[str, str], str], memo: Memo | None = None
                     ) -> DomainAccounts:
@@ -159,22 +192,9 @@ def domain_accounts(domain: str, identifications: Iterable[Identification], cata
     """
     pinned = tenants_from_dns(domain, targets, catalog)
     memo = {} if memo is None else memo
-    identities: dict[str, set[str]] = defaultdict(set)
-    proven: set[str] = set(pinned)
-    for key, named in pinned.items():
-        identities[key] |= named
-    for ident in identifications:
-        a, key = ident.activity, ident.service_key
-        if key == UNKNOWN or a.domain != domain or not mostly_aligned(a):
-            continue
-        tenants, seen = identities_of(a, catalog, key, memo)
-        if a.dkim_aligned_pass * 2 < a.messages and key in pinned and set(tenants) - pinned[key]:
-            continue  # SPF alone, through shared servers, by a tenant the DNS does not name
-        proven.add(key)
-        identities[key] |= set(seen)
-    return DomainAccounts(domain, frozenset(proven),
-                          {k: frozenset(v) for k, v in identities.items()},
-                          frozenset(pinned), memo)
+    claims = (account_claim(i, catalog, pinned, memo) for i in identifications
+              if i.activity.domain == domain)
+    return accounts_from_claims(domain, pinned, (c for c in claims if c is not None), memo)
 
 
 def account_of(identification: Identification, catalog: Catalog,

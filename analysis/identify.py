@@ -19,7 +19,7 @@ import json
 import re
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from analysis.catalog import Catalog, Fact, Service
 from analysis.dnsevidence import (
@@ -207,6 +207,27 @@ class EvidenceBundle:
         return DNS_LOOKED_UP, ""
 
 
+class Signed(NamedTuple):
+    """What one source's passing authentication says of its domain's own names, with its
+    messages: what the domain's own DNS facts are gathered for (its return paths' SPF records,
+    its DKIM selectors' targets). A kept source keeps it (analysis.remembered), so those facts
+    are gathered for the whole domain without decoding every source named before."""
+
+    domain: str
+    dkim: tuple[tuple[str, str, int], ...]  # (d=, selector, messages) that passed
+    spf: tuple[tuple[str, int], ...]  # (own return-path name, messages) that passed
+
+
+def signed(activity: SourceActivity) -> Signed:
+    a = activity
+    return Signed(
+        a.domain,
+        tuple((d, sel, n) for (d, sel, result), n in a.dkim
+              if sel and result == "pass" and own(a.domain, d.lower())),
+        tuple((name, n) for (d, _, result), n in a.spf
+              if result == "pass" and (name := d.lower()) != a.domain and own(a.domain, name)))
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class LookupPlan:
     """Which sources of one domain get their reverse DNS looked up this run, and which not."""
@@ -217,7 +238,7 @@ class LookupPlan:
 
 
 def plan_lookups(activities: Sequence[SourceActivity], max_sources: int,
-                 context: Sequence[SourceActivity] = ()) -> LookupPlan:
+                 context: Sequence[Signed] = ()) -> LookupPlan:
     """The sources that matter: by messages, at most `max_sources`, an IPv6 /64 counting once.
 
     A /64 is one subnet (RFC 4291), so one operator's: its addresses share the reverse zone's
@@ -259,10 +280,9 @@ def plan_lookups(activities: Sequence[SourceActivity], max_sources: int,
         skipped[a.ip] = (f"the {max_sources:,}-source cap was reached; an IPv6 /64 counts once "
                          f"({unit}: {first} was looked up)")
     volume: Counter[tuple[str, str]] = Counter()
-    for a in (*activities, *context):
-        for (d, sel, result), n in a.dkim:
-            if sel and result == "pass" and own(a.domain, d.lower()):
-                volume[sel, d] += n
+    for signs in (*map(signed, activities), *context):
+        for d, sel, n in signs.dkim:
+            volume[sel, d] += n
     selectors = tuple(k for k, _ in sorted(volume.items(), key=lambda kv: (-kv[1], kv[0]))
                       [:max_sources])
     return LookupPlan(tuple(ips), skipped, selectors)
@@ -288,7 +308,7 @@ async def each(items: Sequence[T], work: Callable[[T], Awaitable[R]], width: int
 
 
 async def gather_evidence(activities: Sequence[SourceActivity], dns: DnsEvidence,
-                          catalog: Catalog, context: Sequence[SourceActivity] = ()
+                          catalog: Catalog, context: Sequence[Signed] = ()
                           ) -> EvidenceBundle:
     """Look up, concurrently, what `identify` can use for these activities, within the run's
     DNS budget: the catalog's SPF trees once, then domain by domain each its share of time.
@@ -301,14 +321,14 @@ async def gather_evidence(activities: Sequence[SourceActivity], dns: DnsEvidence
     by_domain: dict[str, list[SourceActivity]] = defaultdict(list)
     for a in activities:
         by_domain[a.domain].append(a)
-    kept: dict[str, list[SourceActivity]] = defaultdict(list)
-    for a in context:
-        kept[a.domain].append(a)
-        by_domain.setdefault(a.domain, [])
+    kept: dict[str, list[Signed]] = defaultdict(list)
+    for signs in context:
+        kept[signs.domain].append(signs)
+        by_domain.setdefault(signs.domain, [])
     budget.plan(len(by_domain))
     includes = sorted({(s.key, f.value) for s in catalog.services
                        for f in s.facts("spf_include")})
-    own_names = own_spf_names([*activities, *context])
+    own_names = own_spf_names([*map(signed, activities), *context])
     with dns.deadline(budget.run_deadline()):
         spf_results, own_results = await asyncio.gather(
             asyncio.gather(*(dns.spf_tree(include) for _, include in includes)),
@@ -373,17 +393,15 @@ _OPAQUE_SPF = re.compile(
 MAX_OWN_SPF = 4
 
 
-def own_spf_names(activities: Sequence[SourceActivity]) -> list[str]:
+def own_spf_names(sources: Sequence[Signed]) -> list[str]:
     """The policy domains, and for each its busiest own return-path domains that passed SPF:
     the records a report's "SPF pass" for the domain can be checked against."""
     names: dict[str, None] = {}
     volume: dict[str, Counter[str]] = defaultdict(Counter)
-    for a in activities:
-        names.setdefault(a.domain, None)
-        for (d, _, result), n in a.spf:
-            name = d.lower()
-            if result == "pass" and name != a.domain and own(a.domain, name):
-                volume[a.domain][name] += n
+    for signs in sources:
+        names.setdefault(signs.domain, None)
+        for name, n in signs.spf:
+            volume[signs.domain][name] += n
     for counter in volume.values():  # ties by name: any order of sources gives the same names
         for name, _ in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_OWN_SPF]:
             names.setdefault(name, None)

@@ -542,9 +542,8 @@ async def assess(domain: str, dns: DnsEvidence, services: Sequence[ServiceVerdic
     the `_mta-sts` TXT record is judged, as `analysis/` itself does no HTTP.
     """
     domain = domain.lower().rstrip(".")
-    selectors = sorted({(sel, d) for s in services for src in s.sources
-                        for (d, sel, _), _ in src.identification.activity.dkim
-                        if sel and (d == domain or d.endswith("." + domain))})
+    selectors = sorted({(sel, d) for s in services if s.domain == domain
+                        for sel, d in s.selectors})
     record, tree, keys = await asyncio.gather(
         dns.dmarc(domain), dns.spf_tree(domain, full=True),
         asyncio.gather(*(dns.dkim_key(sel, d) for sel, d in selectors)))

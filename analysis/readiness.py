@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 
-from analysis.verdicts import ServiceVerdict, SourceVerdict
+from analysis.verdicts import ServiceVerdict
 
 #: A line (or a failing part of one) below this share of the domain's mail does not block.
 BLOCKER_SHARE = 0.005
@@ -102,7 +102,7 @@ def judge_lines(services: Sequence[ServiceVerdict], statuses: Mapping[str, str]
 def _line(s: ServiceVerdict, status: str | None, considered: bool, blocker: bool,
           stopped: bool, question: str | None) -> PostureLine:
     return PostureLine(s.line_name, s.service_key, s.account, s.verdict, status, s.messages,
-                       len(s.sources), s.dmarc_pass, s.dkim_aligned_pass, considered, blocker,
+                       s.source_count, s.dmarc_pass, s.dkim_aligned_pass, considered, blocker,
                        stopped, question)
 
 
@@ -117,20 +117,20 @@ def _own_blocker(s: ServiceVerdict, status: str | None) -> str:
 def _failing_parts(s: ServiceVerdict, total: int) -> list[tuple[PostureLine, str]]:
     """The sources of a compliant own-account line that would fail, one line per verdict."""
     out = []
+    parts = {p.verdict: p for p in s.parts}
     for verdict, label in _PART.items():
-        part: list[SourceVerdict] = [v for v in s.sources if v.verdict == verdict]
-        if not part:
+        part = parts.get(verdict)
+        if part is None:
             continue
-        messages = sum(v.identification.activity.messages for v in part)
-        dkim = sum(v.identification.activity.dkim_aligned_pass for v in part)
         name = f"{s.line_name} \u2014 {label.format(domain=s.domain)}"
-        blocking = messages / total >= BLOCKER_SHARE
+        blocking = part.messages / total >= BLOCKER_SHARE
         line = PostureLine(
-            name, s.service_key, s.account, verdict, None, messages, len(part),
-            sum(v.identification.activity.dmarc_pass for v in part), dkim, False, blocking,
-            False, None, part_of=s.line_name)
-        why = (f"{name}: {len(part):,} of its {sources(len(s.sources))}, {messages:,} messages, "
-               f"{pct(dkim, messages)} with aligned DKIM; {part[0].advice}")
+            name, s.service_key, s.account, verdict, None, part.messages, part.sources,
+            part.dmarc_pass, part.dkim_aligned_pass, False, blocking, False, None,
+            part_of=s.line_name)
+        why = (f"{name}: {part.sources:,} of its {sources(s.source_count)}, "
+               f"{part.messages:,} messages, {pct(part.dkim_aligned_pass, part.messages)} with "
+               f"aligned DKIM; {part.advice}")
         out.append((line, why))
     return out
 

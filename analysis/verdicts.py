@@ -20,20 +20,25 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from analysis.accounts import (
     OTHER,
     OWN,
     Account,
+    Claim,
     DomainAccounts,
     Memo,
+    account_claim,
     account_of,
-    domain_accounts,
+    accounts_from_claims,
+    tenants_from_dns,
 )
 from analysis.catalog import Catalog, PublishStep, Service
 from analysis.identify import (
     COMPLIANT_SHARE,
+    DNS_LOOKED_UP,
     UNKNOWN,
     Identification,
     NetworkIndex,
@@ -51,6 +56,8 @@ _MICROSOFT_KEYS = (MICROSOFT_365, "microsoft365-forwarding")
 APPROVABLE = ("compliant", "needs-dkim", "needs-spf")
 UNIDENTIFIED = "Unidentified sources"
 FORWARDED = "forwarded"  # the account label of forwarded mail under a mailbox provider's name
+#: The largest sources a line carries in full (`ServiceVerdict.sources`); the rest are counted.
+SHOWN_SOURCES = 10
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -63,6 +70,61 @@ class SourceVerdict:
     #: "not signed for example.com", "forwarded"); "" for that account itself. For sources no
     #: service names, what kind of unknown it is. It names the line the source shows on.
     account: str = ""
+    #: what it proves of the domain's own account at its service (analysis.accounts), if it
+    #: sent directly and aligned
+    claim: Claim | None = None
+
+
+class Member(NamedTuple):
+    """What a line needs of one judged source: its sums, its verdict and the little the line
+    shows of every member. A domain keeps one per source (analysis.remembered), so a naming
+    builds every line again without decoding and judging each source again; only the few a
+    line shows in full (`detail`) are."""
+
+    domain: str
+    ip: str
+    service_key: str
+    account: str
+    verdict: str
+    messages: int
+    dmarc_pass: int
+    dkim_aligned_pass: int
+    spf_aligned_pass: int
+    confidence: float
+    first_day: str
+    last_day: str
+    platform_key: str | None
+    dns: str
+    evidence: tuple[str, ...]
+    #: (selector, d=) of its DKIM results under the domain's own names, for the posture
+    selectors: tuple[tuple[str, str], ...]
+    #: what it proves of the domain's own account at its service (analysis.accounts)
+    claim: Claim | None
+
+
+def member_of(verdict: SourceVerdict) -> Member:
+    i = verdict.identification
+    a = i.activity
+    suffix = "." + a.domain
+    selectors = tuple(sorted({(s, d) for (d, s, _), _ in a.dkim
+                              if s and (d == a.domain or d.endswith(suffix))}))
+    return Member(a.domain, a.ip, i.service_key, verdict.account, verdict.verdict, a.messages,
+                  a.dmarc_pass, a.dkim_aligned_pass, a.spf_aligned_pass, i.confidence,
+                  a.first_day, a.last_day, i.platform_key, i.dns, i.evidence, selectors,
+                  verdict.claim)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LinePart:
+    """The members of a line with one verdict, summed (a line of the domain's own account
+    mixes compliant sources with some that need DKIM or SPF)."""
+
+    verdict: str
+    sources: int
+    messages: int
+    dmarc_pass: int
+    dkim_aligned_pass: int
+    advice: str  # its largest source's
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -92,6 +154,7 @@ class ServiceVerdict:
     diagnosis: str | None
     advice: str
     confidence: float
+    #: its largest sources (at most SHOWN_SOURCES), largest first; `source_count` counts all
     sources: tuple[SourceVerdict, ...]
     evidence: tuple[str, ...]
     records: tuple[PublishStep, ...]  # what the domain owner would publish for it
@@ -100,11 +163,23 @@ class ServiceVerdict:
     account: str = ""  # "" for the domain's own account of the service (SourceVerdict.account)
     #: on the line its owner decides on: the other lines of the same service, kept out of it
     set_aside: tuple[SetAside, ...] = ()
+    source_count: int = 0
+    parts: tuple[LinePart, ...] = ()  # per verdict of its members, in verdict order
+    #: sources per reverse DNS status other than looked up ("not looked up (budget)": 3)
+    dns_statuses: tuple[tuple[str, int], ...] = ()
+    #: (selector, d=) of the DKIM results of its members under the domain's own names
+    selectors: tuple[tuple[str, str], ...] = ()
 
     @property
     def line_name(self) -> str:
         """The service, and the account when it is not the domain's own."""
         return f"{self.service_name} \u2014 {self.account}" if self.account else self.service_name
+
+    @property
+    def line_key(self) -> tuple[str, str, str, str]:
+        """Which members it has (`line_key`): ("" for the verdict of a decision line)."""
+        return (self.domain, self.service_key, self.account,
+                "" if self.needs_decision else self.verdict)
 
     @property
     def needs_decision(self) -> bool:
@@ -321,91 +396,181 @@ def _fix(identification: Identification, service: Service) -> SourceVerdict:
 # -- a whole run --------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Judging:
+    """A run's verdicts, in order, and its domains' own accounts they were judged against."""
+
+    verdicts: list[SourceVerdict]
+    accounts: dict[str, DomainAccounts]
+
+
 def judge_sources(identifications: Sequence[Identification], catalog: Catalog,
                   m365_networks: NetworkIndex | None = None,
                   targets: Mapping[tuple[str, str], str] | None = None) -> list[SourceVerdict]:
+    """Every source's verdict, in order (`judge`)."""
+    return judge(identifications, catalog, m365_networks, targets).verdicts
+
+
+def judge(identifications: Sequence[Identification], catalog: Catalog,
+          m365_networks: NetworkIndex | None = None,
+          targets: Mapping[tuple[str, str], str] | None = None, *,
+          kept_claims: Mapping[str, Sequence[Claim]] | None = None) -> Judging:
     """Every source's verdict, in order. The domain's own accounts come first from its DNS
-    (`targets`: its DKIM selectors' CNAME targets) and from its direct, aligned sources."""
+    (`targets`: its DKIM selectors' CNAME targets) and from its direct, aligned sources: these,
+    and per domain `kept_claims`, the claims of its sources judged before and not among these
+    (analysis.remembered)."""
+    targets = targets or {}
+    memo: Memo = {}  # catalog lookups, shared by the run's domains
+    pinned: dict[str, dict[str, set[str]]] = {}
+    claimed: dict[str, list[Claim]] = defaultdict(list)
     indirect: list[SourceVerdict | None] = []
-    direct: dict[str, list[Identification]] = defaultdict(list)
+    claims: list[Claim | None] = []
     for ident in identifications:
+        domain = ident.activity.domain
         found = (forwarded_verdict(ident, catalog, m365_networks)
                  if ident.service_key != UNKNOWN else None)
         indirect.append(found)
+        claim = None
         if ident.service_key != UNKNOWN and found is None:
-            direct[ident.activity.domain].append(ident)
-    domains = {i.activity.domain for i in identifications}
-    memo: Memo = {}  # catalog lookups, shared by the run's domains
-    accounts = {d: domain_accounts(d, direct.get(d, ()), catalog, targets or {}, memo)
-                for d in domains}
+            if domain not in pinned:
+                pinned[domain] = tenants_from_dns(domain, targets, catalog)
+            claim = account_claim(ident, catalog, pinned[domain], memo)
+            if claim is not None:
+                claimed[domain].append(claim)
+        claims.append(claim)
+    accounts = {}
+    for domain in {i.activity.domain for i in identifications} | set(kept_claims or {}):
+        own_dns = pinned.get(domain)
+        if own_dns is None:
+            own_dns = tenants_from_dns(domain, targets, catalog)
+        accounts[domain] = accounts_from_claims(
+            domain, own_dns, [*(kept_claims or {}).get(domain, ()), *claimed[domain]], memo)
     out = []
-    for ident, found in zip(identifications, indirect, strict=True):
-        ctx = accounts[ident.activity.domain]
-        if found is None and ident.service_key != UNKNOWN:
-            # direct so far: only the domain's own accounts can show it relayed after all
-            service = catalog.get(ident.service_key)
-            found = _relayed_own(ident, service, ctx) or _direct(ident, catalog, ctx)
-        out.append(found or source_verdict(ident, catalog, m365_networks, ctx))
-    return out
+    for ident, found, claim in zip(identifications, indirect, claims, strict=True):
+        judged = _judged(ident, found, catalog, m365_networks, accounts[ident.activity.domain])
+        out.append(judged if claim is None else dataclasses.replace(judged, claim=claim))
+    return Judging(out, accounts)
+
+
+def _judged(ident: Identification, found: SourceVerdict | None, catalog: Catalog,
+            m365_networks: NetworkIndex | None, accounts: DomainAccounts) -> SourceVerdict:
+    if found is None and ident.service_key != UNKNOWN:
+        # direct so far: only the domain's own accounts can show it relayed after all
+        service = catalog.get(ident.service_key)
+        found = _relayed_own(ident, service, accounts) or _direct(ident, catalog, accounts)
+    return found or source_verdict(ident, catalog, m365_networks, accounts)
+
+
+def judge_again(identification: Identification, catalog: Catalog,
+                m365_networks: NetworkIndex | None, targets: Mapping[tuple[str, str], str],
+                accounts: DomainAccounts) -> SourceVerdict:
+    """One source's verdict in full, as `judge` gave it among all its domain's sources, when
+    these are the accounts they showed: a kept source a line shows (analysis.remembered)."""
+    ident = identification
+    if ident.service_key == UNKNOWN:
+        return source_verdict(ident, catalog, m365_networks, accounts)
+    found = forwarded_verdict(ident, catalog, m365_networks)
+    judged = _judged(ident, found, catalog, m365_networks, accounts)
+    if found is not None:
+        return judged
+    claim = account_claim(ident, catalog, tenants_from_dns(ident.activity.domain, targets,
+                                                            catalog), accounts.memo)
+    return judged if claim is None else dataclasses.replace(judged, claim=claim)
 
 
 # -- lines --------------------------------------------------------------------------------------
 
 
 def service_verdicts(verdicts: Iterable[SourceVerdict], catalog: Catalog) -> list[ServiceVerdict]:
+    """Group judged sources into lines (`lines`)."""
+    judged = list(verdicts)
+    by_source = {(v.identification.activity.domain, v.identification.activity.ip): v
+                 for v in judged}
+    return lines([member_of(v) for v in judged], catalog,
+                 lambda m: by_source[m.domain, m.ip])
+
+
+def line_key(member: Member) -> tuple[str, str, str, str]:
+    """The line a judged source shows on: (domain, service, account, verdict), the verdict ""
+    on the domain's own account of a named service, whose owner decides for all its sources."""
+    m = member
+    decision = m.service_key != UNKNOWN and not m.account and m.verdict in APPROVABLE
+    return m.domain, m.service_key, m.account, "" if decision else m.verdict
+
+
+def lines(members: Iterable[Member], catalog: Catalog,
+          detail: Callable[[Member], SourceVerdict]) -> list[ServiceVerdict]:
     """Group judged sources into lines: per (domain, service), the domain's own account is one
     line (its owner's decision) and every other account or verdict a line of its own; the
-    decision line comes first within its service and lists the others as set aside."""
-    groups: dict[tuple[str, str, str, str], list[SourceVerdict]] = defaultdict(list)
-    for v in verdicts:
-        key = v.identification.service_key
-        decision = key != UNKNOWN and not v.account and v.verdict in APPROVABLE
-        groups[v.identification.activity.domain, key, v.account,
-               "" if decision else v.verdict].append(v)
+    decision line comes first within its service and lists the others as set aside.
+
+    A line sums all its members; `detail` gives a member's verdict in full, asked only for
+    those a line shows (its largest sources, and the first of each verdict for its advice)."""
+    groups: dict[tuple[str, str, str, str], list[Member]] = defaultdict(list)
+    for m in members:
+        groups[line_key(m)].append(m)
     by_service: dict[tuple[str, str], list[ServiceVerdict]] = defaultdict(list)
-    for (domain, key, account, verdict), members in groups.items():
-        by_service[domain, key].append(_line(domain, key, account, verdict, members, catalog))
+    for (domain, key, account, verdict), group in groups.items():
+        by_service[domain, key].append(_line(domain, key, account, verdict, group, catalog,
+                                             detail))
     out: list[ServiceVerdict] = []
-    for _, lines in sorted(by_service.items()):
-        lines.sort(key=lambda s: (not s.needs_decision, -s.messages, s.account, s.verdict))
-        first = lines[0]
-        if first.needs_decision and len(lines) > 1:
-            lines[0] = dataclasses.replace(first, set_aside=tuple(
-                SetAside(s.line_name, s.verdict, len(s.sources), s.messages) for s in lines[1:]))
-        out.extend(lines)
+    for _, found in sorted(by_service.items()):
+        found.sort(key=lambda s: (not s.needs_decision, -s.messages, s.account, s.verdict))
+        first = found[0]
+        if first.needs_decision and len(found) > 1:
+            found[0] = dataclasses.replace(first, set_aside=tuple(
+                SetAside(s.line_name, s.verdict, s.source_count, s.messages)
+                for s in found[1:]))
+        out.extend(found)
     return out
 
 
-def _line(domain: str, key: str, account: str, verdict: str,
-          members: list[SourceVerdict], catalog: Catalog) -> ServiceVerdict:
-    members.sort(key=lambda m: (-m.identification.activity.messages,
-                                m.identification.activity.ip))
-    # one pass over the members: the unnamed line of a year-old domain holds thousands
+def _line(domain: str, key: str, account: str, verdict: str, members: list[Member],
+          catalog: Catalog, detail: Callable[[Member], SourceVerdict]) -> ServiceVerdict:
+    members.sort(key=lambda m: (-m.messages, m.ip))
+    # one pass over the members: the unnamed line of a year-old domain holds thousands, and a
+    # naming sums every one (analysis.remembered), so the loop does no more than it must
     messages = dmarc = dkim = spf = 0
-    confidence = members[0].identification.confidence
-    first_day = last_day = members[0].identification.activity.first_day
-    weights: Counter[str] = Counter()  # messages per verdict other than compliant
+    confidence = members[0].confidence
+    first_day = last_day = members[0].first_day
     platforms: Counter[str] = Counter()
     evidence: dict[str, None] = {}  # the first twelve, in the members' order
+    parts: dict[str, list[Any]] = {}  # verdict -> [sources, messages, DMARC, DKIM, first]
+    statuses: Counter[str] = Counter()
+    selectors: set[tuple[str, str]] = set()
     for m in members:
-        ident = m.identification
-        a = ident.activity
-        messages += a.messages
-        dmarc += a.dmarc_pass
-        dkim += a.dkim_aligned_pass
-        spf += a.spf_aligned_pass
-        confidence = min(confidence, ident.confidence)
-        first_day, last_day = min(first_day, a.first_day), max(last_day, a.last_day)
-        if m.verdict != "compliant":
-            weights[m.verdict] += a.messages
-        if ident.platform_key:
-            platforms[ident.platform_key] += 1
-        if len(evidence) < 12:
-            evidence.update((e, None) for e in ident.evidence)
+        messages += m.messages
+        dmarc += m.dmarc_pass
+        dkim += m.dkim_aligned_pass
+        spf += m.spf_aligned_pass
+        if m.confidence < confidence:
+            confidence = m.confidence
+        if m.first_day < first_day:
+            first_day = m.first_day
+        if m.last_day > last_day:
+            last_day = m.last_day
+        if m.platform_key:
+            platforms[m.platform_key] += 1
+        if m.evidence and len(evidence) < 12:
+            evidence.update(dict.fromkeys(m.evidence))
+        part = parts.get(m.verdict)
+        if part is None:
+            parts[m.verdict] = [1, m.messages, m.dmarc_pass, m.dkim_aligned_pass, m]
+        else:
+            part[0] += 1
+            part[1] += m.messages
+            part[2] += m.dmarc_pass
+            part[3] += m.dkim_aligned_pass
+        if m.dns != DNS_LOOKED_UP:
+            statuses[m.dns] += 1
+        if m.selectors:
+            selectors.update(m.selectors)
     if not verdict:  # the domain's own account: compliant only when nearly all of it is
-        verdict = ("compliant" if dkim >= COMPLIANT_SHARE * messages
-                   else weights.most_common(1)[0][0])
-    lead = next((m for m in members if m.verdict == verdict), members[0])
+        # else the verdict with the most messages, the first met on a tie
+        verdict = ("compliant" if dkim >= COMPLIANT_SHARE * messages else
+                   max(((v, p[1]) for v, p in parts.items() if v != "compliant"),
+                       key=lambda vp: vp[1])[0])
+    lead = detail(next((m for m in members if m.verdict == verdict), members[0]))
     service = catalog.get(key) if key != UNKNOWN else None
     return ServiceVerdict(
         domain=domain, service_key=key,
@@ -414,7 +579,13 @@ def _line(domain: str, key: str, account: str, verdict: str,
         platform_key=platforms.most_common(1)[0][0] if platforms else None,
         messages=messages, dmarc_pass=dmarc, dkim_aligned_pass=dkim, spf_aligned_pass=spf,
         verdict=verdict, diagnosis=lead.diagnosis, advice=lead.advice,
-        confidence=confidence, sources=tuple(members), evidence=tuple(evidence)[:12],
+        confidence=confidence,
+        sources=tuple(detail(m) for m in members[:SHOWN_SOURCES]),
+        evidence=tuple(evidence)[:12],
         records=service.publish if service and not account else (),
         first_day=first_day, last_day=last_day, account=account,
+        source_count=len(members),
+        parts=tuple(LinePart(v, n, sent, passed, signed, detail(first).advice)
+                    for v, (n, sent, passed, signed, first) in sorted(parts.items())),
+        dns_statuses=tuple(sorted(statuses.items())), selectors=tuple(sorted(selectors)),
     )

@@ -62,12 +62,13 @@ from store import SqliteStore
 store = SqliteStore(sys.argv[1])
 dns = DnsEvidence(make_resolver([sys.argv[2]]), cache=store)
 verdicts = asyncio.run(identify_domains(store, load_catalog(), dns, [sys.argv[3]]))
-sources = [v.identification for s in verdicts for v in s.sources]
-states = {}
-for i in sources:
-    state = getattr(i, "dns", "n/a (before the budget)")
-    states[state] = states.get(state, 0) + 1
-print(json.dumps({"services": len(verdicts), "sources": len(sources), "queries": dns.queries,
+sources = sum(s.source_count for s in verdicts)
+states = {"looked up": sources}
+for s in verdicts:
+    for state, n in s.dns_statuses:
+        states[state] = states.get(state, 0) + n
+        states["looked up"] -= n
+print(json.dumps({"services": len(verdicts), "sources": sources, "queries": dns.queries,
                   "dns": states}))
 """
 

@@ -91,10 +91,14 @@ def sources_table(facts: ApprovalFacts) -> list[CardElement]:
                        ColumnDefinition(width=2, horizontal_cell_content_alignment="Right")],
               rows=rows, spacing="Small", grid_style="default"),
     ]
-    if rest:
+    # `sources` may hold only the largest: the rest are what the sender's totals leave
+    more = max(len(ordered), facts.source_count) - len(shown)
+    if more:
+        rest_messages = (sum(s.messages for s in rest) if more == len(rest)
+                         else max(0, facts.messages - sum(s.messages for s in shown)))
         out.append(parts.tb(
-            f"{text.more(len(rest), 'address', 'addresses')} "
-            f"({text.count(sum(s.messages for s in rest))} messages)",
+            f"{text.more(more, 'address', 'addresses')} "
+            f"({text.count(rest_messages)} messages)",
             is_subtle=True, size="Small", spacing="Small"))
     return out
 

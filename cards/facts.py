@@ -77,6 +77,8 @@ class ApprovalFacts:
     #: other lines of the same service that this request does NOT cover (another tenant, mail
     #: signed for nobody, forwarded mail), each one short line
     set_aside: tuple[str, ...] = ()
+    #: every source of the sender (`sources` may hold only the largest); 0: as many as `sources`
+    source_count: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -210,7 +212,7 @@ def approval_facts_from(verdict: ServiceVerdict, *, item_id: str, request_id: st
         owner=owner, advice=verdict.diagnosis or verdict.advice,
         refresh_user_ids=tuple(refresh_user_ids),
         period_start=period[0] if period else None, period_end=period[1] if period else None,
-        account=account_sentence(verdict),
+        account=account_sentence(verdict), source_count=verdict.source_count,
         set_aside=tuple(f"{a.name}: {_SET_ASIDE_WORDS.get(a.verdict, a.verdict)}, "
                         f"{a.messages:,} messages" for a in verdict.set_aside))
 
@@ -239,17 +241,16 @@ def digest_facts_from(posture: Posture, verdicts: Sequence[ServiceVerdict],
                                      v.messages, v.dmarc_pass, (owners or {}).get(v.service_key)))
             continue
         if v.verdict == "impostor":
-            fake.append(OtherLine(v.line_name, v.messages, len(v.sources)))
+            fake.append(OtherLine(v.line_name, v.messages, v.source_count))
         elif v.verdict != "forwarded":
-            to_check.append(OtherLine(v.line_name, v.messages, len(v.sources), v.advice))
-        for s in v.sources:  # counted per source, as each source was judged
-            n = s.identification.activity.messages
-            if s.verdict == "impostor":
-                impostors += n
-            elif s.verdict == "forwarded":
-                forwarded += n
+            to_check.append(OtherLine(v.line_name, v.messages, v.source_count, v.advice))
+        for part in v.parts:  # counted per source, as each source was judged
+            if part.verdict == "impostor":
+                impostors += part.messages
+            elif part.verdict == "forwarded":
+                forwarded += part.messages
             else:
-                unidentified += n
+                unidentified += part.messages
     return DigestFacts(
         domain=posture.domain, period_start=period[0], period_end=period[1],
         messages=sum(v.messages for v in mine), dmarc_pass=sum(v.dmarc_pass for v in mine),

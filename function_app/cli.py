@@ -12,7 +12,6 @@ import sys
 import tempfile
 import time
 import traceback
-from collections import Counter
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -243,8 +242,12 @@ def _sender_json(s: ServiceVerdict, status: str | None) -> dict[str, object]:
                      "dmarc_pass": v.identification.activity.dmarc_pass,
                      "candidate": v.identification.candidate,
                      "evidence": list(v.identification.evidence)} for v in s.sources],
-        "dns_not_looked_up": sum(v.identification.dns.startswith("not looked up")
-                                 for v in s.sources),
+        "source_count": s.source_count,
+        "parts": [{"verdict": p.verdict, "sources": p.sources, "messages": p.messages,
+                   "dmarc_pass": p.dmarc_pass, "dkim_aligned_pass": p.dkim_aligned_pass}
+                  for p in s.parts],
+        "dns_not_looked_up": sum(n for status, n in s.dns_statuses
+                                 if status.startswith("not looked up")),
         "evidence": list(s.evidence),
         "platform_key": s.platform_key, "diagnosis": s.diagnosis, "advice": s.advice,
         "first_seen": s.first_day, "last_seen": s.last_day,
@@ -273,21 +276,18 @@ def _print_senders(services: list[ServiceVerdict], statuses: dict[tuple[str, str
         if len(name) > 40:
             out.write(f"      ({name})\n")
         out.write(f"      {s.advice}\n")
-        minority = Counter(v.verdict for v in s.sources if v.verdict != s.verdict)
-        for verdict in sorted(minority):
-            part = [v for v in s.sources if v.verdict == verdict]
-            out.write(f"      of which {verdict}: {sources(len(part))}, "
-                      f"{sum(v.identification.activity.messages for v in part):,} messages\n")
+        for part in s.parts:
+            if part.verdict != s.verdict:
+                out.write(f"      of which {part.verdict}: {sources(part.sources)}, "
+                          f"{part.messages:,} messages\n")
         for aside in s.set_aside:
             out.write(f"      not part of this account: {aside.name} ({aside.verdict}, "
                       f"{sources(aside.sources)}, {aside.messages:,} messages)\n")
         if evidence:
             for line in s.evidence:
                 out.write(f"      - {line}\n")
-            skipped = Counter(v.identification.dns for v in s.sources
-                              if v.identification.dns != "looked up")
-            for status, n in sorted(skipped.items()):
-                out.write(f"      - {n:,} of {sources(len(s.sources))}: reverse DNS {status}"
+            for status, n in s.dns_statuses:
+                out.write(f"      - {n:,} of {sources(s.source_count)}: reverse DNS {status}"
                           + ("; judged on the reports' own evidence"
                              if status.startswith("not looked up") else "") + "\n")
             for v in s.sources[:5]:

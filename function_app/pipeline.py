@@ -11,7 +11,7 @@ from typing import Literal
 
 from analysis import Limits, RejectedInput, iter_files, read_reports
 from analysis.catalog import Catalog
-from analysis.dnsevidence import DnsBudget, DnsEvidence
+from analysis.dnsevidence import DnsBudget, DnsEvidence, heap_frozen
 from analysis.identify import (
     EvidenceBundle,
     SourceActivity,
@@ -22,7 +22,15 @@ from analysis.mailauth import judge, reporter_domain
 from analysis.model import AggregateReport, MailEvidence
 from analysis.posture import Posture, assess
 from analysis.records.mtasts import PolicyFetcher
-from analysis.remembered import decode, encode, naming_context, needs_lookup, same_setup
+from analysis.remembered import (
+    KeptUnreadable,
+    decode,
+    decode_kept,
+    encode,
+    naming_context,
+    needs_lookup,
+    same_setup,
+)
 from analysis.rollup import ledger_key
 from analysis.senders import analyse_activities
 from analysis.verdicts import ServiceVerdict, SourceVerdict
@@ -160,33 +168,34 @@ async def name_domain(store: Store, catalog: Catalog, dns: DnsEvidence | None, d
     if recalled.context is not None and same_setup(recalled.context, catalog, trusted,
                                                    offline=dns is None):
         try:
-            decoded = [decode(domain, text) for text in recalled.kept.values()]
-        except ValueError as exc:
-            log.warning("%s; naming the whole history of %s again", exc, domain)
-        else:
+            with heap_frozen():  # thousands of kept sources: no full collections meanwhile
+                decoded = [decode_kept(domain, text) for text in recalled.kept.values()]
             kept = [k for k in decoded if not needs_lookup(k)]
             changed = activities_from_sources(recalled.changed) + [
-                k.activity for k in decoded if needs_lookup(k)]
+                decode(domain, k).activity for k in decoded if needs_lookup(k)]
             sources, services, bundle = await analyse_activities(changed, catalog, dns,
                                                                  kept=kept)
-            context = naming_context(catalog, bundle, trusted)
+        except KeptUnreadable as exc:
+            log.warning("%s; naming the whole history of %s again", exc, domain)
+        else:
+            claims = [*(k.member.claim for k in kept), *(s.claim for s in sources)]
+            context = naming_context(catalog, bundle, trusted, domain,
+                                     [c for c in claims if c is not None])
             if context == recalled.context:
-                named = {a.ip for a in changed}
-                _remember(store, domain, context,
-                          [s for s in sources if s.identification.activity.ip in named],
-                          whole=False)
+                _remember(store, domain, context, sources, whole=False)
                 return services, bundle
     activities = activities_from_sources(store.sources(domain, trusted_reporters=trusted))
     sources, services, bundle = await analyse_activities(activities, catalog, dns)
-    _remember(store, domain, naming_context(catalog, bundle, trusted), sources, whole=True)
+    context = naming_context(catalog, bundle, trusted, domain,
+                             [s.claim for s in sources if s.claim is not None])
+    _remember(store, domain, context, sources, whole=True)
     return services, bundle
 
 
 def _remember(store: Store, domain: str, context: str, sources: Iterable[SourceVerdict], *,
               whole: bool) -> None:
-    store.remember_naming(domain, context, ((s.identification.activity.ip,
-                                             encode(s.identification)) for s in sources),
-                          whole=whole)
+    store.remember_naming(domain, context, ((s.identification.activity.ip, encode(s))
+                                            for s in sources), whole=whole)
 
 
 async def senders_by_domain(store: Store, catalog: Catalog, dns: DnsEvidence | None,

@@ -443,6 +443,14 @@ def test_long_evidence_stays_small() -> None:
     assert "and 995 more addresses" in visible(card)
 
 
+def test_the_addresses_not_carried_are_counted_from_the_senders_totals() -> None:
+    """A line carries only its largest sources (`SHOWN_SOURCES`): the card counts the rest
+    from the sender's totals."""
+    card = approval_card(approval_facts(source_count=40))
+    assert "and 35 more addresses (65 messages)" in visible(card)
+    assert "and 1 more address (65 messages)" in visible(approval_card(approval_facts()))
+
+
 @pytest.mark.parametrize("name", [n for n in CARDS if "hostile" in n] + ["retry-notmine"])
 def test_hostile_strings_are_trimmed_and_neutralised(name: str) -> None:
     card = CARDS[name]()
@@ -611,12 +619,13 @@ def test_digest_facts_from_a_posture() -> None:
 
 def _verdict(key: str, verdict: str, messages: int) -> Any:
     from analysis.identify import Identification, SourceActivity
-    from analysis.verdicts import ServiceVerdict, SourceVerdict
+    from analysis.verdicts import LinePart, ServiceVerdict, SourceVerdict
 
     activity = SourceActivity("contoso.com", "192.0.2.1", messages, 0, 0, 0, (), (), (), ())
     source = SourceVerdict(Identification(activity, key, None, 1.0, (), None), verdict, None, "")
     return ServiceVerdict("contoso.com", key, key, "esp", None, messages, 0, 0, 0, verdict, None,
-                          "", 1.0, (source,), (), (), "2026-11-21", "2026-11-27")
+                          "", 1.0, (source,), (), (), "2026-11-21", "2026-11-27",
+                          source_count=1, parts=(LinePart(verdict, 1, messages, 0, 0, ""),))
 
 
 def test_the_cards_package_imports_nothing_but_the_card_models() -> None:

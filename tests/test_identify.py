@@ -17,6 +17,7 @@ from analysis.identify import (
 )
 from analysis.rollup import RollupKey
 from analysis.verdicts import (
+    SHOWN_SOURCES,
     ServiceVerdict,
     SetAside,
     SourceVerdict,
@@ -314,6 +315,31 @@ def test_a_line_is_compliant_only_when_nearly_all_its_mail_is() -> None:
     sources, (line,) = lines_for(signed, unsigned, targets=targets)
     assert [s.verdict for s in sources] == ["compliant", "needs-dkim"]
     assert line.verdict == "needs-dkim" and line.dkim_aligned_pass == 80
+
+
+def test_a_line_shows_its_largest_sources_and_counts_every_one() -> None:
+    """Twenty-five sources of the domain's own SendGrid account, three of them not signed for
+    it: the line carries its ten largest in full, and sums, splits by verdict, counts the DNS
+    statuses of and gathers the selectors of all twenty-five."""
+    signed = [activity(f"167.89.1.{n}", messages=100 + n,
+                       dkim=(("contoso.example", f"s{n % 3}", "pass"),),
+                       spf=(("em1.contoso.example", "pass"),), dkim_aligned=100 + n,
+                       spf_aligned=100 + n) for n in range(22)]
+    unsigned = [activity(f"167.89.2.{n}", messages=1 + n, spf=(("contoso.example", "pass"),),
+                         spf_aligned=1 + n) for n in range(3)]
+    reverse = {a.ip: Reverse(a.ip, (), (), ("timeout",)) for a in unsigned}
+    _, (line,) = lines_for(*signed, *unsigned, reverse=reverse)
+    assert line.service_key == "sendgrid" and line.needs_decision
+    assert line.source_count == 25 and len(line.sources) == SHOWN_SOURCES
+    assert [v.identification.activity.messages for v in line.sources] == list(
+        range(121, 111, -1))
+    assert line.messages == sum(a.messages for a in [*signed, *unsigned])
+    parts = {p.verdict: (p.sources, p.messages) for p in line.parts}
+    assert parts == {"compliant": (22, sum(a.messages for a in signed)),
+                     "needs-dkim": (3, 6)}
+    assert dict(line.dns_statuses) == {"failed for now": 3}
+    assert line.selectors == (("s0", "contoso.example"), ("s1", "contoso.example"),
+                              ("s2", "contoso.example"))
 
 
 def test_the_domains_tenant_signature_relayed_by_google_is_forwarded() -> None:

@@ -16,19 +16,29 @@ from pathlib import Path
 import pytest
 
 from analysis import read_reports
+from analysis.accounts import Claim
 from analysis.catalog import Catalog, load_catalog
 from analysis.dnsevidence import DnsEvidence, MemoryCache, make_resolver
 from analysis.identify import (
     DNS_BUDGET,
     DNS_LOOKED_UP,
+    EvidenceBundle,
     Identification,
     Identifier,
     SourceActivity,
     activities_from_sources,
+    signed,
 )
-from analysis.remembered import decode, encode, naming_context, needs_lookup
+from analysis.remembered import (
+    Kept,
+    decode,
+    decode_kept,
+    encode,
+    naming_context,
+    needs_lookup,
+)
 from analysis.senders import analyse_activities
-from analysis.verdicts import ServiceVerdict
+from analysis.verdicts import SHOWN_SOURCES, ServiceVerdict, SourceVerdict, member_of
 from function_app.pipeline import name_domain
 from store import SqliteStore, Store
 from store import tables as tables_module
@@ -101,23 +111,50 @@ def _knot_dns(server: KnotServer) -> DnsEvidence:
     return DnsEvidence(make_resolver([f"{server.host}:{server.port}"]), cache=MemoryCache())
 
 
-def test_identifications_read_back_exactly(dns_server: KnotServer) -> None:
-    """Every identification of the labeled world, online (PTRs, confirmations, delegated DKIM,
-    disputed SPF) and offline, reads back equal to what was written."""
+def test_kept_sources_read_back_exactly(dns_server: KnotServer) -> None:
+    """Every judged source of the labeled world, online (PTRs, confirmations, delegated DKIM,
+    disputed SPF) and offline, reads back equal to what was written: its member, what it
+    signed, and its identification."""
     from tests.evaluation import activities_for
 
     activities = activities_for(load_sources())
 
-    async def both() -> list[Identification]:
+    async def both() -> list[SourceVerdict]:
         online = await analyse_activities(activities, CATALOG, _knot_dns(dns_server))
         offline = await analyse_activities(activities, CATALOG, None)
-        return [s.identification for s in (*online[0], *offline[0])]
+        return [*online[0], *offline[0]]
 
-    identifications = asyncio.run(both())
+    verdicts = asyncio.run(both())
+    identifications = [v.identification for v in verdicts]
     assert any(i.ptr_confirmed for i in identifications)
     assert any(i.delegated or i.spf_disputed or i.forwarded_from for i in identifications)
-    for i in identifications:
-        assert decode(i.activity.domain, encode(i)) == i
+    assert any(v.claim for v in verdicts) and any(m.selectors for m in map(member_of, verdicts))
+    for v in verdicts:
+        domain = v.identification.activity.domain
+        kept = decode_kept(domain, encode(v))
+        assert kept.member == member_of(v)
+        assert kept.signed == signed(v.identification.activity)
+        assert decode(domain, kept) == v.identification
+
+
+_MEMBER = ["192.0.2.1", "unknown", "", "impostor", 5, 0, 0, 0, 0.5, "", "", None, "looked up",
+           [], [], None, [], []]
+
+
+@pytest.mark.parametrize("text", [
+    "", "not json", "[]", '{"a": 1}', json.dumps(_MEMBER),  # no identification after it
+    json.dumps(["192.0.2.1", "unknown", "", "impostor", -5, *_MEMBER[5:]]) + "\n[]",
+    json.dumps([*_MEMBER[:4], "5", *_MEMBER[5:]]) + "\n[]",
+    json.dumps([*_MEMBER[:13], [7], *_MEMBER[14:]]) + "\n[]",
+    json.dumps([*_MEMBER[:14], [["s1"]], *_MEMBER[15:]]) + "\n[]",
+    json.dumps([*_MEMBER[:15], ["key", "not a list"], *_MEMBER[16:]]) + "\n[]",
+    json.dumps([*_MEMBER[:16], [["a.example", "s1", "3"]], []]) + "\n[]",
+    json.dumps(_MEMBER) + " []\n[]",
+])
+def test_a_kept_member_that_is_not_ours_is_refused_in_one_line(text: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        decode_kept("a.example", text)
+    assert "a.example" in str(caught.value) and "\n" not in str(caught.value)
 
 
 @pytest.mark.parametrize("text", [
@@ -145,17 +182,23 @@ def test_identifications_read_back_exactly(dns_server: KnotServer) -> None:
     json.dumps(["192.0.2.1", 5, 0, 0, 0, [], [], [], [], "", "", "unknown", None, 0.5, [],
                 None, False, "looked up", "", None, None, None, False, None]) + " []",
 ])
-def test_a_kept_row_that_is_not_ours_is_refused_in_one_line(text: str) -> None:
+def test_a_kept_identification_that_is_not_ours_is_refused_in_one_line(text: str) -> None:
+    kept = decode_kept("a.example", json.dumps(_MEMBER) + "\n" + text)
     with pytest.raises(ValueError) as caught:
-        decode("a.example", text)
+        decode("a.example", kept)
     assert "a.example" in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_a_source_not_looked_up_is_named_again() -> None:
     activity = SourceActivity("a.example", "192.0.2.1", 1, 0, 0, 0, (), (), (), ())
     looked_up = Identification(activity, "unknown", None, 0.0, (), None, dns=DNS_LOOKED_UP)
-    assert not needs_lookup(looked_up)
-    assert needs_lookup(dataclasses.replace(looked_up, dns=DNS_BUDGET))
+
+    def kept(identification: Identification) -> Kept:
+        return decode_kept("a.example", encode(SourceVerdict(identification, "impostor", None,
+                                                             "")))
+
+    assert not needs_lookup(kept(looked_up))
+    assert needs_lookup(kept(dataclasses.replace(looked_up, dns=DNS_BUDGET)))
 
 
 # -- naming again only what changed -------------------------------------------------------------
@@ -202,6 +245,87 @@ def test_nothing_new_names_nothing_again(stores: Callable[[], AnyStore],
     named.clear()
     assert {d: remembered(store, d) for d in store.domains()} == first
     assert named == []
+
+
+def _day_report(records: str, day: int, domain: str = "contoso.example") -> Delivery:
+    begin = 1764288000 + 86400 * day
+    return Delivery(aggregate_xml(records, domain=domain, report_id=f"{domain}-{day}",
+                                  begin=begin, end=begin + 86399), None)
+
+
+def test_a_kept_naming_reads_in_full_only_what_its_lines_show(
+        stores: Callable[[], AnyStore], named: list[str], monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    """A line of 150 impostors and one more the next day: the second naming names the new one,
+    decodes the identifications of the line's largest sources only, and shows and counts
+    what naming all of them shows."""
+    import analysis.senders
+
+    fails = ("<dkim><domain>evil.example</domain><result>fail</result></dkim><spf><domain>"
+             "evil.example</domain><result>fail</result></spf>")
+
+    def impostors(ips: range, day: int) -> Delivery:
+        return _day_report("".join(record_xml(f"198.51.{n // 250}.{n % 250 + 1}", n + 1,
+                                          dkim="fail", spf="fail",
+                                          header_from="contoso.example",
+                                          envelope_from="evil.example", auth=fails)
+                               for n in ips), day)
+
+    store = stores()
+    add(store, [impostors(range(150), 0)])
+    remembered(store, "contoso.example")
+    add(store, [impostors(range(150, 151), 1)])
+    decoded: list[str] = []
+    decode = analysis.senders.decode
+
+    def counting(domain: str, kept: Kept) -> Identification:
+        decoded.append(kept.member.ip)
+        return decode(domain, kept)
+
+    monkeypatch.setattr(analysis.senders, "decode", counting)
+    named.clear()
+    got = remembered(store, "contoso.example")
+    assert named == ["198.51.0.151"]
+    (line,) = got
+    assert line.verdict == "impostor" and line.source_count == 151
+    assert len(line.sources) == SHOWN_SOURCES
+    assert [v.identification.activity.ip for v in line.sources][:2] == [
+        "198.51.0.151", "198.51.0.150"]
+    assert len(decoded) <= SHOWN_SOURCES + 1
+    assert got == whole(store, "contoso.example")
+
+
+def test_a_new_account_of_the_domain_judges_the_kept_sources_again(
+        stores: Callable[[], AnyStore]) -> None:
+    """A Microsoft 365 tenant's mail, unaligned: nothing ties it to another account, so it
+    needs DKIM. Then the domain's own tenant shows up (aligned DKIM, and its own tenant
+    signature): the first is another tenant now, with no change to its own reports, and naming
+    says so (the domain's accounts are part of what a kept verdict was made in)."""
+    def m365(ip: str, tenant: str, aligned: bool, day: int) -> Delivery:
+        auth = (f"<dkim><domain>{tenant}</domain><selector>selector1</selector>"
+                "<result>pass</result></dkim>")
+        if aligned:
+            auth = ("<dkim><domain>contoso.example</domain><selector>selector1</selector>"
+                    "<result>pass</result></dkim>" + auth)
+        auth += ("<spf><domain>contoso.example</domain><result>"
+                 f"{'pass' if aligned else 'fail'}</result></spf>")
+        return _day_report(record_xml(ip, 40, dkim="pass" if aligned else "fail",
+                                  spf="pass" if aligned else "fail",
+                                  header_from="contoso.example",
+                                  envelope_from="contoso.example", auth=auth), day)
+
+    store = stores()
+    add(store, [m365("203.0.113.9", "fabrikam.onmicrosoft.com", False, 0)])
+    before = remembered(store, "contoso.example")
+    add(store, [m365("203.0.113.10", "contoso.onmicrosoft.com", True, 1)])
+    after = remembered(store, "contoso.example")
+    assert after == whole(store, "contoso.example")
+
+    def verdict_of(got: list[ServiceVerdict]) -> str:
+        return next(line.verdict for line in got for v in line.sources
+                    if v.identification.activity.ip == "203.0.113.9")
+
+    assert (verdict_of(before), verdict_of(after)) == ("needs-dkim", "impostor")
 
 
 @pytest.mark.parametrize("seed", [11, 12, 13])
@@ -286,30 +410,48 @@ def test_a_change_of_context_names_everything_again(tmp_path: Path, named: list[
         another = Catalog(CATALOG.services[:-1])
         assert another.digest != CATALOG.digest
         offline = asyncio.run(analyse_activities([], CATALOG, None))[2]
-        assert naming_context(CATALOG, offline, ()) == context
-        assert naming_context(another, offline, ()) != context
-        assert naming_context(CATALOG, offline, ("r1.example",)) != context
-        online = dataclasses.replace(offline, is_offline=False)
-        assert naming_context(CATALOG, online, ()) != context
+        claims = [c for text in kept_rows(store, DOMAINS[0]).values()
+                  if (c := decode_kept(DOMAINS[0], text).member.claim) is not None]
+
+        def context_of(catalog: Catalog = CATALOG, bundle: EvidenceBundle = offline,
+                       trusted: tuple[str, ...] = (), shown: Sequence[Claim] = claims) -> str:
+            return naming_context(catalog, bundle, trusted, DOMAINS[0], shown)
+
+        assert context_of() == context
+        assert context_of(another) != context
+        assert context_of(trusted=("r1.example",)) != context
+        assert context_of(bundle=dataclasses.replace(offline, is_offline=False)) != context
+        # another account of the domain's own (a tenant its aligned mail showed) is another
+        assert context_of(shown=[*claims, ("sendgrid", ("u42.wl.sendgrid.net",))]) != context
+        assert context_of(shown=claims[::-1]) == context
 
         named.clear()
         asyncio.run(name_domain(store, another, None, DOMAINS[0]))
         assert len(named) == sources
 
 
+@pytest.mark.parametrize("part", ["member", "identification"])
 def test_a_kept_row_that_is_not_ours_means_naming_the_whole_history(
-        tmp_path: Path, named: list[str], caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, named: list[str], caplog: pytest.LogCaptureFixture, part: str) -> None:
+    """A kept source whose member does not read back, or whose identification does not when
+    a line shows it in full (the largest of the domain's sources)."""
     with SqliteStore(tmp_path / "tampered.sqlite3") as store:
         add(store, generated(4, 40))
-        expected = remembered(store, DOMAINS[0])
-        ip = next(iter(kept_rows(store, DOMAINS[0])))
-        store._db.execute("UPDATE named_sources SET identification = '[1, 2]'"
-                          " WHERE source_ip = ?", (ip,))
+        remembered(store, DOMAINS[0])
+        named.clear()
+        expected = remembered(store, DOMAINS[0])  # names only those in conflict, every time
+        ip, text = max(((ip, text) for ip, text in kept_rows(store, DOMAINS[0]).items()
+                        if ip not in named),
+                       key=lambda row: decode_kept(DOMAINS[0], row[1]).member.messages)
+        tampered = ("[1, 2]" if part == "member" else
+                    text.partition("\n")[0] + "\n" + json.dumps([ip, "not an identification"]))
+        store._db.execute("UPDATE named_sources SET identification = ? WHERE source_ip = ?",
+                          (tampered, ip))
         named.clear()
         assert remembered(store, DOMAINS[0]) == expected
-        assert len(named) == len(kept_rows(store, DOMAINS[0]))
+        assert set(named) == set(kept_rows(store, DOMAINS[0]))  # every source named again
         assert "not readable" in caplog.text and "naming the whole history" in caplog.text
-        assert json.loads(kept_rows(store, DOMAINS[0])[ip])[0] == ip  # written whole again
+        assert decode_kept(DOMAINS[0], kept_rows(store, DOMAINS[0])[ip]).member.ip == ip
 
 
 # -- Table Storage: what tells a naming what changed ------------------------------------------

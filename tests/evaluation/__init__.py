@@ -61,7 +61,13 @@ from analysis.dnsevidence import DnsEvidence
 from analysis.identify import UNKNOWN, VERDICTS, SourceActivity, activities_from_rollups
 from analysis.rollup import RollupKey, report_days, rollup_rows
 from analysis.senders import analyse_activities
-from analysis.verdicts import APPROVABLE, ServiceVerdict, SourceVerdict
+from analysis.verdicts import (
+    APPROVABLE,
+    ServiceVerdict,
+    SourceVerdict,
+    line_key,
+    member_of,
+)
 
 SOURCES = Path(__file__).resolve().parent / "sources.csv"
 HARD_CASES = Path(__file__).resolve().parent / "hard_cases.csv"
@@ -333,8 +339,8 @@ async def evaluate(dns: DnsEvidence | None, sources: Sequence[Source] | None = N
     verdicts, lines, bundle = await analyse_activities(activities, catalog, dns)
     by_key = {(v.identification.activity.domain, v.identification.activity.ip): v
               for v in verdicts}
-    line_of = {(v.identification.activity.domain, v.identification.activity.ip): line
-               for line in lines for v in line.sources}
+    by_line = {line.line_key: line for line in lines}
+    line_of = {key: by_line[line_key(member_of(v))] for key, v in by_key.items()}
     missing = [(s.domain, s.ip) for s in sources if (s.domain, s.ip) not in by_key]
     if missing or len(by_key) != len(sources):
         raise AssertionError(f"reports and rows disagree: missing {missing}, "
