@@ -994,11 +994,13 @@ class TableStore:
             return  # not recalled first: no clock to check it against
         named = dict(identifications)
         generations = () if whole else read.generations
-        if len(generations) + 1 > ts.MAX_GENERATIONS:
+        if len(generations) + 1 > ts.MAX_GENERATIONS and named:
             named, generations = {**read.kept, **named}, ()
         generation = uuid.uuid4().hex[:16]
         parts = ts.pack_kept(named)
         rows = [f"{ts.NAMING_PARTS}{generation}-{i:04d}" for i in range(len(parts))]
+        # a naming that named nothing new (its domain is due a card, say) adds no generation
+        written = (*generations, generation) if parts or whole else generations
         writes = [{"PartitionKey": partition, "RowKey": row, **_props(kept=part)}
                   for row, part in zip(rows, parts, strict=True)]
         state: list[Operation] = [
@@ -1007,10 +1009,10 @@ class TableStore:
               "match_condition": MatchConditions.IfNotModified}),
             ("upsert", {"PartitionKey": partition, "RowKey": ts.NAMING, **_props(
                 context=context, since=read.started.isoformat(),
-                generations=json.dumps([*generations, generation]),
+                generations=json.dumps(list(written)),
                 own=json.dumps(read.own))},
              {"mode": UpdateMode.REPLACE})]
-        live = {f"{ts.NAMING_PARTS}{g}-" for g in (*generations, generation)}
+        live = {f"{ts.NAMING_PARTS}{g}-" for g in written}
         with self._errors(LEDGER):
             for batch in _batches(writes):
                 self._submit(LEDGER, [("create", entity) for entity in batch])

@@ -41,6 +41,7 @@ from analysis.senders import analyse_activities
 from analysis.verdicts import SHOWN_SOURCES, ServiceVerdict, SourceVerdict, member_of
 from function_app.pipeline import name_domain
 from store import SqliteStore, Store
+from store import table_sources as ts_module
 from store import tables as tables_module
 from store.table_sources import unit_row
 from store.tables import TableStore
@@ -553,6 +554,11 @@ def test_table_storage_generations_are_merged_and_nothing_is_left_behind(
         assert store.recall_naming(DOMAINS[0]).kept.keys() == {
             f"192.0.2.{n}" for n in range(1, 9)}
         assert remembered(store, DOMAINS[0]) == whole(store, DOMAINS[0])
+        # a naming with nothing new to name adds no generation and rewrites nothing kept
+        rows = _naming_rows(store, DOMAINS[0])
+        for _ in range(ts_module.MAX_GENERATIONS + 1):
+            assert remembered(store, DOMAINS[0]) == whole(store, DOMAINS[0])
+            assert _naming_rows(store, DOMAINS[0]) == rows
 
 
 def test_table_storage_a_naming_that_loses_a_race_keeps_nothing(
