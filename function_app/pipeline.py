@@ -23,6 +23,7 @@ from analysis.model import AggregateReport, MailEvidence
 from analysis.posture import Posture, assess
 from analysis.records.mtasts import PolicyFetcher
 from analysis.remembered import (
+    Kept,
     KeptUnreadable,
     decode,
     decode_kept,
@@ -168,11 +169,14 @@ async def name_domain(store: Store, catalog: Catalog, dns: DnsEvidence | None, d
     if recalled.context is not None and same_setup(recalled.context, catalog, trusted,
                                                    offline=dns is None):
         try:
+            kept: list[Kept] = []
+            again: list[Kept] = []  # their reverse DNS was not looked up: named again
             with heap_frozen():  # thousands of kept sources: no full collections meanwhile
-                decoded = [decode_kept(domain, text) for text in recalled.kept.values()]
-            kept = [k for k in decoded if not needs_lookup(k)]
+                for text in recalled.kept.values():
+                    k = decode_kept(domain, text)
+                    (again if needs_lookup(k) else kept).append(k)
             changed = activities_from_sources(recalled.changed) + [
-                decode(domain, k).activity for k in decoded if needs_lookup(k)]
+                decode(domain, k).activity for k in again]
             sources, services, bundle = await analyse_activities(changed, catalog, dns,
                                                                  kept=kept)
         except KeptUnreadable as exc:
