@@ -155,11 +155,11 @@ async def name_domain(store: Store, catalog: Catalog, dns: DnsEvidence | None, d
     """Name and judge one domain's sources (over its whole history unless `since`).
 
     Over the whole history only the sources whose reports changed since the last naming are
-    named again, when the store kept the others' identifications and the context they were
-    made in still holds (analysis.remembered); otherwise every source is, and the store keeps
-    them all for next time. Either way every source is judged again, and the lines are the
-    ones naming them all would give.
+    named and judged again, when the store kept the others and the context they were made in
+    still holds (analysis.remembered); otherwise every source is, and the store keeps them all
+    for next time. Either way the lines are the ones naming them all would give.
     """
+    domain = domain.lower()  # as stored (`senders --domain Contoso.com`)
     trusted = trusted_reporters()
     if since is not None:
         _, services, bundle = await analyse_activities(

@@ -398,6 +398,15 @@ def test_a_source_gone_from_the_history_is_not_kept(tmp_path: Path) -> None:
         assert got == whole(store, domain)
 
 
+def test_a_domain_asked_for_in_capitals_is_the_one_stored(tmp_path: Path) -> None:
+    """`senders --domain A.EXAMPLE`: the same lines, whether what was kept is used or not."""
+    with SqliteStore(tmp_path / "case.sqlite3") as store:
+        add(store, generated(4, 40))
+        expected = whole(store, DOMAINS[0])
+        assert remembered(store, DOMAINS[0].upper()) == expected
+        assert remembered(store, DOMAINS[0].upper()) == expected
+
+
 def test_a_change_of_context_names_everything_again(tmp_path: Path, named: list[str]) -> None:
     """Another catalog (a fact added) or another mode (offline, then with DNS) is another
     context; the same one is not."""
