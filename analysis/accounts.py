@@ -182,21 +182,6 @@ def accounts_from_claims(domain: str, pinned: Mapping[str, set[str]], claims: It
                           frozenset(pinned), {} if memo is None else memo)
 
 
-def domain_accounts(domain: str, identifications: Iterable[Identification], catalog: Catalog,
-                    targets: Mapping[tuple[str, str], str], memo: Memo | None = None
-                    ) -> DomainAccounts:
-    """The domain's own accounts from its DNS and from its direct (not forwarded) sources.
-
-    `identifications` are the domain's sources that sent directly: forwarded mail carries the
-    forwarder's tenant and proves nothing about the domain's accounts.
-    """
-    pinned = tenants_from_dns(domain, targets, catalog)
-    memo = {} if memo is None else memo
-    claims = (account_claim(i, catalog, pinned, memo) for i in identifications
-              if i.activity.domain == domain)
-    return accounts_from_claims(domain, pinned, (c for c in claims if c is not None), memo)
-
-
 def account_of(identification: Identification, catalog: Catalog,
                accounts: DomainAccounts | None) -> Account:
     """The account a named source's mail came from, by its own evidence and the domain's."""
